@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -70,12 +71,25 @@ def rate(count: int, seconds: float) -> str:
 
 def bench_domains(items: int, workers: int, console: Console) -> None:
     table = Table(title=f"verifications/s ({items} responses per domain, half right)")
-    for column in ("domain", "mode", "items", "seconds", "items/s", "mean reward", "target items/s"):
+    for column in (
+        "domain",
+        "mode",
+        "items",
+        "distinct",
+        "seconds",
+        "items/s",
+        "mean reward",
+        "target items/s",
+    ):
         table.add_column(column, justify="left" if column in ("domain", "mode") else "right")
     local = VerifierConfig(workers=0)
     pooled = VerifierConfig(workers=workers)
     for domain in ("math", "science", "code", "if"):
         samples, responses = dataset(domain, items)
+        # score_batch scores each distinct (sample, response) pair once: count them
+        distinct = str(
+            len({json.dumps([s, r], sort_keys=True) for s, r in zip(samples, responses, strict=True)})
+        )
         score(samples[0], responses[0], local)  # warm-up: imports, sandbox start
         start = time.perf_counter()
         verdicts = [score(s, r, local) for s, r in zip(samples, responses, strict=True)]
@@ -86,6 +100,7 @@ def bench_domains(items: int, workers: int, console: Console) -> None:
             domain,
             "score, 1 process",
             str(items),
+            distinct,
             f"{seconds:.2f}",
             rate(items, seconds),
             f"{mean:.3f}",
@@ -102,6 +117,7 @@ def bench_domains(items: int, workers: int, console: Console) -> None:
             "",
             f"score_batch, {workers} workers, 64/call",
             str(items),
+            distinct,
             f"{seconds:.2f}",
             rate(items, seconds),
             f"{mean:.3f}",

@@ -62,3 +62,40 @@ def test_code_reference_programs_pass_their_tests():
                 [sys.executable, "-c", program], input=stdin, capture_output=True, text=True, timeout=20
             )
             assert out.stdout.strip() == expected.strip()
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_science_difficulty_sets_the_fact_base(difficulty):
+    from m2rl.data.builtin import ELEMENTS, FACT_BASE_SIZES, UNITS
+
+    element_count, unit_count = FACT_BASE_SIZES[difficulty]
+    known = {str(x) for row in ELEMENTS[:element_count] for x in row} | {u for _, u in UNITS[:unit_count]}
+    for sample in generate("science", "rl", 80, difficulty=difficulty):
+        options = sample["metadata"]["options"]
+        assert set(options) <= known, options
+
+
+def test_science_reasoning_reads_the_options_up_to_the_answer():
+    for sample in generate("science", "test", 20):
+        options, letter = sample["metadata"]["options"], sample["label"]
+        last = "ABCD".index(letter)
+        scan = ", ".join(f"{'ABCD'[i]}) {options[i]}" for i in range(last + 1))
+        assert f"{scan}. That is option {letter}." in sample["metadata"]["solution"]
+
+
+def test_builtin_sizes_may_be_set_per_domain():
+    from omegaconf import OmegaConf
+
+    from m2rl.data.load import rl_samples, sft_conversations
+
+    data = OmegaConf.create(
+        {
+            "name": "builtin",
+            "domains": ["math", "code"],
+            "seed": 0,
+            "difficulty": 1,
+            "sizes": {"sft": {"math": 7, "code": 3}, "rl": 5},
+        }
+    )
+    assert len(sft_conversations(data)) == 10
+    assert {d: len(rows) for d, rows in rl_samples(data, ["math", "code"]).items()} == {"math": 5, "code": 5}

@@ -90,3 +90,20 @@ def test_bad_sample_in_a_batch_is_a_user_error_naming_its_index():
 def test_non_string_responses_score_zero_instead_of_raising():
     sample = generate("math", "test", 1, seed=4)[0]
     assert score_batch([sample], [None], CONFIG)[0].reward == 0.0  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_identical_pairs_are_scored_once_and_share_the_verdict(workers):
+    from m2rl.verifiers import score_batch_timed
+
+    right = code_item("print(int(input()) * 2)")
+    wrong = code_item("print(int(input()) * 3)")
+    other_sample = code_item("print(int(input()) * 2)", sample_id="other")
+    pairs = [right, wrong, right, right, other_sample, wrong]
+    config = dataclasses.replace(CONFIG, workers=workers)
+    verdicts, seconds = score_batch_timed([p[0] for p in pairs], [p[1] for p in pairs], config)
+    assert [v.reward for v in verdicts] == [1.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+    assert verdicts[2] == verdicts[0] and verdicts[5] == verdicts[1]
+    # first sightings did work; copies cost nothing
+    assert all(s > 0 for s in (seconds[0], seconds[1], seconds[4]))
+    assert seconds[2] == seconds[3] == seconds[5] == 0.0

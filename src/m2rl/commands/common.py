@@ -19,7 +19,7 @@ err_console = Console(stderr=True)
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Hydra overrides, e.g. `preset=paper rl.steps=50 data.train_size.math=500`.", show_default=False
+        help="Hydra overrides, e.g. `preset=paper rl.steps=50 data.sizes.rl=200`.", show_default=False
     ),
 ]
 RunsDir = Annotated[

@@ -151,33 +151,43 @@ UNITS = [
 LETTERS = "ABCD"
 
 
-def _fact_question(rng: random.Random) -> tuple[str, str, list[str], str]:
+# Facts per science difficulty (elements, units): a small base is learnable by the built-in model
+# within its SFT budget, so RL has a skill to sharpen rather than facts it never saw enough.
+FACT_BASE_SIZES = {1: (10, 6), 2: (20, 12), 3: (len(ELEMENTS), len(UNITS))}
+
+
+def _fact_question(rng: random.Random, difficulty: int) -> tuple[str, str, list[str], str]:
     """(question, correct option, distractor pool, short reasoning) from the fact base."""
+    element_count, unit_count = FACT_BASE_SIZES[max(1, min(3, difficulty))]
+    elements, units = ELEMENTS[:element_count], UNITS[:unit_count]
     kind = rng.choice(["symbol", "element", "number", "unit"])
     if kind == "unit":
-        quantity, unit = rng.choice(UNITS)
-        pool = [u for _, u in UNITS if u != unit]
+        quantity, unit = rng.choice(units)
+        pool = [u for _, u in units if u != unit]
         return f"What is the SI unit of {quantity}?", unit, pool, f"{quantity} is measured in {unit}."
-    name, symbol, number = rng.choice(ELEMENTS)
+    name, symbol, number = rng.choice(elements)
     if kind == "symbol":
-        pool = [s for _, s, _ in ELEMENTS if s != symbol]
+        pool = [s for _, s, _ in elements if s != symbol]
         return f"What is the chemical symbol of {name}?", symbol, pool, f"{name} has symbol {symbol}."
     if kind == "element":
-        pool = [n for n, _, _ in ELEMENTS if n != name]
+        pool = [n for n, _, _ in elements if n != name]
         return f"Which element has the symbol {symbol}?", name, pool, f"{symbol} is {name}."
-    pool = [str(z) for _, _, z in ELEMENTS if z != number]
+    pool = [str(z) for _, _, z in elements if z != number]
     return f"What is the atomic number of {name}?", str(number), pool, f"{name} has atomic number {number}."
 
 
 def science_problem(rng: random.Random, difficulty: int) -> Problem:
-    """A fact question with four shuffled options; `difficulty` is unused beyond the fact base."""
-    question, correct, pool, reason = _fact_question(rng)
+    """A fact question with four shuffled options; `difficulty` 1-3 sets the size of the fact base."""
+    question, correct, pool, reason = _fact_question(rng, difficulty)
     options = rng.sample(pool, 3) + [correct]
     rng.shuffle(options)
     letter = LETTERS[options.index(correct)]
     body = "\n".join(f"{LETTERS[i]}) {opt}" for i, opt in enumerate(options))
     prompt = f"Answer the following multiple choice question step by step.\n\n{question}\n{body}"
-    solution = f"<think>{reason} That is option {letter}.</think>\nAnswer: {letter}"
+    # The reasoning reads the options in order up to the match: copying the next option line is
+    # easy for a small model, finding a letter behind a word in the prompt is not.
+    scan = ", ".join(f"{LETTERS[i]}) {opt}" for i, opt in enumerate(options[: options.index(correct) + 1]))
+    solution = f"<think>{reason} {scan}. That is option {letter}.</think>\nAnswer: {letter}"
     key = f"science:{question}|{'|'.join(options)}"
     return Problem(key, prompt, letter, solution, {"valid_letters": list(LETTERS), "options": options})
 

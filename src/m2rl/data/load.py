@@ -11,8 +11,10 @@ from m2rl.data.schema import validate_samples
 from m2rl.errors import UserError
 
 
-def _builtin_sizes(data_cfg: DictConfig, split: str) -> int:
-    return int(data_cfg.sizes[split])
+def _builtin_size(data_cfg: DictConfig, split: str, domain: str) -> int:
+    """How many built-in samples of `domain` the split holds: `data.sizes.<split>` is one int or one per domain."""
+    size = data_cfg.sizes[split]
+    return int(size[domain] if isinstance(size, DictConfig) else size)
 
 
 def builtin_difficulty(data_cfg: DictConfig, domain: str) -> int:
@@ -44,7 +46,7 @@ def sft_conversations(data_cfg: DictConfig):
             for sample in generate(
                 domain,
                 "sft",
-                _builtin_sizes(data_cfg, "sft"),
+                _builtin_size(data_cfg, "sft", domain),
                 int(data_cfg.seed),
                 builtin_difficulty(data_cfg, domain),
             ):
@@ -69,7 +71,7 @@ def rl_samples(data_cfg: DictConfig, domains: list[str]) -> dict[str, list[dict[
                 generate(
                     d,
                     "rl",
-                    _builtin_sizes(data_cfg, "rl"),
+                    _builtin_size(data_cfg, "rl", d),
                     int(data_cfg.seed),
                     builtin_difficulty(data_cfg, d),
                 ),

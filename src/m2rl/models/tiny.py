@@ -25,11 +25,16 @@ THINK_TOKENS = ["<think>", "</think>"]
 PAD_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_end|>"
 
 
+# The tokenizer learns from the hardest level of every generator, so its merges cover every
+# operator, fact and instruction any `data.difficulty` can produce.
+CORPUS_DIFFICULTY = 3
+
+
 def _corpus(samples_per_domain: int, seed: int) -> list[str]:
     """Chat-formatted text of built-in SFT samples, the tokenizer's training corpus."""
     texts = []
     for domain in GENERATORS:
-        for sample in generate(domain, "sft", samples_per_domain, seed=seed):
+        for sample in generate(domain, "sft", samples_per_domain, seed=seed, difficulty=CORPUS_DIFFICULTY):
             prompt = sample["prompt"][0]["content"]
             texts.append(f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
             texts.append(
@@ -101,8 +106,11 @@ def build_model(builtin: dict[str, Any], tokenizer):
 
 
 def build_key(builtin: dict[str, Any]) -> str:
-    """Cache key: a hash of everything the build depends on."""
-    return hashlib.sha256(json.dumps(builtin, sort_keys=True).encode()).hexdigest()[:12]
+    """Cache key: a hash of everything the build depends on, the tokenizer corpus's text included
+    (so a change to the built-in generators rebuilds the model instead of reusing a stale one)."""
+    corpus = _corpus(builtin["tokenizer_corpus_samples"], builtin["seed"])
+    payload = json.dumps({"build": builtin, "corpus": corpus}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def ensure_tiny_model(builtin: dict[str, Any], cache_root: Path) -> Path:

@@ -10,6 +10,7 @@ gets its worker killed and replaced. The pool stays alive between calls (GRPO sc
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import select
 import subprocess
@@ -198,11 +199,30 @@ def score_batch_timed(
     validate_batch(samples, responses)
     if not samples:
         return [], []
+    # A GRPO group often holds the same completion several times (a small model's code answers
+    # especially): each distinct (sample, response) pair is scored once and its verdict shared.
+    # Copies cost 0 s; a program with random output gets one draw for all its copies.
+    first_of: dict[str, int] = {}
+    unique: list[int] = []
+    slot = []
+    for i, (sample, response) in enumerate(zip(samples, responses, strict=True)):
+        key = json.dumps([sample, response], sort_keys=True, default=str)
+        if key not in first_of:
+            first_of[key] = len(unique)
+            unique.append(i)
+        slot.append(first_of[key])
+    unique_samples, unique_responses = [samples[i] for i in unique], [responses[i] for i in unique]
     if config.worker_count == 0:
         verdicts, seconds = [], []
-        for sample, response in zip(samples, responses, strict=True):
+        for sample, response in zip(unique_samples, unique_responses, strict=True):
             start = time.perf_counter()
             verdicts.append(score(sample, response, config))
             seconds.append(time.perf_counter() - start)
-        return verdicts, seconds
-    return shared_pool(config.worker_count).score(samples, responses, config)
+    else:
+        verdicts, seconds = shared_pool(config.worker_count).score(unique_samples, unique_responses, config)
+    seen: set[int] = set()
+    all_seconds = []
+    for j in slot:
+        all_seconds.append(0.0 if j in seen else seconds[j])
+        seen.add(j)
+    return [verdicts[j] for j in slot], all_seconds
