@@ -27,6 +27,7 @@ from rich.table import Table
 
 from m2rl.data.builtin import SPLITS, generate
 from m2rl.verifiers import VerifierConfig, close_pool, score, score_batch
+from m2rl.verifiers.instruction_following.text import load_language_profiles
 from m2rl.verifiers.registry import code_limits
 from m2rl.verifiers.sandbox import LocalSandbox
 from m2rl.verifiers.unit_tests import extract_program, unit_tests_of
@@ -91,6 +92,7 @@ def bench_domains(items: int, workers: int, console: Console) -> None:
             len({json.dumps([s, r], sort_keys=True) for s, r in zip(samples, responses, strict=True)})
         )
         score(samples[0], responses[0], local)  # warm-up: imports, sandbox start
+        load_language_profiles()  # as the pool's workers do at start
         start = time.perf_counter()
         verdicts = [score(s, r, local) for s, r in zip(samples, responses, strict=True)]
         seconds = time.perf_counter() - start

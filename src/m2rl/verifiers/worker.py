@@ -17,10 +17,12 @@ def main() -> None:
     """Serve scoring requests on stdin/stdout until stdin closes."""
     in_fd, out_fd = os.dup(0), os.dup(1)
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
+    from m2rl.verifiers.instruction_following.text import load_language_profiles
     from m2rl.verifiers.math_answer import load_math_verify
     from m2rl.verifiers.registry import score
 
-    load_math_verify()  # pay the sympy import before the first deadline starts
+    load_math_verify()  # pay the sympy import and the language profiles before the first deadline starts
+    load_language_profiles()
     send_frame(out_fd, {"ready": os.getpid()})
     while True:
         request = recv_frame(in_fd)
