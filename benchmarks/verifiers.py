@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from rich.table import Table
 
 from m2rl.data.builtin import SPLITS, generate
 from m2rl.verifiers import VerifierConfig, close_pool, score, score_batch
+from m2rl.verifiers.batch import pair_key
 from m2rl.verifiers.instruction_following.text import load_language_profiles
 from m2rl.verifiers.registry import code_limits
 from m2rl.verifiers.sandbox import LocalSandbox
@@ -88,9 +88,7 @@ def bench_domains(items: int, workers: int, console: Console) -> None:
     for domain in ("math", "science", "code", "if"):
         samples, responses = dataset(domain, items)
         # score_batch scores each distinct (sample, response) pair once: count them
-        distinct = str(
-            len({json.dumps([s, r], sort_keys=True) for s, r in zip(samples, responses, strict=True)})
-        )
+        distinct = str(len({pair_key(s, r) for s, r in zip(samples, responses, strict=True)}))
         score(samples[0], responses[0], local)  # warm-up: imports, sandbox start
         load_language_profiles()  # as the pool's workers do at start
         start = time.perf_counter()

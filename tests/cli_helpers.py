@@ -7,6 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+# GRPO overrides that keep a test run small and fast: 4 prompts x 4 samples, 16 new tokens.
+FAST_RL = [
+    "rl.prompts_per_step=4",
+    "rl.num_generations=4",
+    "rl.per_device_batch_size=16",
+    "rl.max_completion_length=16",
+    "data.sizes.rl=16",
+]
+
 
 def m2rl(
     *args: str, runs_dir: Path | None = None, timeout: float = 600, env: dict | None = None

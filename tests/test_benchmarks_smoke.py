@@ -8,20 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import FAST_RL
+
 REPO = Path(__file__).resolve().parents[1]
-FAST = [
-    "rl.prompts_per_step=4",
-    "rl.num_generations=4",
-    "rl.per_device_batch_size=16",
-    "rl.max_completion_length=16",
-    "data.sizes.rl=16",
-]
 
 
 @pytest.mark.slow
 def test_rl_step_benchmark_times_both_variants_on_identical_work(tmp_path):
     command = [sys.executable, str(REPO / "benchmarks" / "rl_step.py"), "--steps", "2", "--warmup", "1"]
-    command += ["--rounds", "1", "--runs-dir", str(tmp_path)] + [f"--override={o}" for o in FAST]
+    command += ["--rounds", "1", "--runs-dir", str(tmp_path)] + [f"--override={o}" for o in FAST_RL]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = {line.split("│")[1].strip() for line in done.stdout.splitlines() if line.startswith("│")}

@@ -18,16 +18,7 @@ from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.ledger import Ledger, attempt
 from m2rl.verifiers import VerifierConfig
 
-from cli_helpers import m2rl
-
-# Small and fast: 4 prompts x 4 samples, 16 new tokens.
-FAST = [
-    "rl.prompts_per_step=4",
-    "rl.num_generations=4",
-    "rl.per_device_batch_size=16",
-    "rl.max_completion_length=16",
-    "data.sizes.rl=16",
-]
+from cli_helpers import FAST_RL, m2rl
 
 
 def test_paper_recipe_maps_onto_grpo_config(tmp_path):
@@ -113,7 +104,7 @@ def test_mixed_run_logs_every_domain_every_step(sft_run, tmp_path):
         "math,code,science,if",
         "--from",
         "sft",
-        *FAST,
+        *FAST_RL,
         "rl.mixed_steps=2",
         "rl.save_steps=0",
         runs_dir=runs,
@@ -147,7 +138,7 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(sft_run, tmp_path):
         "sft",
         "--runs-dir",
         str(runs),
-        *FAST,
+        *FAST_RL,
         "rl.steps=6",
         "rl.save_steps=2",
         "rl.save_total_limit=3",
@@ -185,10 +176,10 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_completed_run(sft_run, tmp_
         (["--domains", "math", "--from", sft_run.id, "data.sizes.rl=0"], "no rows"),
     ]
     for args, message in cases:
-        result = m2rl("rl", *FAST, *args, runs_dir=runs)  # later overrides win
+        result = m2rl("rl", *FAST_RL, *args, runs_dir=runs)  # later overrides win
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     rl_run = Ledger(runs).create("rl", "not-sft", {})
-    result = m2rl("rl", "--domains", "math", "--from", rl_run.id, *FAST, runs_dir=runs)
+    result = m2rl("rl", "--domains", "math", "--from", rl_run.id, *FAST_RL, runs_dir=runs)
     assert result.returncode == 2 and "not a completed SFT run" in result.stderr
     assert [r.kind for r in Ledger(runs).runs()] == ["sft", "rl"]

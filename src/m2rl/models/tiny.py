@@ -45,8 +45,8 @@ def _corpus(samples_per_domain: int, seed: int) -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int, samples_per_domain: int, seed: int):
-    """A byte-level BPE fast tokenizer with the Qwen3 chat template."""
+def build_tokenizer(vocab_size: int, corpus: list[str]):
+    """A byte-level BPE fast tokenizer with the Qwen3 chat template, trained on `corpus`."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     from trl.chat_template_utils import qwen3_chat_template
@@ -62,7 +62,7 @@ def build_tokenizer(vocab_size: int, samples_per_domain: int, seed: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_corpus(samples_per_domain, seed), trainer=trainer)
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
@@ -105,10 +105,9 @@ def build_model(builtin: dict[str, Any], tokenizer):
     return model
 
 
-def build_key(builtin: dict[str, Any]) -> str:
+def build_key(builtin: dict[str, Any], corpus: list[str]) -> str:
     """Cache key: a hash of everything the build depends on, the tokenizer corpus's text included
     (so a change to the built-in generators rebuilds the model instead of reusing a stale one)."""
-    corpus = _corpus(builtin["tokenizer_corpus_samples"], builtin["seed"])
     payload = json.dumps({"build": builtin, "corpus": corpus}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -116,15 +115,14 @@ def build_key(builtin: dict[str, Any]) -> str:
 def ensure_tiny_model(builtin: dict[str, Any], cache_root: Path) -> Path:
     """The built-in model directory for this build config, building it once under `cache_root`."""
     builtin = dict(builtin)
-    target = Path(cache_root) / f"tiny-model-{build_key(builtin)}"
+    corpus = _corpus(builtin["tokenizer_corpus_samples"], builtin["seed"])
+    target = Path(cache_root) / f"tiny-model-{build_key(builtin, corpus)}"
     if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
     try:
-        tokenizer = build_tokenizer(
-            builtin["tokenizer_vocab_size"], builtin["tokenizer_corpus_samples"], builtin["seed"]
-        )
+        tokenizer = build_tokenizer(builtin["tokenizer_vocab_size"], corpus)
         model = build_model(builtin, tokenizer)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

@@ -183,6 +183,11 @@ def validate_batch(samples: list[dict[str, Any]], responses: list[str]) -> None:
         check_sample(sample, f"batch item {i}")
 
 
+def pair_key(sample: dict[str, Any], response: str) -> str:
+    """Identity of a (sample, response) pair: `score_batch` scores each distinct one once."""
+    return json.dumps([sample, response], sort_keys=True, default=str)
+
+
 def score_batch(
     samples: list[dict[str, Any]], responses: list[str], config: VerifierConfig | None = None
 ) -> list[Verdict]:
@@ -203,10 +208,10 @@ def score_batch_timed(
     # especially): each distinct (sample, response) pair is scored once and its verdict shared.
     # Copies cost 0 s; a program with random output gets one draw for all its copies.
     first_of: dict[str, int] = {}
-    unique: list[int] = []
-    slot = []
+    unique: list[int] = []  # index of each distinct pair's first occurrence
+    slot = []  # for each item, the position of its pair in `unique`
     for i, (sample, response) in enumerate(zip(samples, responses, strict=True)):
-        key = json.dumps([sample, response], sort_keys=True, default=str)
+        key = pair_key(sample, response)
         if key not in first_of:
             first_of[key] = len(unique)
             unique.append(i)
@@ -220,9 +225,4 @@ def score_batch_timed(
             seconds.append(time.perf_counter() - start)
     else:
         verdicts, seconds = shared_pool(config.worker_count).score(unique_samples, unique_responses, config)
-    seen: set[int] = set()
-    all_seconds = []
-    for j in slot:
-        all_seconds.append(0.0 if j in seen else seconds[j])
-        seen.add(j)
-    return [verdicts[j] for j in slot], all_seconds
+    return [verdicts[j] for j in slot], [seconds[j] if unique[j] == i else 0.0 for i, j in enumerate(slot)]
