@@ -50,11 +50,26 @@ def test_label_formats_match_the_real_data():
         assert s["metadata"]["prompt_text"] == s["prompt"][0]["content"]
 
 
-def test_code_reference_programs_pass_their_tests():
+def family(sample) -> str:
+    return sample["metadata"]["key"].split(":")[1]
+
+
+def test_code_difficulty_3_adds_the_compositional_families():
+    assert not {"filter", "branch"} & {family(s) for s in generate("code", "rl", 100, difficulty=2)}
+    assert {"filter", "branch"} <= {family(s) for s in generate("code", "rl", 100, difficulty=3)}
+
+
+@pytest.mark.parametrize("difficulty", [2, 3])
+def test_code_reference_programs_pass_their_tests(difficulty):
     import subprocess
     import sys
 
-    for sample in generate("code", "test", 8):
+    samples = generate("code", "test", 64, difficulty=difficulty)
+    if difficulty == 3:  # the new families: the first four of each
+        samples = [s for s in samples if family(s) == "filter"][:4] + [
+            s for s in samples if family(s) == "branch"
+        ][:4]
+    for sample in samples[:8]:
         program = sample["metadata"]["solution"].split("```python\n")[1].split("```")[0]
         tests = sample["metadata"]["unit_tests"]
         for stdin, expected in zip(tests["inputs"], tests["outputs"], strict=True):

@@ -79,3 +79,10 @@ def test_runs_lists_nothing_then_json(tmp_path):
     assert "no runs" in m2rl("runs", runs_dir=tmp_path).stdout
     result = m2rl("runs", "--json", runs_dir=tmp_path)
     assert result.returncode == 0 and json.loads(result.stdout) == []
+
+
+def test_hydra_delete_override_removes_a_key():
+    from m2rl.config import compose_config
+
+    cfg = compose_config(["~eval.benchmarks.code"])
+    assert "code" not in cfg.eval.benchmarks and "math" in cfg.eval.benchmarks

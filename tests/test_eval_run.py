@@ -150,6 +150,16 @@ def test_a_merge_without_a_saved_tokenizer_uses_its_lineage(tmp_path, tiny_model
     assert evaluate_run(ledger, merge, cfg)["science"]["n_items"] == 3
 
 
+def test_eval_arguments_split_into_runs_and_every_kind_of_override():
+    from m2rl.commands.eval import split_arguments
+
+    arguments = ["study-sft", "eval.k=2", "~eval.benchmarks.code", "+eval.extra=1", "runs/x"]
+    assert split_arguments(arguments) == (
+        ["study-sft", "runs/x"],
+        ["eval.k=2", "~eval.benchmarks.code", "+eval.extra=1"],
+    )
+
+
 def test_cli_eval_dry_run_shows_the_plan_and_reuse(tmp_path, tiny_model, monkeypatch):
     from m2rl.cli import app
 

@@ -111,6 +111,8 @@ def test_get_resolves_id_prefix_name_and_path(tmp_path):
     assert ledger.get(str(first.path)).id == first.id
     with pytest.raises(UserError, match="no run"):
         ledger.get("missing")
+    with pytest.raises(UserError, match="no run"):  # not a home directory lookup that crashes
+        ledger.get("~no-such-user/run")
 
 
 def test_resumed_run_sums_device_hours_of_attempts(tmp_path):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from m2rl.config import compose_config
+from m2rl.config import compose_config, training_config_hash
 from m2rl.ledger import Ledger
 from m2rl.pipeline import estimated_gpu_hours, plan
 
@@ -30,6 +30,20 @@ def test_tiny_plan_runs_sft_experts_mixed_merges_eval_compare():
         "compare",
     ]
     assert stages[5].domains == ["math", "code", "science", "if"] and stages[5].name == "s-rl-mixed"
+
+
+def test_a_stage_is_identified_by_the_config_sections_that_decide_its_training():
+    def digests(*overrides: str) -> tuple[str, str]:
+        cfg = compose_config(list(overrides))
+        return training_config_hash(cfg, "sft"), training_config_hash(cfg, "rl", ["math"], ["sft-id"])
+
+    sft, rl = digests()
+    assert digests("eval.k=8", "study.merge_methods=[ties]", "torch_threads=1") == (sft, rl)
+    assert digests("rl.steps=7")[0] == sft and digests("rl.steps=7")[1] != rl  # SFT reused, RL not
+    assert digests("sft.epochs=1")[0] != sft
+    new_sft, new_rl = digests("data.difficulty.code=1")  # the data decides both
+    assert new_sft != sft and new_rl != rl
+    assert training_config_hash(compose_config([]), "rl", ["code"], ["sft-id"]) != rl
 
 
 def test_paper_plan_estimates_the_papers_gpu_hours():

@@ -13,7 +13,7 @@ import pytest
 
 from m2rl.config import compose_config
 from m2rl.data.builtin import generate
-from m2rl.engine.grpo import build_grpo_config, interleave_domains
+from m2rl.engine.grpo import build_grpo_config, interleave_domains, reward_summary
 from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.ledger import Ledger, attempt
 from m2rl.verifiers import VerifierConfig
@@ -50,6 +50,24 @@ def test_interleaving_keeps_proportions_in_every_window():
     for start in range(0, 80, 8):
         window = [s["domain"] for s in ordered[start : start + 8]]
         assert 4 <= window.count("math") <= 8 and window.count("code") >= 1
+
+
+def test_reward_summary_tells_a_clear_rise_from_step_noise():
+    noisy = [0.2, 0.3] * 10  # first and last ten steps both average 0.25
+    rising = [0.2, 0.3] * 5 + [0.4, 0.5] * 5
+    records = [
+        {"step": i + 1, "math/reward": a, "code/reward": b}
+        for i, (a, b) in enumerate(zip(noisy, rising, strict=True))
+    ]
+    summary = reward_summary(records, ["math", "code"])
+    assert summary["steps"] == 20
+    assert summary["math/reward_first10"] == pytest.approx(0.25) == summary["math/reward_last10"]
+    assert summary["math/reward_rise_t"] == pytest.approx(0.0)
+    assert summary["code/reward_last10"] - summary["code/reward_first10"] == pytest.approx(0.2)
+    # per-window std 0.0527 -> standard error of the difference 0.0236 -> t = 8.5
+    assert summary["code/reward_rise_t"] == pytest.approx(8.485, rel=1e-3)
+    short = reward_summary(records[:15], ["math"])
+    assert "math/reward_rise_t" not in short and "math/reward_last10" in short
 
 
 def test_reward_routes_each_sample_to_its_verifier_and_logs_per_domain():

@@ -107,3 +107,55 @@ def test_identical_pairs_are_scored_once_and_share_the_verdict(workers):
     # first sightings did work; copies cost nothing
     assert all(s > 0 for s in (seconds[0], seconds[1], seconds[4]))
     assert seconds[2] == seconds[3] == seconds[5] == 0.0
+
+
+def test_fast_items_are_pipelined_and_a_timeout_requeues_the_items_behind_it(monkeypatch):
+    slow_type = dataclasses.replace(RM_TYPES["unit_test"], budget_s=lambda sample, config: 1.5)
+    monkeypatch.setitem(RM_TYPES, "unit_test", slow_type)
+    in_flight = []
+    accepts = batch_module._Worker.accepts
+
+    def recording_accepts(worker, size, depth):
+        ok = accepts(worker, size, depth)
+        if ok:
+            in_flight.append(len(worker.jobs) + 1)
+        return ok
+
+    monkeypatch.setattr(batch_module._Worker, "accepts", recording_accepts)
+    samples = generate("math", "test", 40, seed=5)
+    responses = [s["metadata"]["solution"] for s in samples]
+    slow = code_item("import time\ntime.sleep(30)", "slow")
+    samples.insert(3, slow[0])
+    responses.insert(3, slow[1])
+    config = dataclasses.replace(CONFIG, code_time_limit_s=10.0)
+    verdicts = score_batch(samples, responses, config)
+    assert verdicts[3].reward == 0.0 and "timeout" in verdicts[3].reason
+    assert [v.reward for i, v in enumerate(verdicts) if i != 3] == [1.0] * 40
+    assert max(in_flight) == batch_module.PIPELINE_DEPTH  # several items wait in a worker's pipe
+    assert in_flight[-1] == 1  # the end of a batch is not queued behind a possibly slow item
+
+
+def test_a_worker_that_dies_scores_its_item_zero_and_hands_its_queue_on():
+    import os
+    import signal
+    import threading
+
+    slow = code_item("import time\ntime.sleep(30)", "doomed")
+    samples = [slow[0]] + generate("math", "test", 30, seed=6)
+    responses = [slow[1]] + [s["metadata"]["solution"] for s in samples[1:]]
+    pool = batch_module.shared_pool(2)
+
+    def kill_the_worker_scoring_item_0():
+        for _ in range(200):
+            time.sleep(0.05)
+            for worker in list(pool._workers):
+                if worker.jobs and worker.jobs[0].index == 0:
+                    os.kill(worker.proc.pid, signal.SIGKILL)
+                    return
+
+    killer = threading.Thread(target=kill_the_worker_scoring_item_0)
+    killer.start()
+    verdicts = score_batch(samples, responses, dataclasses.replace(CONFIG, code_time_limit_s=20.0))
+    killer.join()
+    assert verdicts[0].reward == 0.0 and verdicts[0].reason == "verifier worker died"
+    assert [v.reward for v in verdicts[1:]] == [1.0] * 30

@@ -26,8 +26,10 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """The resolved config for these Hydra overrides; bad overrides raise UserError."""
     overrides = list(overrides or [])
     for item in overrides:
-        if "=" not in item:
-            raise UserError(f"override {item!r} is not of the form key=value (e.g. rl.steps=50)")
+        if "=" not in item and not item.startswith("~"):
+            raise UserError(
+                f"override {item!r} is not of the form key=value, +key=value or ~key (e.g. rl.steps=50)"
+            )
     directory = conf_dir()
     if not (directory / "config.yaml").is_file():
         raise UserError(f"config directory {directory} has no config.yaml; set M2RL_CONF_DIR")
@@ -51,9 +53,29 @@ def to_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+# The config sections that decide what a training run produces. A stage's identity hashes only these,
+# so changing the RL recipe does not retrain SFT, and changing eval or merges retrains nothing.
+TRAINING_SECTIONS = {
+    "sft": ("model", "data", "sft", "launcher", "seed"),
+    "rl": ("model", "data", "rl", "verifiers", "launcher", "seed"),
+}
+
+
+def training_config_hash(cfg: DictConfig, kind: str, *inputs: object) -> str:
+    """Identity of an SFT or RL run: its sections of the config plus its inputs (domains, parents)."""
+    sections = {key: cfg.get(key) for key in TRAINING_SECTIONS[kind]}
+    return config_hash(sections, kind, *inputs)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, DictConfig):
+        return to_container(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def config_hash(*parts: object) -> str:
     """A stable short hash of configs and inputs, used to recognise an identical finished run."""
-    payload = json.dumps(
-        [to_container(p) if isinstance(p, DictConfig) else p for p in parts], sort_keys=True, default=str
-    )
+    payload = json.dumps([_plain(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -222,7 +222,10 @@ class Ledger:
 
     def get(self, ref: str) -> Run:
         """A run by id, by unique id prefix, by directory path, or by name (the newest of that name)."""
-        candidate = Path(ref).expanduser()
+        try:
+            candidate = Path(ref).expanduser()
+        except RuntimeError:  # `~name` of a user that does not exist
+            candidate = Path(ref)
         if (candidate / MANIFEST).is_file():
             return Run.load(candidate.resolve())
         if (self.root / ref / MANIFEST).is_file():

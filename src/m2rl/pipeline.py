@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from m2rl.config import config_hash
+from m2rl.config import training_config_hash
 from m2rl.engine import rl_job
 from m2rl.ledger import Ledger, Run
 
@@ -102,12 +102,12 @@ class Study:
         from m2rl.engine.jobs import run_sft
 
         stage = self.stages[0]
-        return self._reuse(stage.name, config_hash(self.cfg, "sft")) or run_sft(
+        return self._reuse(stage.name, training_config_hash(self.cfg, "sft")) or run_sft(
             self.cfg, self.ledger.root, stage.name
         )
 
     def run_rl(self, stage: Stage, sft: Run) -> Run:
-        digest = config_hash(self.cfg, "rl", stage.domains, [sft.id])
+        digest = training_config_hash(self.cfg, "rl", stage.domains, [sft.id])
         reused = self._reuse(stage.name, digest)
         if reused:
             return reused

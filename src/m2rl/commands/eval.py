@@ -23,10 +23,9 @@ EVALUABLE_KINDS = ("model", "sft", "rl", "merge")
 
 
 def split_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
-    """(run references, Hydra overrides): arguments containing `=` are overrides."""
-    runs = [a for a in arguments if "=" not in a]
-    overrides = [a for a in arguments if "=" in a]
-    return runs, overrides
+    """(run references, Hydra overrides): `key=value`, `+key=value` and `~key` (delete) are overrides."""
+    overrides = [a for a in arguments if "=" in a or a.startswith("~")]
+    return [a for a in arguments if a not in overrides], overrides
 
 
 def command(

@@ -197,8 +197,20 @@ def science_problem(rng: random.Random, difficulty: int) -> Problem:
 def _code_task(
     rng: random.Random, difficulty: int
 ) -> tuple[str, str, str, Callable[[random.Random], tuple[str, str]]]:
-    """(key, statement, program, test maker) for one task family."""
-    family = rng.choice(["linear", "linear", "square", "sum2", "max3", "mod", "reverse", "repeat"])
+    """(key, statement, program, test maker) for one task family.
+
+    Difficulty 3 adds two compositional families (filter-then-aggregate over a list, a branch on a
+    property of n) where the program follows from two or three choices in the statement: the built-in
+    model gets these partly right after SFT, which leaves RL room to improve code.
+    """
+    families = ["linear", "linear", "square", "sum2", "max3", "mod", "reverse", "repeat"]
+    if difficulty >= 3:
+        families += ["filter", "filter", "branch", "branch"]
+    family = rng.choice(families)
+    if family == "filter":
+        return _filter_task(rng)
+    if family == "branch":
+        return _branch_task(rng)
     if family == "linear":
         a, b = rng.randint(2, 15), rng.randint(-50, 50 * difficulty)
         return (
@@ -259,6 +271,45 @@ def _code_task(
         lambda r: (lambda w: (f"{w}\n", w * k + "\n"))(
             "".join(r.choice("xyzuvw") for _ in range(r.randint(1, 4)))
         ),
+    )
+
+
+FILTER_AGGREGATES = {"sum": "sum(xs)", "count": "len(xs)", "largest": "max(xs)", "smallest": "min(xs)"}
+FILTER_COMPARISONS = {"greater than": ">", "less than": "<"}
+BRANCH_CONDITIONS = {"even": "n % 2 == 0", "positive": "n > 0"}
+
+
+def _filter_task(rng: random.Random) -> tuple[str, str, str, Callable[[random.Random], tuple[str, str]]]:
+    """Aggregate the integers of a line that pass a comparison, e.g. the sum of those less than 7."""
+    aggregate, words = rng.choice(list(FILTER_AGGREGATES)), rng.choice(list(FILTER_COMPARISONS))
+    c, op = rng.randint(-20, 20), FILTER_COMPARISONS[words]
+    passes = (lambda v: v > c) if op == ">" else (lambda v: v < c)
+    reduce = {"sum": sum, "count": len, "largest": max, "smallest": min}[aggregate]
+
+    def make_test(r: random.Random) -> tuple[str, str]:
+        while True:  # at least one value passes, so largest/smallest are defined
+            xs = [r.randint(-50, 50) for _ in range(r.randint(3, 6))]
+            kept = [v for v in xs if passes(v)]
+            if kept:
+                return " ".join(map(str, xs)) + "\n", f"{reduce(kept)}\n"
+
+    return (
+        f"filter:{aggregate}:{op}:{c}",
+        f"Read integers on one line and print the {aggregate} of those {words} {c}.",
+        f"xs = [v for v in map(int, input().split()) if v {op} {c}]\nprint({FILTER_AGGREGATES[aggregate]})",
+        make_test,
+    )
+
+
+def _branch_task(rng: random.Random) -> tuple[str, str, str, Callable[[random.Random], tuple[str, str]]]:
+    """Two formulas chosen by a property of n, e.g. 3*n if n is even, otherwise n-4."""
+    a, b, condition = rng.randint(2, 9), rng.randint(1, 30), rng.choice(list(BRANCH_CONDITIONS))
+    holds = (lambda n: n % 2 == 0) if condition == "even" else (lambda n: n > 0)
+    return (
+        f"branch:{condition}:{a}:{b}",
+        f"Read an integer n and print {a}*n if n is {condition}, otherwise n-{b}.",
+        f"n = int(input())\nprint({a} * n if {BRANCH_CONDITIONS[condition]} else n - {b})",
+        lambda r: (lambda n: (f"{n}\n", f"{a * n if holds(n) else n - b}\n"))(r.randint(-30, 30)),
     )
 
 

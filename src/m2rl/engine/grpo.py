@@ -9,7 +9,9 @@ filters prompts over `max_prompt_length` tokens, as the paper does.
 from __future__ import annotations
 
 import json
+import math
 import random
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -243,11 +245,26 @@ def train_grpo(
 
 
 def reward_summary(records: list[dict[str, Any]], domains: list[str], window: int = 10) -> dict[str, Any]:
-    """Per-domain mean reward over the first and last `window` logged steps."""
+    """Per-domain mean reward over the first and last `window` logged steps, and how clear the change is.
+
+    `reward_rise_t` is Welch's t statistic of last-window minus first-window step rewards: a step's
+    reward depends on which prompts it drew, so a rise of a few points can be noise; t >= 2 is a rise
+    well outside the step-to-step spread.
+    """
     summary: dict[str, Any] = {"steps": max((r.get("step", 0) for r in records), default=0)}
     for domain in domains:
         values = [r[f"{domain}/reward"] for r in records if r.get(f"{domain}/reward") is not None]
-        if values:
-            summary[f"{domain}/reward_first{window}"] = sum(values[:window]) / len(values[:window])
-            summary[f"{domain}/reward_last{window}"] = sum(values[-window:]) / len(values[-window:])
+        if not values:
+            continue
+        first, last = values[:window], values[-window:]
+        summary[f"{domain}/reward_first{window}"] = statistics.fmean(first)
+        summary[f"{domain}/reward_last{window}"] = statistics.fmean(last)
+        spread = (
+            statistics.variance(first) / window + statistics.variance(last) / window
+            if len(values) >= 2 * window
+            else 0.0
+        )
+        if spread > 0:  # undefined for short runs and for constant rewards
+            rise = statistics.fmean(last) - statistics.fmean(first)
+            summary[f"{domain}/reward_rise_t"] = rise / math.sqrt(spread)
     return summary

@@ -56,7 +56,7 @@ def execute(kind: str, cfg: DictConfig, run: Run, resume_from: str | None = None
 
 def run_sft(cfg, runs_dir: Path, name: str):
     """Create an SFT run, train it, and return the completed run (Python API for the pipeline)."""
-    from m2rl.config import config_hash, to_container
+    from m2rl.config import to_container, training_config_hash
     from m2rl.engine.launch import world_size
     from m2rl.ledger import Device, Ledger
     from m2rl.models.resolve import resolve_base_model
@@ -71,7 +71,7 @@ def run_sft(cfg, runs_dir: Path, name: str):
         parents=[],
         device=Device.detect(processes),
         world_size=processes,
-        config_hash=config_hash(cfg, "sft"),
+        config_hash=training_config_hash(cfg, "sft"),
     )
     run.update(base_model=base)
     return execute("sft", cfg, run)

@@ -59,7 +59,7 @@ def create_rl_run(
     cfg: DictConfig, ledger: Ledger, domains: list[str], from_ref: str | None, name: str | None
 ) -> Run:
     """Validate everything that can be checked up front, then create the run directory."""
-    from m2rl.config import config_hash
+    from m2rl.config import training_config_hash
     from m2rl.engine.grpo import rollout_batch
     from m2rl.engine.launch import world_size
 
@@ -75,7 +75,7 @@ def create_rl_run(
         parents=parents,
         device=Device.detect(processes),
         world_size=processes,
-        config_hash=config_hash(cfg, "rl", domains, parents),
+        config_hash=training_config_hash(cfg, "rl", domains, parents),
     )
     run.update(domains=domains, base_model=model_path, steps=rl_steps(cfg, domains))
     return run

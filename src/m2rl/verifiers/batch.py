@@ -22,22 +22,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from m2rl.verifiers.config import VerifierConfig
-from m2rl.verifiers.forkserver import recv_frame, send_frame
+from m2rl.verifiers.forkserver import encode_frame, recv_frame, write_frame
 from m2rl.verifiers.registry import check_sample, reward_type, score
 from m2rl.verifiers.verdict import Verdict, verdict
 
 START_TIMEOUT_S = 120.0
 
 
+# Items in flight per worker: the next ones wait in its pipe while it scores the first, so a fast
+# verifier (IF, science: ~0.1 ms an item) never idles through a round trip to this process. Kept to
+# one near the end of a batch so a slow item (code) cannot leave the other workers idle behind it,
+# and to a byte budget inside the 64 KiB pipe buffer so a send never blocks on a busy worker.
+PIPELINE_DEPTH = 4
+PIPELINE_BYTES = 32 * 1024
+
+
 @dataclass
 class _Job:
     index: int
-    deadline: float
     budget_s: float
+    size: int
 
 
 class _Worker:
-    """One worker process and the job it is running, if any."""
+    """One worker process and the jobs sent to it, oldest (the one being scored) first."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -51,7 +59,20 @@ class _Worker:
         self.in_fd = self.proc.stdin.fileno()
         self.ready = False
         self.started = time.monotonic()
-        self.job: _Job | None = None
+        self.jobs: deque[_Job] = deque()
+        self.broken = False  # a send failed: take no more jobs, wait for its end of file
+        self.head_since = 0.0  # when the oldest job became the one being scored: its clock starts
+
+    @property
+    def deadline(self) -> float:
+        if not self.ready:
+            return self.started + START_TIMEOUT_S
+        return self.head_since + self.jobs[0].budget_s
+
+    def accepts(self, size: int, depth: int) -> bool:
+        if not self.ready or self.broken or len(self.jobs) >= depth:
+            return False
+        return not self.jobs or sum(job.size for job in self.jobs) + size <= PIPELINE_BYTES
 
     def kill(self) -> None:
         self.proc.kill()
@@ -74,8 +95,10 @@ class VerifierPool:
         while len(self._workers) < self.size:
             self._workers.append(_Worker())
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker, pending: deque[int]) -> None:
+        """Kill a worker, start a new one, and queue again the jobs it had not started."""
         worker.kill()
+        pending.extendleft(reversed([job.index for job in list(worker.jobs)[1:]]))
         self._workers[self._workers.index(worker)] = _Worker()
 
     def score(
@@ -86,58 +109,80 @@ class VerifierPool:
         seconds = [0.0] * len(samples)
         budgets = [reward_type(s).budget_s(s, config) for s in samples]
         pending = deque(range(len(samples)))
+        frames: dict[int, bytes] = {}  # encoded once, even when no worker has room for it yet
         with self._lock:
             self._ensure()
-            while pending or any(w.job for w in self._workers):
-                now = time.monotonic()
-                for worker in self._workers:
-                    if worker.ready and worker.job is None and pending:
-                        index = pending.popleft()
-                        try:
-                            send_frame(worker.in_fd, (index, samples[index], responses[index], config))
-                            worker.job = _Job(index, now + budgets[index], budgets[index])
-                        except OSError:
-                            pending.appendleft(index)
-                            self._replace(worker)
-                waiting = [w for w in self._workers if w.job or not w.ready]
-                deadlines = [w.job.deadline if w.job else w.started + START_TIMEOUT_S for w in waiting]
-                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else 0.0
+            while pending or any(w.jobs for w in self._workers):
+                self._dispatch(pending, samples, responses, config, budgets, frames)
+                waiting = [w for w in self._workers if w.jobs or not w.ready]
+                timeout = max(0.0, min(w.deadline for w in waiting) - time.monotonic()) if waiting else 0.0
                 readable = select.select([w.out_fd for w in waiting], [], [], timeout)[0]
                 for worker in list(waiting):
                     if worker.out_fd in readable:
-                        self._receive(worker, results, seconds)
+                        self._receive(worker, results, seconds, pending)
                 now = time.monotonic()
                 for worker in list(self._workers):
-                    if worker.job and now > worker.job.deadline:
-                        job = worker.job
+                    if worker.jobs and now > worker.deadline:
+                        job = worker.jobs[0]
                         results[job.index] = verdict(False, f"timeout: no verdict within {job.budget_s:g}s")
                         seconds[job.index] = job.budget_s
-                        self._replace(worker)
-                    elif not worker.ready and now > worker.started + START_TIMEOUT_S:
+                        self._replace(worker, pending)
+                    elif not worker.ready and now > worker.deadline:
                         raise RuntimeError(f"verifier worker did not start within {START_TIMEOUT_S:g}s")
         return [r if r is not None else verdict(False, "not scored") for r in results], seconds
 
-    def _receive(self, worker: _Worker, results: list[Verdict | None], seconds: list[float]) -> None:
+    def _dispatch(self, pending, samples, responses, config, budgets, frames: dict[int, bytes]) -> None:
+        """Send pending items to workers with room, one per worker per round (balanced)."""
+        sent = True
+        while pending and sent:
+            sent = False
+            depth = PIPELINE_DEPTH if len(pending) >= PIPELINE_DEPTH * len(self._workers) else 1
+            for worker in list(self._workers):
+                if not pending:
+                    break
+                index = pending[0]
+                if index not in frames:
+                    frames[index] = encode_frame((index, samples[index], responses[index], config))
+                if not worker.accepts(len(frames[index]), depth):
+                    continue
+                try:
+                    write_frame(worker.in_fd, frames[index])
+                except OSError:  # the worker is gone; its end of file reports the item it was scoring
+                    worker.broken = True
+                    if not worker.jobs:
+                        self._replace(worker, pending)
+                    continue
+                pending.popleft()
+                if not worker.jobs:
+                    worker.head_since = time.monotonic()
+                worker.jobs.append(_Job(index, budgets[index], len(frames.pop(index))))
+                sent = True
+
+    def _receive(
+        self, worker: _Worker, results: list[Verdict | None], seconds: list[float], pending: deque[int]
+    ) -> None:
         try:
             message = recv_frame(worker.out_fd)
         except (OSError, ValueError, EOFError):
             message = None
-        if message is None:  # the worker died (e.g. killed by the OS); its item scores 0
-            if worker.job is not None:
-                results[worker.job.index] = verdict(False, "verifier worker died")
+        if message is None:  # the worker died (e.g. killed by the OS); the item it was scoring scores 0
+            if worker.jobs:
+                results[worker.jobs[0].index] = verdict(False, "verifier worker died")
             elif not worker.ready:
                 raise RuntimeError(
                     "verifier worker exited at start-up (run `python -m m2rl.verifiers.worker` to see why)"
                 )
-            self._replace(worker)
+            self._replace(worker, pending)
             return
         if isinstance(message, dict) and "ready" in message:
             worker.ready = True
             return
         index, reward, reason, elapsed = message  # type: ignore[misc]
+        job = worker.jobs.popleft()
+        assert job.index == index, f"worker answered item {index}, expected {job.index}"
         results[index] = Verdict(float(reward), str(reason))
         seconds[index] = float(elapsed)
-        worker.job = None
+        worker.head_since = time.monotonic()
 
     def close(self) -> None:
         """Stop every worker (and with them their sandboxes)."""

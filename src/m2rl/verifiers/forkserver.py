@@ -60,7 +60,6 @@ HEADER = struct.Struct(">Q")
 MAX_FRAME = 1 << 31
 INTERNAL_ERROR_EXIT = 120
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-# Modules imported once in the zygote so programs do not pay for them on every run.
 # Light modules imported once in the zygote so programs do not pay for them on every run. Kept
 # small on purpose: fork time grows with the zygote's memory (heavy modules cost more than they save).
 PRELOAD = (
@@ -99,10 +98,20 @@ MNT_DETACH = 2
 
 # ---------------------------------------------------------------------------------------------
 # framing (shared with the client and the verifier workers)
+def encode_frame(obj: object) -> bytes:
+    """One length-prefixed pickle frame."""
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(payload)) + payload
+
+
 def send_frame(fd: int, obj: object) -> None:
     """Write one length-prefixed pickle frame to a file descriptor."""
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    data = memoryview(HEADER.pack(len(payload)) + payload)
+    write_frame(fd, encode_frame(obj))
+
+
+def write_frame(fd: int, frame: bytes) -> None:
+    """Write an encoded frame in full."""
+    data = memoryview(frame)
     while data:
         written = os.write(fd, data)
         data = data[written:]
