@@ -382,6 +382,7 @@ class Instruction:
     id: str
     kwargs: dict[str, Any]
     text: str
+    plan: str  # the rule restated in the reference reasoning, e.g. "end with That is all."
     content: Callable[[list[str]], list[str]] | None = None
     shape: Callable[[list[str]], str] | None = None
 
@@ -398,11 +399,12 @@ def _if_instruction(rng: random.Random) -> Instruction:
             "change_case:english_lowercase",
             {},
             "Your entire response should be in English, and in all lowercase letters.",
+            "all lowercase",
             content=lambda s: [x.lower() for x in s],
         )
     if family == "no_comma":
         return Instruction(
-            "punctuation:no_comma", {}, "Do not use any commas in your response.", content=lambda s: s
+            "punctuation:no_comma", {}, "Do not use any commas in your response.", "no commas", content=lambda s: s
         )
     if family == "end_phrase":
         phrase = rng.choice(END_PHRASES)
@@ -410,6 +412,7 @@ def _if_instruction(rng: random.Random) -> Instruction:
             "startend:end_checker",
             {"end_phrase": phrase},
             f"Finish your response with this exact phrase {phrase} No other words should follow this phrase.",
+            f"end with {phrase}",
             shape=lambda s: _plain(s) + " " + phrase,
         )
     if family == "bullets":
@@ -418,6 +421,7 @@ def _if_instruction(rng: random.Random) -> Instruction:
             "detectable_format:number_bullet_lists",
             {"num_bullets": n},
             f"Your answer must contain exactly {n} bullet points. Use the markdown bullet points such as:\n* This is point 1.",
+            f"{n} bullet points",
             shape=lambda s: "\n".join(f"* {line}." for line in (s * n)[:n]),
         )
     if family == "json":
@@ -425,6 +429,7 @@ def _if_instruction(rng: random.Random) -> Instruction:
             "detectable_format:json_format",
             {},
             "Entire output should be wrapped in JSON format.",
+            "wrap it in JSON",
             shape=lambda s: json.dumps({"text": _plain(s)}),
         )
     if family == "quotation":
@@ -432,6 +437,7 @@ def _if_instruction(rng: random.Random) -> Instruction:
             "startend:quotation",
             {},
             "Wrap your entire response with double quotation marks.",
+            "wrap it in quotes",
             shape=lambda s: '"' + _plain(s) + '"',
         )
     word = rng.choice(["bright", "calm", "simple", "old", "quiet", "gentle", "happy", "strange"])
@@ -439,6 +445,7 @@ def _if_instruction(rng: random.Random) -> Instruction:
         "keywords:existence",
         {"keywords": [word]},
         f"Include the keywords {word} in the response.",
+        f"use the word {word}",
         content=lambda s: [f"{s[0]} and it is {word}", *s[1:]],
     )
 
@@ -472,7 +479,10 @@ def if_problem(rng: random.Random, difficulty: int) -> Problem:
     shapes = [c.shape for c in chosen if c.shape is not None]
     text = shapes[0](sentences) if shapes else _plain(sentences)
     prompt_text = rng.choice(TASKS).format(topic=topic) + " " + " ".join(c.text for c in chosen)
-    solution = f"<think>Write about {topic} and follow the rules.</think>\n{text}"
+    # The reasoning restates each rule with its argument (the word, the phrase, the count) before the
+    # answer: the built-in model copies from its own nearby plan far more reliably than from the prompt.
+    plan = f"Write about {topic}: " + "; ".join(c.plan for c in chosen)
+    solution = f"<think>{plan if plan[-1] in '.?!' else plan + '.'}</think>\n{text}"
     metadata = {
         "instruction_id_list": [c.id for c in chosen],
         "kwargs": [c.kwargs for c in chosen],
