@@ -404,7 +404,11 @@ def _if_instruction(rng: random.Random) -> Instruction:
         )
     if family == "no_comma":
         return Instruction(
-            "punctuation:no_comma", {}, "Do not use any commas in your response.", "no commas", content=lambda s: s
+            "punctuation:no_comma",
+            {},
+            "Do not use any commas in your response.",
+            "no commas",
+            content=lambda s: s,
         )
     if family == "end_phrase":
         phrase = rng.choice(END_PHRASES)
