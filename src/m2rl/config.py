@@ -22,11 +22,16 @@ def conf_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "conf"
 
 
+def is_override(argument: str) -> bool:
+    """Whether a command-line argument is a Hydra override: `key=value`, `+key=value` or `~key` (delete)."""
+    return "=" in argument or argument.startswith("~")
+
+
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """The resolved config for these Hydra overrides; bad overrides raise UserError."""
     overrides = list(overrides or [])
     for item in overrides:
-        if "=" not in item and not item.startswith("~"):
+        if not is_override(item):
             raise UserError(
                 f"override {item!r} is not of the form key=value, +key=value or ~key (e.g. rl.steps=50)"
             )
@@ -63,19 +68,13 @@ TRAINING_SECTIONS = {
 
 def training_config_hash(cfg: DictConfig, kind: str, *inputs: object) -> str:
     """Identity of an SFT or RL run: its sections of the config plus its inputs (domains, parents)."""
-    sections = {key: cfg.get(key) for key in TRAINING_SECTIONS[kind]}
-    return config_hash(sections, kind, *inputs)
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, DictConfig):
-        return to_container(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+    resolved = to_container(cfg)
+    return config_hash({key: resolved.get(key) for key in TRAINING_SECTIONS[kind]}, kind, *inputs)
 
 
 def config_hash(*parts: object) -> str:
     """A stable short hash of configs and inputs, used to recognise an identical finished run."""
-    payload = json.dumps([_plain(p) for p in parts], sort_keys=True, default=str)
+    payload = json.dumps(
+        [to_container(p) if isinstance(p, DictConfig) else p for p in parts], sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

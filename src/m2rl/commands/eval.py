@@ -24,8 +24,9 @@ EVALUABLE_KINDS = ("model", "sft", "rl", "merge")
 
 def split_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
     """(run references, Hydra overrides): `key=value`, `+key=value` and `~key` (delete) are overrides."""
-    overrides = [a for a in arguments if "=" in a or a.startswith("~")]
-    return [a for a in arguments if a not in overrides], overrides
+    from m2rl.config import is_override
+
+    return [a for a in arguments if not is_override(a)], [a for a in arguments if is_override(a)]
 
 
 def command(

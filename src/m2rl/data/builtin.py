@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -274,29 +275,29 @@ def _code_task(
     )
 
 
-FILTER_AGGREGATES = {"sum": "sum(xs)", "count": "len(xs)", "largest": "max(xs)", "smallest": "min(xs)"}
-FILTER_COMPARISONS = {"greater than": ">", "less than": "<"}
-BRANCH_CONDITIONS = {"even": "n % 2 == 0", "positive": "n > 0"}
+# Each choice a statement can make: its words, the code that implements it, and the same in Python.
+FILTER_AGGREGATES = {"sum": ("sum(xs)", sum), "count": ("len(xs)", len), "largest": ("max(xs)", max), "smallest": ("min(xs)", min)}  # fmt: skip
+FILTER_COMPARISONS = {"greater than": (">", operator.gt), "less than": ("<", operator.lt)}
+BRANCH_CONDITIONS = {"even": ("n % 2 == 0", lambda n: n % 2 == 0), "positive": ("n > 0", lambda n: n > 0)}
 
 
 def _filter_task(rng: random.Random) -> tuple[str, str, str, Callable[[random.Random], tuple[str, str]]]:
     """Aggregate the integers of a line that pass a comparison, e.g. the sum of those less than 7."""
     aggregate, words = rng.choice(list(FILTER_AGGREGATES)), rng.choice(list(FILTER_COMPARISONS))
-    c, op = rng.randint(-20, 20), FILTER_COMPARISONS[words]
-    passes = (lambda v: v > c) if op == ">" else (lambda v: v < c)
-    reduce = {"sum": sum, "count": len, "largest": max, "smallest": min}[aggregate]
+    c, (op, compare) = rng.randint(-20, 20), FILTER_COMPARISONS[words]
+    code, reduce = FILTER_AGGREGATES[aggregate]
 
     def make_test(r: random.Random) -> tuple[str, str]:
         while True:  # at least one value passes, so largest/smallest are defined
             xs = [r.randint(-50, 50) for _ in range(r.randint(3, 6))]
-            kept = [v for v in xs if passes(v)]
+            kept = [v for v in xs if compare(v, c)]
             if kept:
                 return " ".join(map(str, xs)) + "\n", f"{reduce(kept)}\n"
 
     return (
         f"filter:{aggregate}:{op}:{c}",
         f"Read integers on one line and print the {aggregate} of those {words} {c}.",
-        f"xs = [v for v in map(int, input().split()) if v {op} {c}]\nprint({FILTER_AGGREGATES[aggregate]})",
+        f"xs = [v for v in map(int, input().split()) if v {op} {c}]\nprint({code})",
         make_test,
     )
 
@@ -304,11 +305,11 @@ def _filter_task(rng: random.Random) -> tuple[str, str, str, Callable[[random.Ra
 def _branch_task(rng: random.Random) -> tuple[str, str, str, Callable[[random.Random], tuple[str, str]]]:
     """Two formulas chosen by a property of n, e.g. 3*n if n is even, otherwise n-4."""
     a, b, condition = rng.randint(2, 9), rng.randint(1, 30), rng.choice(list(BRANCH_CONDITIONS))
-    holds = (lambda n: n % 2 == 0) if condition == "even" else (lambda n: n > 0)
+    code, holds = BRANCH_CONDITIONS[condition]
     return (
         f"branch:{condition}:{a}:{b}",
         f"Read an integer n and print {a}*n if n is {condition}, otherwise n-{b}.",
-        f"n = int(input())\nprint({a} * n if {BRANCH_CONDITIONS[condition]} else n - {b})",
+        f"n = int(input())\nprint({a} * n if {code} else n - {b})",
         lambda r: (lambda n: (f"{n}\n", f"{a * n if holds(n) else n - b}\n"))(r.randint(-30, 30)),
     )
 

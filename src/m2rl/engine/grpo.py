@@ -259,12 +259,10 @@ def reward_summary(records: list[dict[str, Any]], domains: list[str], window: in
         first, last = values[:window], values[-window:]
         summary[f"{domain}/reward_first{window}"] = statistics.fmean(first)
         summary[f"{domain}/reward_last{window}"] = statistics.fmean(last)
-        spread = (
-            statistics.variance(first) / window + statistics.variance(last) / window
-            if len(values) >= 2 * window
-            else 0.0
-        )
-        if spread > 0:  # undefined for short runs and for constant rewards
+        if len(values) < 2 * window:  # the windows overlap: no t statistic
+            continue
+        spread = statistics.variance(first) / window + statistics.variance(last) / window
+        if spread > 0:  # undefined for constant rewards
             rise = statistics.fmean(last) - statistics.fmean(first)
             summary[f"{domain}/reward_rise_t"] = rise / math.sqrt(spread)
     return summary
