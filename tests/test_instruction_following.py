@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 
@@ -506,3 +507,34 @@ def test_language_detection_is_langdetects_own_answer(text: str) -> None:
     except LangDetectException:
         expected = None  # no features: IFEval counts the instruction as followed
     assert T.detect_language(text) == expected
+
+
+def _random_texts(count: int) -> list[str]:
+    rng = random.Random(5)
+    alphabet = "abcdefghijklmnopqrstuvwxyz     éüßñçàèЖжяあいう漢字한국어ąęłść0123456789.,!?\n"
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 2000))) for _ in range(count)]
+
+
+def test_language_probabilities_equal_langdetects_bit_for_bit() -> None:
+    """The vectorised detector draws the same random numbers and rounds the same way as langdetect."""
+    from langdetect.lang_detect_exception import LangDetectException
+
+    factory = T._lang_factory()
+    texts = LANGUAGE_TEXTS + _random_texts(60) + ["hello world " * 400]
+    for text in texts:
+        detector = factory.create()
+        detector.append(text)
+        try:
+            detector._detect_block()
+            expected = detector.langprob
+        except LangDetectException:
+            expected = None
+        result = T._language_probabilities(text)
+        assert (None if result is None else result[1]) == expected, text[:60]
+
+
+def test_random_words_are_pythons_seed_zero_stream() -> None:
+    rng = random.Random(0)
+    T._random_words(10)  # then grown past its first block of 65,536
+    words = T._random_words(70_000)
+    assert [int(w) for w in words[:70_000:997]] == [rng.getrandbits(32) for _ in range(70_000)][::997]

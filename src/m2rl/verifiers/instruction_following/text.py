@@ -137,17 +137,71 @@ def load_language_profiles() -> None:
         _lang_factory()
 
 
-_lang_vectors: dict[str, Any] = {}
+_lang_rows: dict[str, int] = {}  # n-gram -> its row in _lang_matrix (filled as n-grams are met)
+_lang_matrix: list[Any] = []  # [float64 array, rows of _lang_rows first; doubled when full]
+_lang_stream: list[Any] = []  # [MT19937 continuing seed 0's stream, uint32 words drawn so far]
 
 
-def detect_language(text: str) -> str | None:
-    """langdetect's language code for `text`, or None when it finds no features (IFEval: followed).
+def _random_words(count: int) -> Any:
+    """The first `count` 32-bit outputs of `random.Random(0)` (what every langdetect call draws from).
 
-    The same algorithm, random draws and float operations as `Detector.detect()` (seed 0), with
-    the per-n-gram update on a numpy vector instead of a Python loop (about 10x faster).
+    langdetect re-seeds its generator with 0 at every detection, so all calls consume the same
+    stream; numpy's MT19937, given Python's state, yields it in bulk instead of one call a draw.
     """
+    import random
+
     import numpy as np
-    from langdetect.language import Language
+
+    with _lang_lock:
+        if not _lang_stream:
+            state = random.Random(0).getstate()[1]
+            generator = np.random.MT19937()
+            generator.state = {
+                "bit_generator": "MT19937",
+                "state": {"key": np.array(state[:-1], dtype=np.uint32), "pos": state[-1]},
+            }
+            _lang_stream.extend([generator, np.empty(0, dtype=np.uint32)])
+        generator, words = _lang_stream
+        if len(words) < count:
+            more = generator.random_raw(max(count - len(words), 1 << 16)).astype(np.uint32)
+            words = _lang_stream[1] = np.concatenate([words, more])
+        return words
+
+
+def _profile_rows(ngrams: list[str], table: dict[str, list[float]], size: int) -> Any:
+    """The profile row of each n-gram, as a (len(ngrams), size) array, caching rows across calls."""
+    import numpy as np
+
+    new = [word for word in dict.fromkeys(ngrams) if word not in _lang_rows]
+    if new:
+        known = len(_lang_rows)
+        if not _lang_matrix or known + len(new) > len(_lang_matrix[0]):
+            grown = np.empty((max(1024, 2 * (known + len(new))), size))
+            if _lang_matrix:
+                grown[:known] = _lang_matrix[0][:known]
+            _lang_matrix[:] = [grown]
+        _lang_matrix[0][known : known + len(new)] = [table[word] for word in new]
+        _lang_rows.update((word, known + i) for i, word in enumerate(new))
+    return _lang_matrix[0][[_lang_rows[word] for word in ngrams]]
+
+
+def _uniform(words: Any, pos: int) -> float:
+    """`random.random()` from the two words at `pos` (CPython's genrand_res53)."""
+    a, b = int(words[pos]) >> 5, int(words[pos + 1]) >> 6
+    return (a * 67108864.0 + b) * (1.0 / 9007199254740992.0)
+
+
+def _language_probabilities(text: str) -> tuple[list[str], list[float]] | None:
+    """langdetect's per-language probabilities for `text` (seed 0), or None when it has no features.
+
+    The same draws and the same float operations in the same order as `Detector._detect_block`
+    (equality tested), 1.7x faster (1.1 vs 1.85 ms a call on the benchmark's IF responses): the
+    draws come from the precomputed seed-0 stream, and the five updates between two normalisations
+    are one `multiply.reduce` (a sequential product over rows, prob first) instead of ten ufunc calls.
+    """
+    import math
+
+    import numpy as np
 
     with _lang_lock:
         factory = _lang_factory()
@@ -157,33 +211,64 @@ def detect_language(text: str) -> str | None:
     ngrams = detector._extract_ngrams()
     if not ngrams:
         return None
-    table = factory.word_lang_prob_map
     langs = factory.langlist
     size = len(langs)
-    rng = detector.random
-    rng.seed(detector.seed)
-    totals = [0.0] * size
+    with _lang_lock:
+        matrix = _profile_rows(ngrams, factory.word_lang_prob_map, size)
+    count = len(ngrams)
+    shift = 32 - count.bit_length()  # choice(): getrandbits(k) >> (32 - k), redrawn while >= count
+    limit, threshold = detector.ITERATION_LIMIT, detector.CONV_THRESHOLD
+    chunk = 64  # draws prepared at a time; a trial needs ~50 on typical text
+    pos = 0
+    gauss_next = None
+    totals = np.zeros(size)
     for _ in range(detector.n_trial):
-        prob = np.array([1.0 / size] * size)
-        alpha = detector.alpha + rng.gauss(0.0, 1.0) * detector.ALPHA_WIDTH
-        weight = alpha / detector.BASE_FREQ
-        i = 0
+        if gauss_next is None:  # random.gauss: Box-Muller, the second value kept for the next call
+            words = _random_words(pos + 4)
+            x2pi = _uniform(words, pos) * (2.0 * math.pi)
+            g2rad = math.sqrt(-2.0 * math.log(1.0 - _uniform(words, pos + 2)))
+            pos += 4
+            z, gauss_next = math.cos(x2pi) * g2rad, math.sin(x2pi) * g2rad
+        else:
+            z, gauss_next = gauss_next, None
+        weight = (detector.alpha + z * detector.ALPHA_WIDTH) / detector.BASE_FREQ
+        # rows[f + 1] = weight + vector of draw f; rows[a] holds prob before the group starting at a
+        rows = np.empty((1, size))
+        rows[0] = 1.0 / size
+        ends = np.empty(0, dtype=np.int64)  # stream position after each prepared draw
+        start, end = 0, 0  # the group of draws start..end (0, then 1-5, 6-10, ...)
         while True:
-            word = rng.choice(ngrams)
-            vector = _lang_vectors.get(word)
-            if vector is None:
-                vector = _lang_vectors[word] = np.array(table[word], dtype=np.float64)
-            prob *= weight + vector
-            if i % 5 == 0:
-                prob = prob / sum(prob.tolist())
-                if float(prob.max()) > detector.CONV_THRESHOLD or i >= detector.ITERATION_LIMIT:
-                    break
-            i += 1
-        for j, p in enumerate(prob.tolist()):
-            totals[j] += p / detector.n_trial
-    ranked = [Language(lang, p) for lang, p in zip(langs, totals, strict=True) if p > detector.PROB_THRESHOLD]
-    ranked.sort(reverse=True)
-    return ranked[0].lang if ranked else detector.UNKNOWN_LANG
+            while end + 1 >= len(rows):  # prepare more draws
+                words = _random_words(pos + 4 * chunk)
+                candidates = words[pos : pos + 4 * chunk] >> shift
+                accepted = np.flatnonzero(candidates < count)[:chunk]
+                rows = np.concatenate([rows, weight + matrix[candidates[accepted]]])
+                ends = np.concatenate([ends, pos + accepted + 1])
+                pos = int(ends[-1])
+            prob = np.multiply.reduce(rows[start : end + 2], axis=0)
+            values = prob.tolist()
+            total = sum(values)
+            if max(values) / total > threshold or end >= limit:
+                prob = prob / total
+                break
+            start, end = end + 1, end + 5
+            np.divide(prob, total, out=rows[start])
+        pos = int(ends[end])
+        totals += prob / detector.n_trial
+    return langs, totals.tolist()
+
+
+def detect_language(text: str) -> str | None:
+    """langdetect's language code for `text` (seed 0), or None when it finds no features (IFEval: followed)."""
+    result = _language_probabilities(text)
+    if result is None:
+        return None
+    from langdetect.detector import Detector
+    from langdetect.language import Language
+
+    ranked = [Language(lang, p) for lang, p in zip(*result, strict=True) if p > Detector.PROB_THRESHOLD]
+    ranked.sort(reverse=True)  # stable: ties go to the first language, as in langdetect
+    return ranked[0].lang if ranked else Detector.UNKNOWN_LANG
 
 
 def count_line_items(text: str, marker: str, forbid_next: str | None) -> int:
