@@ -10,8 +10,8 @@ gets its worker killed and replaced. The pool stays alive between calls (GRPO sc
 from __future__ import annotations
 
 import atexit
-import json
 import os
+import pickle
 import select
 import subprocess
 import sys
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from m2rl.verifiers.config import VerifierConfig
-from m2rl.verifiers.forkserver import encode_frame, recv_frame, write_frame
+from m2rl.verifiers.forkserver import encode_frame, read_frames, write_frame
 from m2rl.verifiers.registry import check_sample, reward_type, score
 from m2rl.verifiers.verdict import Verdict, verdict
 
@@ -30,10 +30,11 @@ START_TIMEOUT_S = 120.0
 
 
 # Items in flight per worker: the next ones wait in its pipe while it scores the first, so a fast
-# verifier (IF, science: ~0.1 ms an item) never idles through a round trip to this process. Kept to
-# one near the end of a batch so a slow item (code) cannot leave the other workers idle behind it,
-# and to a byte budget inside the 64 KiB pipe buffer so a send never blocks on a busy worker.
-PIPELINE_DEPTH = 4
+# verifier (IF, science: ~0.1 ms an item) never idles through a round trip to this process. Items
+# go out in one frame per worker per refill and replies are read in bulk: on a VM, each wake-up of
+# a sleeping process costs more than scoring an IF item. At most the reward type's queue_depth,
+# and a share of what is left (guided scheduling: pending / (2 x workers)) so the workers end a
+# batch together; within a byte budget inside the 64 KiB pipe buffer so a send never blocks.
 PIPELINE_BYTES = 32 * 1024
 
 
@@ -42,6 +43,7 @@ class _Job:
     index: int
     budget_s: float
     size: int
+    depth: int  # the most jobs its worker may hold while it is queued (its reward type's queue_depth)
 
 
 class _Worker:
@@ -60,6 +62,7 @@ class _Worker:
         self.ready = False
         self.started = time.monotonic()
         self.jobs: deque[_Job] = deque()
+        self.buffer = bytearray()  # replies read but not yet complete
         self.broken = False  # a send failed: take no more jobs, wait for its end of file
         self.head_since = 0.0  # when the oldest job became the one being scored: its clock starts
 
@@ -69,8 +72,12 @@ class _Worker:
             return self.started + START_TIMEOUT_S
         return self.head_since + self.jobs[0].budget_s
 
+    def limit(self, depth: int) -> int:
+        """How many jobs this worker may hold with one of `depth` added (the least depth queued wins)."""
+        return min([depth] + [job.depth for job in self.jobs])
+
     def accepts(self, size: int, depth: int) -> bool:
-        if not self.ready or self.broken or len(self.jobs) >= depth:
+        if not self.ready or self.broken or len(self.jobs) >= self.limit(depth):
             return False
         return not self.jobs or sum(job.size for job in self.jobs) + size <= PIPELINE_BYTES
 
@@ -102,18 +109,19 @@ class VerifierPool:
         self._workers[self._workers.index(worker)] = _Worker()
 
     def score(
-        self, samples: list[dict[str, Any]], responses: list[str], config: VerifierConfig
+        self, samples: list[dict[str, Any]], payloads: list[bytes], config: VerifierConfig
     ) -> tuple[list[Verdict], list[float]]:
-        """Verdicts and per-item scoring seconds, in input order."""
+        """Verdicts and per-item scoring seconds, in input order; payloads[i] = pair_key(samples[i], response)."""
         results: list[Verdict | None] = [None] * len(samples)
         seconds = [0.0] * len(samples)
-        budgets = [reward_type(s).budget_s(s, config) for s in samples]
+        kinds = [reward_type(s) for s in samples]
+        budgets = [kind.budget_s(s, config) for kind, s in zip(kinds, samples, strict=True)]
+        depths = [kind.queue_depth for kind in kinds]
         pending = deque(range(len(samples)))
-        frames: dict[int, bytes] = {}  # encoded once, even when no worker has room for it yet
         with self._lock:
             self._ensure()
             while pending or any(w.jobs for w in self._workers):
-                self._dispatch(pending, samples, responses, config, budgets, frames)
+                self._dispatch(pending, payloads, config, budgets, depths)
                 waiting = [w for w in self._workers if w.jobs or not w.ready]
                 timeout = max(0.0, min(w.deadline for w in waiting) - time.monotonic()) if waiting else 0.0
                 readable = select.select([w.out_fd for w in waiting], [], [], timeout)[0]
@@ -131,41 +139,52 @@ class VerifierPool:
                         raise RuntimeError(f"verifier worker did not start within {START_TIMEOUT_S:g}s")
         return [r if r is not None else verdict(False, "not scored") for r in results], seconds
 
-    def _dispatch(self, pending, samples, responses, config, budgets, frames: dict[int, bytes]) -> None:
-        """Send pending items to workers with room, one per worker per round (balanced)."""
-        sent = True
-        while pending and sent:
-            sent = False
-            depth = PIPELINE_DEPTH if len(pending) >= PIPELINE_DEPTH * len(self._workers) else 1
-            for worker in list(self._workers):
-                if not pending:
-                    break
+    def _dispatch(self, pending, payloads, config, budgets, depths) -> None:
+        """Send each worker with room its share of the pending items, in one frame."""
+        share = max(1, len(pending) // (2 * len(self._workers)))
+        for worker in list(self._workers):
+            if pending and len(worker.jobs) > worker.limit(min(depths[pending[0]], share)) // 2:
+                continue  # refill at half empty, so each send (and wake-up) carries several items
+            items = []
+            while pending:
                 index = pending[0]
-                if index not in frames:
-                    frames[index] = encode_frame((index, samples[index], responses[index], config))
-                if not worker.accepts(len(frames[index]), depth):
-                    continue
-                try:
-                    write_frame(worker.in_fd, frames[index])
-                except OSError:  # the worker is gone; its end of file reports the item it was scoring
-                    worker.broken = True
-                    if not worker.jobs:
-                        self._replace(worker, pending)
-                    continue
+                size = len(payloads[index])
+                if not worker.accepts(size, min(depths[index], share)):
+                    break
                 pending.popleft()
                 if not worker.jobs:
                     worker.head_since = time.monotonic()
-                worker.jobs.append(_Job(index, budgets[index], len(frames.pop(index))))
-                sent = True
+                worker.jobs.append(_Job(index, budgets[index], size, depths[index]))
+                items.append((index, payloads[index]))
+            if not items:
+                continue
+            try:
+                write_frame(worker.in_fd, encode_frame((config, items)))
+            except OSError:  # the worker is gone; its end of file reports the item it was scoring
+                worker.broken = True
+                if len(worker.jobs) == len(items):  # it holds nothing else: put them all back now
+                    worker.jobs.clear()
+                    pending.extendleft(reversed([index for index, _ in items]))
+                    self._replace(worker, pending)
 
     def _receive(
         self, worker: _Worker, results: list[Verdict | None], seconds: list[float], pending: deque[int]
     ) -> None:
         try:
-            message = recv_frame(worker.out_fd)
-        except (OSError, ValueError, EOFError):
-            message = None
-        if message is None:  # the worker died (e.g. killed by the OS); the item it was scoring scores 0
+            messages = read_frames(worker.out_fd, worker.buffer)
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError):
+            messages = None
+        for message in messages or []:
+            if isinstance(message, dict) and "ready" in message:
+                worker.ready = True
+                continue
+            index, reward, reason, elapsed = message  # type: ignore[misc]
+            job = worker.jobs.popleft()
+            assert job.index == index, f"worker answered item {index}, expected {job.index}"
+            results[index] = Verdict(float(reward), str(reason))
+            seconds[index] = float(elapsed)
+            worker.head_since = time.monotonic()
+        if messages is None:  # the worker died (e.g. killed by the OS); the item it was scoring scores 0
             if worker.jobs:
                 results[worker.jobs[0].index] = verdict(False, "verifier worker died")
             elif not worker.ready:
@@ -173,16 +192,6 @@ class VerifierPool:
                     "verifier worker exited at start-up (run `python -m m2rl.verifiers.worker` to see why)"
                 )
             self._replace(worker, pending)
-            return
-        if isinstance(message, dict) and "ready" in message:
-            worker.ready = True
-            return
-        index, reward, reason, elapsed = message  # type: ignore[misc]
-        job = worker.jobs.popleft()
-        assert job.index == index, f"worker answered item {index}, expected {job.index}"
-        results[index] = Verdict(float(reward), str(reason))
-        seconds[index] = float(elapsed)
-        worker.head_since = time.monotonic()
 
     def close(self) -> None:
         """Stop every worker (and with them their sandboxes)."""
@@ -228,9 +237,10 @@ def validate_batch(samples: list[dict[str, Any]], responses: list[str]) -> None:
         check_sample(sample, f"batch item {i}")
 
 
-def pair_key(sample: dict[str, Any], response: str) -> str:
-    """Identity of a (sample, response) pair: `score_batch` scores each distinct one once."""
-    return json.dumps([sample, response], sort_keys=True, default=str)
+def pair_key(sample: dict[str, Any], response: str) -> bytes:
+    """The pickled (sample, response) pair: what a worker receives, and the pair's identity
+    (`score_batch` scores each distinct one once; equal pairs built alike pickle alike)."""
+    return pickle.dumps((sample, response), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def score_batch(
@@ -252,7 +262,7 @@ def score_batch_timed(
     # A GRPO group often holds the same completion several times (a small model's code answers
     # especially): each distinct (sample, response) pair is scored once and its verdict shared.
     # Copies cost 0 s; a program with random output gets one draw for all its copies.
-    first_of: dict[str, int] = {}
+    first_of: dict[bytes, int] = {}
     unique: list[int] = []  # index of each distinct pair's first occurrence
     slot = []  # for each item, the position of its pair in `unique`
     for i, (sample, response) in enumerate(zip(samples, responses, strict=True)):
@@ -261,13 +271,14 @@ def score_batch_timed(
             first_of[key] = len(unique)
             unique.append(i)
         slot.append(first_of[key])
-    unique_samples, unique_responses = [samples[i] for i in unique], [responses[i] for i in unique]
+    unique_samples = [samples[i] for i in unique]
     if config.worker_count == 0:
         verdicts, seconds = [], []
-        for sample, response in zip(unique_samples, unique_responses, strict=True):
+        for i in unique:
             start = time.perf_counter()
-            verdicts.append(score(sample, response, config))
+            verdicts.append(score(samples[i], responses[i], config))
             seconds.append(time.perf_counter() - start)
     else:
-        verdicts, seconds = shared_pool(config.worker_count).score(unique_samples, unique_responses, config)
+        payloads = list(first_of)  # in the order of `unique`
+        verdicts, seconds = shared_pool(config.worker_count).score(unique_samples, payloads, config)
     return [verdicts[j] for j in slot], [seconds[j] if unique[j] == i else 0.0 for i, j in enumerate(slot)]

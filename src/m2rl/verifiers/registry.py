@@ -36,6 +36,10 @@ class RewardType:
     check: Check
     score: Scorer
     budget_s: Budget
+    # Items a batch worker may hold queued: many for verifiers that take well under a millisecond
+    # (each round trip between processes costs ~90 us on a VM), few for code, whose items take up
+    # to seconds and would leave the other workers idle behind a long queue at a batch's end.
+    queue_depth: int = 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +161,7 @@ def _fixed_budget(seconds: float) -> Budget:
 _TYPES = [
     RewardType("deepscaler", "math", _check_math, _score_math, lambda s, c: c.math_timeout_s + 5.0),
     RewardType("gpqa", "science", _check_gpqa, _score_gpqa, _fixed_budget(10.0)),
-    RewardType("unit_test", "code", _check_code, _score_code, _code_budget),
+    RewardType("unit_test", "code", _check_code, _score_code, _code_budget, queue_depth=4),
     RewardType("ifevalg", "if", _check_if, _score_if, _fixed_budget(20.0)),
     RewardType("ifbench", "if", _check_if, _score_if, _fixed_budget(20.0)),
 ]

@@ -1,4 +1,6 @@
-"""A batch-scoring worker process: reads (index, sample, response, config) frames, answers verdicts.
+"""A batch-scoring worker process: reads (config, [(index, pickled (sample, response)), ...]) frames
+and answers one verdict frame per item as soon as it is scored (the caller's per-item deadline runs
+from the previous answer).
 
 Started by `m2rl.verifiers.batch` as `python -m m2rl.verifiers.worker` (a fresh interpreter, never
 a fork of the caller, so it is safe next to torch/CUDA). It scores in its main thread, where the
@@ -8,6 +10,7 @@ math timeout's SIGALRM works; code runs through this worker's own fork-server sa
 from __future__ import annotations
 
 import os
+import pickle
 import time
 
 from m2rl.verifiers.forkserver import recv_frame, send_frame
@@ -28,14 +31,21 @@ def main() -> None:
         request = recv_frame(in_fd)
         if request is None:
             break
-        index, sample, response, config = request  # type: ignore[misc]
-        start = time.perf_counter()
-        try:
-            result = score(sample, response, config)
-            reply = (index, result.reward, result.reason, time.perf_counter() - start)
-        except Exception as exc:  # noqa: BLE001 - reported to the caller, which decides
-            reply = (index, 0.0, f"verifier error {type(exc).__name__}: {exc}", time.perf_counter() - start)
-        send_frame(out_fd, reply)
+        config, items = request  # type: ignore[misc]
+        for index, payload in items:
+            start = time.perf_counter()
+            try:
+                sample, response = pickle.loads(payload)
+                result = score(sample, response, config)
+                reply = (index, result.reward, result.reason, time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001 - reported to the caller, which decides
+                reply = (
+                    index,
+                    0.0,
+                    f"verifier error {type(exc).__name__}: {exc}",
+                    time.perf_counter() - start,
+                )
+            send_frame(out_fd, reply)
 
 
 if __name__ == "__main__":
