@@ -128,6 +128,30 @@ def _read_exact(fd: int, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def read_frames(fd: int, buffer: bytearray) -> list[object] | None:
+    """The frames complete after one read of what `fd` holds (the rest stays in `buffer`); None at end of file.
+
+    One read takes every reply a worker has written since the last one, so a caller woken once
+    handles many (each wake-up of a sleeping process costs tens of microseconds on a VM).
+    """
+    chunk = os.read(fd, 1 << 20)
+    if not chunk:
+        return None
+    buffer += chunk
+    frames, offset = [], 0
+    while len(buffer) - offset >= HEADER.size:
+        (size,) = HEADER.unpack_from(buffer, offset)
+        if size > MAX_FRAME:
+            raise ValueError(f"frame of {size} bytes is too large")
+        if len(buffer) - offset - HEADER.size < size:
+            break
+        start = offset + HEADER.size
+        frames.append(pickle.loads(buffer[start : start + size]))
+        offset = start + size
+    del buffer[:offset]
+    return frames
+
+
 def recv_frame(fd: int) -> object | None:
     """Read one frame; None on end of file (the other side is gone)."""
     header = _read_exact(fd, HEADER.size)
@@ -270,6 +294,8 @@ def _preload() -> None:
             __import__(name)
         except ImportError:
             pass
+    # The first compile() in a process sets up the parser (~2 ms); done here, no child pays it.
+    compile("pass", "<warm-up>", "exec")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,19 +358,19 @@ def _set_limits(req: dict) -> None:
         resource.setrlimit(which, value)
 
 
-def _child(control_fd: int, workdir: str, stdin_path: str, out_fd: int, err_fd: int) -> None:
-    """The forked child, never returns: isolate itself, wait for its request, run it as __main__.
+def _test_child(req: dict, code: object, workdir: str, in_fd: int, out_fd: int, err_fd: int) -> None:
+    """The child that runs one test, never returns: isolate itself, run the program as __main__.
 
-    Everything up to reading the request is done ahead of time (a pre-forked spare), so a run
-    only pays for reading the request, the program itself and exiting.
+    `code` is the program compiled by the runner, or None when that failed: the child compiles
+    it again to fail as the program would (a traceback and exit status 1).
     """
     status = INTERNAL_ERROR_EXIT
     try:
         os.setsid()
-        in_fd = os.open(stdin_path, os.O_RDONLY)  # the server fills this file before the request
         os.dup2(in_fd, 0)
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
+        os.closerange(3, 1 << 20)  # the runner's pipes and files, and whatever the server held
         os.chdir(workdir)
         os.umask(0o077)
         if _SANDBOX_UID is not None:
@@ -353,40 +379,20 @@ def _child(control_fd: int, workdir: str, stdin_path: str, out_fd: int, err_fd: 
             os.setuid(_SANDBOX_UID)
         if _PRCTL is not None:
             _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        os.environ.clear()
-        os.environ.update({"PATH": SAFE_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
-        tempfile.tempdir = workdir
-        import io
         import random
         import types
 
         random.seed()
-        sys.stdin = io.TextIOWrapper(
-            io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="replace"
-        )
-        sys.stdout = io.TextIOWrapper(
-            io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8", errors="replace"
-        )
-        sys.stderr = io.TextIOWrapper(
-            io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", write_through=True
-        )
-        sys.argv = ["solution.py"]
-        sys.dont_write_bytecode = True
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = __builtins__
         main.__file__ = os.path.join(workdir, "solution.py")
-        req = recv_frame(control_fd)
-        if not isinstance(req, dict):
-            os._exit(0)  # the server is gone or retired this spare
-        os.closerange(3, 1 << 20)  # the control pipe and every descriptor inherited from the server
         _set_limits(req)
         sys.modules["__main__"] = main
         if req.get("audit_hook", True):
             sys.addaudithook(_make_audit_hook(os.path.realpath(workdir)))
         status = 0
         try:
-            code = compile(req["code"], "solution.py", "exec")
-            exec(code, main.__dict__)
+            exec(code or compile(req["code"], "solution.py", "exec"), main.__dict__)
         except SystemExit as exc:
             status = _exit_status(exc.code)
         except BaseException:
@@ -434,25 +440,34 @@ def _finish(status: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # one run in the server
-def _kill_descendants() -> None:
-    """Kill and reap every remaining child of this server.
+def _kill_descendants(keep: frozenset[int] = frozenset()) -> None:
+    """Kill and reap every remaining child of this process but `keep`.
 
-    The server is a child subreaper, so anything a program forked (and that outlived it, even after
-    setsid or a double fork) is re-parented here; an empty child list proves nothing survived.
+    The server and each runner are child subreapers, so anything a program forked (and that
+    outlived it, even after setsid or a double fork) is re-parented to them; with nothing kept, an
+    empty child list and nothing left to wait for prove that nothing survived.
     """
     me = os.getpid()
+    if not keep:
+        try:
+            os.waitpid(-1, os.WNOHANG)  # the common case, no child at all, without reading /proc
+        except ChildProcessError:
+            return
     while True:
         try:
             with open(f"/proc/{me}/task/{me}/children") as f:
-                pids = [int(p) for p in f.read().split()]
+                pids = [int(p) for p in f.read().split() if int(p) not in keep]
         except OSError:
             pids = []
         if not pids:
+            if keep:
+                return
             try:
                 os.waitpid(-1, os.WNOHANG)  # raises ChildProcessError when truly none are left
             except ChildProcessError:
                 return
-            pids = []
+            time.sleep(0.001)
+            continue
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -463,65 +478,41 @@ def _kill_descendants() -> None:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        if not pids:
-            time.sleep(0.001)
 
 
-def _read_capped(path: str, limit: int) -> tuple[bytes, bool]:
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    return data[:limit], len(data) >= limit
+def _read_output(fd: int, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of an output file, read through the runner's own descriptor; and
+    whether it reached the limit (RLIMIT_FSIZE stops it there)."""
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, min(size, limit), 0)
+    return data, size >= limit
 
 
-class Spare:
-    """A pre-forked, already isolated child waiting for its request, with its own run directory."""
-
-    def __init__(self, base: str) -> None:
-        self.run_dir = tempfile.mkdtemp(dir=base)
-        os.chmod(self.run_dir, 0o711)
-        self.workdir = os.path.join(self.run_dir, "work")
-        os.mkdir(self.workdir, 0o700)
-        if _SANDBOX_UID is not None:
-            os.chown(self.workdir, _SANDBOX_UID, _SANDBOX_UID)
-        self.stdin_path = os.path.join(self.run_dir, "stdin")
-        self.out_path = os.path.join(self.run_dir, "stdout")
-        self.err_path = os.path.join(self.run_dir, "stderr")
-        os.close(os.open(self.stdin_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-        out_fd = os.open(self.out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        err_fd = os.open(self.err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        control_read, self.control = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
-            os.close(self.control)
-            _child(control_read, self.workdir, self.stdin_path, out_fd, err_fd)
-        for fd in (control_read, out_fd, err_fd):
-            os.close(fd)
-
-    def discard(self) -> None:
-        """Stop the child if it still runs, kill whatever it left, remove the run directory."""
-        try:
-            os.close(self.control)
-        except OSError:
-            pass
-        _kill_group(self.pid)
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _kill_descendants()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+def output_matches(stdout: bytes | str, expected: str) -> bool:
+    """A unit test's output rule: stripped stdout equals the stripped expected output."""
+    if isinstance(stdout, bytes):
+        stdout = stdout.decode("utf-8", "replace")
+    return stdout.strip() == expected.strip()
 
 
-def run_one(req: dict, spare: Spare) -> dict:
-    """Run one program on one input in `spare` under the limits in `req`; return what happened."""
-    with open(spare.stdin_path, "wb") as f:
-        f.write(req["stdin"].encode("utf-8", "surrogatepass"))
+def run_test(req: dict, code: object, run_dir: str, stdin: str) -> dict:
+    """In the runner: run the program on one input in a fresh child and working directory."""
+    workdir = os.path.join(run_dir, "work")  # the same path each time (HOME and TMPDIR point to it)
+    os.mkdir(workdir, 0o700)
+    if _SANDBOX_UID is not None:
+        os.chown(workdir, _SANDBOX_UID, _SANDBOX_UID)
+    paths = [os.path.join(run_dir, name) for name in ("stdin", "stdout", "stderr")]
+    with open(paths[0], "wb") as f:
+        f.write(stdin.encode("utf-8", "surrogatepass"))
+    fds = [os.open(paths[0], os.O_RDONLY)]
+    fds += [os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600) for path in paths[1:]]
     start = time.monotonic()
-    send_frame(spare.control, {k: v for k, v in req.items() if k != "stdin"})
-    os.close(spare.control)
-    spare.control = -1
+    pid = os.fork()
+    if pid == 0:
+        _test_child(req, code, workdir, *fds)
+    os.close(fds[0])
     timed_out = False
-    pidfd = os.pidfd_open(spare.pid)
+    pidfd = os.pidfd_open(pid)
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
@@ -529,11 +520,18 @@ def run_one(req: dict, spare: Spare) -> dict:
             timed_out = True
     finally:
         os.close(pidfd)
-    _kill_group(spare.pid)  # before reaping: the zombie keeps the group id from being reused
-    _, wait_status = os.waitpid(spare.pid, 0)
+    _kill_group(pid)  # before reaping: the zombie keeps the group id from being reused
+    _, wait_status = os.waitpid(pid, 0)
     wall = time.monotonic() - start
-    stdout, over = _read_capped(spare.out_path, int(req["output_limit"]))
-    stderr, _ = _read_capped(spare.err_path, 4096)
+    _kill_descendants()
+    stdout, over = _read_output(fds[1], int(req["output_limit"]))
+    stderr = os.pread(fds[2], 4096, max(0, os.fstat(fds[2]).st_size - 4096))
+    for fd in fds[1:]:
+        os.close(fd)
+    try:
+        os.rmdir(workdir)  # most programs write nothing
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
     exit_code = os.waitstatus_to_exitcode(wait_status)
     if timed_out:
         status = "timeout"
@@ -556,6 +554,111 @@ def run_one(req: dict, spare: Spare) -> dict:
     }
 
 
+def _runner(control_fd: int, result_fd: int, run_dir: str) -> None:
+    """A pre-forked runner, never returns: wait for one program, run its tests, send the results.
+
+    It stays with the server's uid (the tests' children switch to the sandbox uid, so a program
+    cannot signal or trace the runner that judges it) and is their subreaper, so whatever a test
+    left behind is killed before the next test starts.
+    """
+    try:
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            _PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        workdir = os.path.join(run_dir, "work")
+        os.environ.clear()
+        os.environ.update({"PATH": SAFE_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
+        tempfile.tempdir = workdir
+        import io
+
+        # Made once here and inherited: the test child's fds 0-2 are its own files by then.
+        sys.stdin = io.TextIOWrapper(
+            io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="replace"
+        )
+        sys.stdout = io.TextIOWrapper(
+            io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8", errors="replace"
+        )
+        sys.stderr = io.TextIOWrapper(
+            io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="replace", write_through=True
+        )
+        sys.argv = ["solution.py"]
+        sys.dont_write_bytecode = True
+        req = recv_frame(control_fd)
+        if not isinstance(req, dict):
+            os._exit(0)  # the server is gone or retired this runner
+        import resource
+
+        memory = int(req["memory_mb"]) << 20
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))  # what compiling the program may take
+        try:
+            code = compile(req["code"], "solution.py", "exec")  # once for all its tests
+        except BaseException:
+            code = None
+        runs = []
+        expected = req.get("expected")
+        for number, stdin in enumerate(req["stdins"]):
+            run = run_test(req, code, run_dir, stdin)
+            runs.append(run)
+            if expected is not None and not (
+                run["status"] == "ok" and output_matches(run["stdout"], expected[number])
+            ):
+                break  # the program failed: its remaining tests cannot change the verdict
+        send_frame(result_fd, {"runs": runs})
+    except BaseException:
+        pass
+    os._exit(0)
+
+
+class Spare:
+    """A pre-forked runner waiting for its program, with its own run directory."""
+
+    def __init__(self, base: str) -> None:
+        self.run_dir = tempfile.mkdtemp(dir=base)
+        os.chmod(self.run_dir, 0o711)
+        control_read, self.control = os.pipe()
+        self.results, result_write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(self.control)
+            os.close(self.results)
+            _runner(control_read, result_write, self.run_dir)
+        for fd in (control_read, result_write):
+            os.close(fd)
+
+    def start(self, req: dict) -> None:
+        """Hand the runner its program."""
+        send_frame(self.control, req)
+        os.close(self.control)
+        self.control = -1
+
+    def result(self, req: dict) -> dict:
+        """The runner's results; it must finish within every test's wall limit and a margin."""
+        deadline_s = len(req["stdins"]) * (float(req["wall_limit"]) + 1.0) + 5.0
+        if select.select([self.results], [], [], deadline_s)[0]:
+            reply = recv_frame(self.results)
+            if isinstance(reply, dict):
+                return reply
+        return {"error": f"the program's runner gave no result within {deadline_s:g}s"}
+
+    def discard(self, keep: frozenset[int] = frozenset()) -> None:
+        """Stop the runner if it still runs, kill whatever was left, remove the run directory."""
+        for fd in (self.control, self.results):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+        _kill_descendants(keep)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -564,7 +667,7 @@ def _kill_group(pid: int) -> None:
 
 
 def serve() -> None:
-    """Answer run requests on stdin/stdout until the client closes the pipe."""
+    """Answer program requests on stdin/stdout until the client closes the pipe."""
     in_fd, out_fd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -580,28 +683,30 @@ def serve() -> None:
     gc.freeze()  # keep the collector from touching (and copying) the zygote's pages in every child
     base = tempfile.mkdtemp(prefix="m2rl-sandbox-")
     os.chmod(base, 0o711)
-    spare = Spare(base)
+    spare: Spare | None = Spare(base)
+    runners: list[Spare] = []  # the one at work, and the last one until it is cleaned up
     try:
         send_frame(out_fd, {"isolation": dict(ISOLATION), "pid": os.getpid()})
         while True:
             req = recv_frame(in_fd)
             if req is None:
                 break
+            runner, spare = spare or Spare(base), None
             try:
-                reply = run_one(req, spare)  # type: ignore[arg-type]
-            except Exception as exc:  # a broken request or a dead spare must not take the server down
-                reply = {
-                    "status": "sandbox_error",
-                    "exit_code": None,
-                    "stdout": b"",
-                    "stderr": repr(exc),
-                    "wall_s": 0.0,
-                }
+                runner.start(req)  # type: ignore[arg-type]
+                # While its tests run: the next runner is forked and the last one cleaned up.
+                spare = Spare(base)
+                for done in runners:
+                    done.discard(keep=frozenset((runner.pid, spare.pid)))
+                runners = [runner]
+                reply = runner.result(req)  # type: ignore[arg-type]
+            except Exception as exc:  # a broken request or a dead runner must not take the server down
+                reply = {"error": repr(exc)}
+                runners.append(runner)
             send_frame(out_fd, reply)
-            spare.discard()  # after replying: clean-up and the next fork overlap the client's work
-            spare = Spare(base)
     finally:
-        spare.discard()
+        for done in runners + ([spare] if spare else []):
+            done.discard()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -4,7 +4,8 @@
 environment (see that module for exactly which isolation is kernel-enforced). Starting it with
 `subprocess` (fork+exec) keeps it safe to use from a process that has torch or CUDA loaded.
 `FusionSandbox` posts to a SandboxFusion `/run_code` endpoint over plain HTTP (stdlib urllib, so no
-client dependency). Both return an `Execution`.
+client dependency). Both return an `Execution` per run; `run_tests` runs a program's unit tests in
+order and stops after the first failure (the local server does this in one round trip).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from m2rl.verifiers.forkserver import recv_frame, send_frame
+from m2rl.verifiers.forkserver import output_matches, recv_frame, send_frame
 
 FORKSERVER = Path(__file__).with_name("forkserver.py")
 SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -54,10 +55,21 @@ class Execution:
     wall_s: float
 
 
+def passed(run: Execution, expected: str) -> bool:
+    """A unit test passes iff the program ended normally and its stripped stdout is the expected one."""
+    return run.status == "ok" and output_matches(run.stdout, expected)
+
+
 class Sandbox(Protocol):
-    """Runs one Python program on one stdin."""
+    """Runs a Python program on one stdin, or on several in order."""
 
     def run(self, code: str, stdin: str, limits: Limits) -> Execution: ...
+
+    def run_tests(
+        self, code: str, stdins: list[str], limits: Limits, expected: list[str] | None = None
+    ) -> list[Execution]:
+        """One Execution per input, in order; with `expected`, none after the first failed test."""
+        ...
 
 
 class LocalSandbox:
@@ -102,9 +114,16 @@ class LocalSandbox:
 
     def run(self, code: str, stdin: str, limits: Limits) -> Execution:
         """Run `code` as __main__ with `stdin` under `limits`."""
+        return self.run_tests(code, [stdin], limits)[0]
+
+    def run_tests(
+        self, code: str, stdins: list[str], limits: Limits, expected: list[str] | None = None
+    ) -> list[Execution]:
+        """Run `code` on each input in a fresh child (one round trip to the server for them all)."""
         request = {
             "code": code,
-            "stdin": stdin,
+            "stdins": list(stdins),
+            "expected": None if expected is None else list(expected),
             "time_limit": limits.time_limit_s,
             "wall_limit": limits.wall_limit_s,
             "memory_mb": limits.memory_mb,
@@ -117,7 +136,8 @@ class LocalSandbox:
                 proc = self._server()
                 assert proc.stdin is not None and proc.stdout is not None
                 send_frame(proc.stdin.fileno(), request)
-                ready = select.select([proc.stdout.fileno()], [], [], limits.wall_limit_s + 30.0)[0]
+                wait_s = len(stdins) * (limits.wall_limit_s + 1.0) + 30.0
+                ready = select.select([proc.stdout.fileno()], [], [], wait_s)[0]
                 reply = recv_frame(proc.stdout.fileno()) if ready else None
             except (OSError, ValueError, EOFError) as exc:
                 reply, error = None, repr(exc)
@@ -125,14 +145,19 @@ class LocalSandbox:
                 error = "no reply from the sandbox server"
             if not isinstance(reply, dict):
                 self._kill()
-                return Execution("sandbox_error", None, "", error, 0.0)
-        return Execution(
-            status=reply["status"],
-            exit_code=reply["exit_code"],
-            stdout=reply["stdout"].decode("utf-8", "replace"),
-            stderr=reply["stderr"],
-            wall_s=reply["wall_s"],
-        )
+                return [Execution("sandbox_error", None, "", error, 0.0)]
+        if "error" in reply:
+            return [Execution("sandbox_error", None, "", str(reply["error"]), 0.0)]
+        return [
+            Execution(
+                status=run["status"],
+                exit_code=run["exit_code"],
+                stdout=run["stdout"].decode("utf-8", "replace"),
+                stderr=run["stderr"],
+                wall_s=run["wall_s"],
+            )
+            for run in reply["runs"]
+        ]
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -188,6 +213,17 @@ class FusionSandbox:
         exit_code = run.get("return_code")
         ok = code_status == "Finished" and exit_code == 0
         return Execution("ok" if ok else "error", exit_code, stdout, stderr, seconds)
+
+    def run_tests(
+        self, code: str, stdins: list[str], limits: Limits, expected: list[str] | None = None
+    ) -> list[Execution]:
+        """One request per input, stopping after the first failed test when `expected` is given."""
+        runs = []
+        for number, stdin in enumerate(stdins):
+            runs.append(self.run(code, stdin, limits))
+            if expected is not None and not passed(runs[-1], expected[number]):
+                break
+        return runs
 
 
 _LOCAL: dict[int, LocalSandbox] = {}

@@ -13,7 +13,7 @@ import random
 import re
 from typing import Any
 
-from m2rl.verifiers.sandbox import Limits, Sandbox
+from m2rl.verifiers.sandbox import Limits, Sandbox, passed
 from m2rl.verifiers.verdict import Verdict, verdict
 
 _OPEN_FENCE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\r?\n", re.IGNORECASE)
@@ -65,9 +65,10 @@ def sample_tests(
 
 
 def score_program(program: str, tests: list[tuple[str, str]], sandbox: Sandbox, limits: Limits) -> Verdict:
-    """Run the program on each test in the sandbox; reward 1 iff all pass."""
-    for number, (stdin, expected) in enumerate(tests, 1):
-        run = sandbox.run(program, stdin, limits)
+    """Run the program on each test in the sandbox (stopping at the first failure); reward 1 iff all pass."""
+    expected = [output for _, output in tests]
+    runs = sandbox.run_tests(program, [stdin for stdin, _ in tests], limits, expected)
+    for number, run in enumerate(runs, 1):
         where = f"test {number}/{len(tests)}"
         if run.status == "timeout":
             return verdict(False, f"{where}: time limit exceeded")
@@ -78,11 +79,13 @@ def score_program(program: str, tests: list[tuple[str, str]], sandbox: Sandbox, 
         if run.status != "ok":
             last_line = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
             return verdict(False, f"{where}: exit status {run.exit_code} {last_line}")
-        if run.stdout.strip() != expected.strip():
+        if not passed(run, expected[number - 1]):
             return verdict(
                 False,
-                f"{where}: wrong output {run.stdout.strip()[:40]!r}, expected {expected.strip()[:40]!r}",
+                f"{where}: wrong output {run.stdout.strip()[:40]!r}, expected {expected[number - 1].strip()[:40]!r}",
             )
+    if len(runs) < len(tests):
+        return verdict(False, f"sandbox error: {len(runs)} of {len(tests)} tests ran")
     return verdict(True, f"passed {len(tests)} tests")
 
 
