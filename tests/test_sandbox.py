@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -352,3 +356,92 @@ def test_kernel_blocks_writes_kills_and_environ_reads(kernel_only, tmp_path, mon
     result = run(kernel_only, code)
     assert result.stdout.strip() == "[]"
     assert not target.exists() and not os.path.exists("/work/pwned")
+
+
+# ---------------------------------------------------------------------------------------------
+# The server started by a user who is not root (the usual case off a container), simulated as
+# root: in a private mount namespace that exposes the Python installation (as the server does
+# for its sandbox uid), the server is started as `nobody` and takes its unprivileged branch.
+NOBODY = 65534
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _start_as_nobody() -> None:
+    """preexec_fn: a private mount namespace where `nobody` can run Python, then become `nobody`."""
+    import ctypes
+
+    from m2rl.verifiers import forkserver
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(forkserver.CLONE_NEWNS) != 0 or not forkserver._private_mounts(libc):
+        os._exit(3)
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+@pytest.fixture(scope="module")
+def unprivileged():
+    if not IS_ROOT:
+        pytest.skip("simulating a non-root server needs root; as non-root every test above is that case")
+    real_popen = subprocess.Popen
+
+    def popen_as_nobody(*args, **kwargs):
+        return real_popen(*args, **{**kwargs, "preexec_fn": _start_as_nobody})
+
+    box = LocalSandbox()
+    subprocess.Popen = popen_as_nobody  # type: ignore[misc] - only for this server's start
+    try:
+        box.run("pass", "", LIMITS)
+    finally:
+        subprocess.Popen = real_popen  # type: ignore[misc]
+    with open(f"/proc/{box.server_pid}/status") as f:
+        assert any(line.split()[:2] == ["Uid:", str(NOBODY)] for line in f)
+    yield box
+    box.close()
+
+
+def test_unprivileged_server_reports_its_isolation_and_runs_programs(unprivileged):
+    assert unprivileged.isolation["user"].startswith("same-uid")
+    assert unprivileged.isolation["network"] in ("namespace", "audit-hook")
+    assert run(unprivileged, "import os\nprint(os.getuid())").stdout.strip() == str(NOBODY)
+    assert_still_healthy(unprivileged)
+
+
+def test_unprivileged_server_contains_hostile_programs(unprivileged, monkeypatch):
+    monkeypatch.setenv("M2RL_TEST_SECRET", "hunter2-secret")  # in this process, not the server's
+    target_dir = Path(tempfile.mkdtemp(dir=REPO, prefix=".sandbox-target-"))
+    try:
+        target_dir.chmod(0o777)  # writable by nobody: only the sandbox can stop this write
+        code = f"""
+            import os, signal, socket
+            print("visible", os.path.isdir({str(target_dir)!r}))
+            try:
+                open({str(target_dir / "pwned")!r}, "w").write("x")
+                print("wrote")
+            except OSError:
+                pass
+            try:
+                socket.create_connection(("127.0.0.1", 9), timeout=1)
+                print("connected")
+            except OSError:
+                pass
+            for pid in (os.getppid(), {unprivileged.server_pid}, {os.getpid()}):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    print("killed", pid)
+                except Exception:
+                    pass
+            print(" ".join(os.environ.values()))
+        """
+        result = run(unprivileged, code)
+        assert "visible True" in result.stdout  # the write below was possible but refused
+        assert "wrote" not in result.stdout and not (target_dir / "pwned").exists()
+        assert "connected" not in result.stdout and "killed" not in result.stdout
+        assert "hunter2-secret" not in result.stdout
+        storm = run(unprivileged, "import os\nwhile True:\n    os.fork()")
+        assert storm.status != "ok"
+        assert_still_healthy(unprivileged)
+        assert len(server_descendants(unprivileged)) <= 2
+    finally:
+        shutil.rmtree(target_dir, ignore_errors=True)

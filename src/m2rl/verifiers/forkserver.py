@@ -4,9 +4,12 @@ Why hand-written: starting a fresh interpreter per unit test costs ~20-40 ms, mo
 start-up; forking a small, already-initialised interpreter costs ~1 ms. No library offers a
 Python-only fork server with these limits, and container sandboxes need a daemon we cannot assume.
 
-Each run uses a pre-forked "spare" child that has already isolated itself and waits for its
-request, so a run pays only for the program and its exit; the next spare is forked after the
-reply, while the client is busy.
+A request is one program and its test inputs. A pre-forked runner (a child of the server, with
+the server's uid, never running the program itself) compiles it once and forks one isolated child
+per test, stopping at the first failed test when the expected outputs are given; the server forks
+the next runner and cleans up the last one while the tests run, so back-to-back programs pay for
+neither. The runner is discarded after its program: whatever compiling it left stays out of the
+zygote.
 
 This file is run as a script (`python -I forkserver.py`) by `m2rl.verifiers.sandbox`, uses the
 standard library only and never imports m2rl, so the zygote stays small and the address-space
@@ -19,14 +22,16 @@ Isolation of every child (what is kernel-enforced and what is not, honestly):
   process/thread count, open files and core dumps; a fresh working directory removed afterwards;
   stdin from a file; all inherited descriptors closed; an environment holding only PATH, HOME,
   TMPDIR and LANG (the server itself is started with that environment, so /proc/self/environ
-  holds nothing either); parent-death signal, so a program never outlives its server.
+  holds nothing either); parent-death signal, so a program never outlives its runner, nor a
+  runner its server.
 - Kernel, when the server runs as root: the child switches to a uid/gid that belongs to this
   server alone (100000 + server pid). It then cannot write anything it does not own (only its
   working directory, and world-writable places such as /tmp: see the audit hook), cannot read
-  other processes' /proc/PID/environ, cannot signal the parent or any other process, and
-  RLIMIT_NPROC (ignored for root) applies.
-- The server is a child subreaper: whatever a program forked is re-parented to it even after
-  setsid or a double fork, and after each run every remaining descendant is killed and reaped.
+  other processes' /proc/PID/environ, cannot signal or trace its runner or any other process,
+  and RLIMIT_NPROC (ignored for root) applies.
+- The runner (and above it the server) is a child subreaper: whatever a program forked is
+  re-parented to it even after setsid or a double fork, and after each test every remaining
+  descendant is killed and reaped.
 - Kernel, as root: a private mount namespace with fresh tmpfs on /tmp, /dev/shm and /var/tmp, so
   even world-writable places are private to the server and vanish with it; where a private
   ancestor such as /root (0700) hides the Python installation from the sandbox uid, a tmpfs over
