@@ -1,4 +1,4 @@
-"""Instruction-following verifier: IFEval's 25 instructions plus IFEvalG's extensions.
+"""Instruction-following verifier: IFEval's 25 instructions, IFEvalG's extensions and IFBench's test set.
 
 `verify(response, instruction_id_list, kwargs, prompt_text, strict)` is True iff every listed
 instruction is followed. strict=True is IFEval's strict test (an empty response follows nothing);
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from m2rl.verifiers.instruction_following import ifeval, ifevalg
+from m2rl.verifiers.instruction_following import ifbench, ifeval, ifevalg
 from m2rl.verifiers.instruction_following.kwargs import BadKwargs, normalise
 
-CHECKERS: dict[str, ifeval.Checker] = {**ifeval.CHECKERS, **ifevalg.CHECKERS}
+CHECKERS: dict[str, ifeval.Checker] = {**ifeval.CHECKERS, **ifevalg.CHECKERS, **ifbench.CHECKERS}
 
 SUPPORTED_IDS: tuple[str, ...] = tuple(CHECKERS)
 IFEVAL_IDS: tuple[str, ...] = tuple(ifeval.CHECKERS)
