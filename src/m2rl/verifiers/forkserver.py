@@ -4,12 +4,11 @@ Why hand-written: starting a fresh interpreter per unit test costs ~20-40 ms, mo
 start-up; forking a small, already-initialised interpreter costs ~1 ms. No library offers a
 Python-only fork server with these limits, and container sandboxes need a daemon we cannot assume.
 
-A request is one program and its test inputs. A pre-forked runner (a child of the server, with
-the server's uid, never running the program itself) compiles it once and forks one isolated child
-per test, stopping at the first failed test when the expected outputs are given; the server forks
-the next runner and cleans up the last one while the tests run, so back-to-back programs pay for
-neither. The runner is discarded after its program: whatever compiling it left stays out of the
-zygote.
+A request is one program and its test inputs. The server's runner (its child, with the server's
+uid, never running a program itself) compiles the program once and forks one isolated child per
+test, stopping at the first failed test when the expected outputs are given, so a test pays only
+for its fork, the program and its exit. A runner that dies or overruns is replaced, and a fresh
+one takes over every RUNNER_PROGRAMS programs.
 
 This file is run as a script (`python -I forkserver.py`) by `m2rl.verifiers.sandbox`, uses the
 standard library only and never imports m2rl, so the zygote stays small and the address-space
@@ -63,6 +62,9 @@ import time
 
 HEADER = struct.Struct(">Q")
 MAX_FRAME = 1 << 31
+# Programs one runner serves before a fresh one replaces it (compiling leaves memory behind, and
+# the runner's size is what every test's fork copies).
+RUNNER_PROGRAMS = 200
 INTERNAL_ERROR_EXIT = 120
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Light modules imported once in the zygote so programs do not pay for them on every run. Kept
@@ -445,34 +447,24 @@ def _finish(status: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # one run in the server
-def _kill_descendants(keep: frozenset[int] = frozenset()) -> None:
-    """Kill and reap every remaining child of this process but `keep`.
+def _kill_descendants() -> None:
+    """Kill and reap every remaining child of this process.
 
-    The server and each runner are child subreapers, so anything a program forked (and that
-    outlived it, even after setsid or a double fork) is re-parented to them; with nothing kept, an
-    empty child list and nothing left to wait for prove that nothing survived.
+    The server and the runner are child subreapers, so anything a program forked (and that outlived
+    it, even after setsid or a double fork) is re-parented to them; an empty child list and nothing
+    left to wait for prove that nothing survived.
     """
     me = os.getpid()
-    if not keep:
+    while True:
         try:
             os.waitpid(-1, os.WNOHANG)  # the common case, no child at all, without reading /proc
         except ChildProcessError:
             return
-    while True:
         try:
             with open(f"/proc/{me}/task/{me}/children") as f:
-                pids = [int(p) for p in f.read().split() if int(p) not in keep]
+                pids = [int(p) for p in f.read().split()]
         except OSError:
             pids = []
-        if not pids:
-            if keep:
-                return
-            try:
-                os.waitpid(-1, os.WNOHANG)  # raises ChildProcessError when truly none are left
-            except ChildProcessError:
-                return
-            time.sleep(0.001)
-            continue
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -483,6 +475,8 @@ def _kill_descendants(keep: frozenset[int] = frozenset()) -> None:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+        if not pids:
+            time.sleep(0.001)
 
 
 def _read_output(fd: int, limit: int) -> tuple[bytes, bool]:
@@ -560,11 +554,12 @@ def run_test(req: dict, code: object, run_dir: str, stdin: str) -> dict:
 
 
 def _runner(control_fd: int, result_fd: int, run_dir: str) -> None:
-    """A pre-forked runner, never returns: wait for one program, run its tests, send the results.
+    """The runner, never returns: for each program it is sent, run its tests and send the results.
 
-    It stays with the server's uid (the tests' children switch to the sandbox uid, so a program
-    cannot signal or trace the runner that judges it) and is their subreaper, so whatever a test
-    left behind is killed before the next test starts.
+    It stays with the server's uid and never runs a program itself: it compiles each program once
+    and forks a fresh child per test, which switches to the sandbox uid (so a program cannot signal
+    or trace the runner that judges it). As their subreaper it kills whatever a test left behind
+    before the next one starts.
     """
     try:
         if _PRCTL is not None:
@@ -575,6 +570,7 @@ def _runner(control_fd: int, result_fd: int, run_dir: str) -> None:
         os.environ.update({"PATH": SAFE_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
         tempfile.tempdir = workdir
         import io
+        import resource
 
         # Made once here and inherited: the test child's fds 0-2 are its own files by then.
         sys.stdin = io.TextIOWrapper(
@@ -588,40 +584,42 @@ def _runner(control_fd: int, result_fd: int, run_dir: str) -> None:
         )
         sys.argv = ["solution.py"]
         sys.dont_write_bytecode = True
-        req = recv_frame(control_fd)
-        if not isinstance(req, dict):
-            os._exit(0)  # the server is gone or retired this runner
-        import resource
-
-        memory = int(req["memory_mb"]) << 20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))  # what compiling the program may take
-        try:
-            code = compile(req["code"], "solution.py", "exec")  # once for all its tests
-        except BaseException:
-            code = None
-        runs = []
-        expected = req.get("expected")
-        for number, stdin in enumerate(req["stdins"]):
-            run = run_test(req, code, run_dir, stdin)
-            runs.append(run)
-            if expected is not None and not (
-                run["status"] == "ok" and output_matches(run["stdout"], expected[number])
-            ):
-                break  # the program failed: its remaining tests cannot change the verdict
-        send_frame(result_fd, {"runs": runs})
+        while True:
+            req = recv_frame(control_fd)
+            if not isinstance(req, dict):
+                break  # the server is gone or retired this runner
+            # What compiling a program may take (the soft limit, so a later, larger one can raise it).
+            hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+            resource.setrlimit(resource.RLIMIT_AS, (int(req["memory_mb"]) << 20, hard))
+            try:
+                code = compile(req["code"], "solution.py", "exec")  # once for all its tests
+            except BaseException:
+                code = None
+            runs = []
+            expected = req.get("expected")
+            for number, stdin in enumerate(req["stdins"]):
+                run = run_test(req, code, run_dir, stdin)
+                runs.append(run)
+                if expected is not None and not (
+                    run["status"] == "ok" and output_matches(run["stdout"], expected[number])
+                ):
+                    break  # the program failed: its remaining tests cannot change the verdict
+            del code
+            send_frame(result_fd, {"runs": runs})
     except BaseException:
         pass
     os._exit(0)
 
 
-class Spare:
-    """A pre-forked runner waiting for its program, with its own run directory."""
+class Runner:
+    """The server's runner process and its pipes; replaced when it fails or has served its share."""
 
     def __init__(self, base: str) -> None:
         self.run_dir = tempfile.mkdtemp(dir=base)
         os.chmod(self.run_dir, 0o711)
         control_read, self.control = os.pipe()
         self.results, result_write = os.pipe()
+        self.served = 0
         self.pid = os.fork()
         if self.pid == 0:
             os.close(self.control)
@@ -630,23 +628,26 @@ class Spare:
         for fd in (control_read, result_write):
             os.close(fd)
 
-    def start(self, req: dict) -> None:
-        """Hand the runner its program."""
-        send_frame(self.control, req)
-        os.close(self.control)
-        self.control = -1
+    def alive(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
 
-    def result(self, req: dict) -> dict:
-        """The runner's results; it must finish within every test's wall limit and a margin."""
+    def run(self, req: dict) -> dict:
+        """The program's results; the runner must answer within every test's wall limit and a margin."""
+        self.served += 1
+        send_frame(self.control, req)
         deadline_s = len(req["stdins"]) * (float(req["wall_limit"]) + 1.0) + 5.0
         if select.select([self.results], [], [], deadline_s)[0]:
             reply = recv_frame(self.results)
             if isinstance(reply, dict):
                 return reply
+        self.served = RUNNER_PROGRAMS  # dead or stuck: replace it
         return {"error": f"the program's runner gave no result within {deadline_s:g}s"}
 
-    def discard(self, keep: frozenset[int] = frozenset()) -> None:
-        """Stop the runner if it still runs, kill whatever was left, remove the run directory."""
+    def close(self) -> None:
+        """Stop the runner, kill whatever is left below the server, remove the run directory."""
         for fd in (self.control, self.results):
             try:
                 os.close(fd)
@@ -656,11 +657,7 @@ class Spare:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
-            pass
-        _kill_descendants(keep)
+        _kill_descendants()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
@@ -688,30 +685,27 @@ def serve() -> None:
     gc.freeze()  # keep the collector from touching (and copying) the zygote's pages in every child
     base = tempfile.mkdtemp(prefix="m2rl-sandbox-")
     os.chmod(base, 0o711)
-    spare: Spare | None = Spare(base)
-    runners: list[Spare] = []  # the one at work, and the last one until it is cleaned up
+    runner = Runner(base)
     try:
         send_frame(out_fd, {"isolation": dict(ISOLATION), "pid": os.getpid()})
         while True:
             req = recv_frame(in_fd)
             if req is None:
                 break
-            runner, spare = spare or Spare(base), None
+            if not runner.alive():  # e.g. killed from outside: a program cannot (other uid, or the hook)
+                runner.close()
+                runner = Runner(base)
             try:
-                runner.start(req)  # type: ignore[arg-type]
-                # While its tests run: the next runner is forked and the last one cleaned up.
-                spare = Spare(base)
-                for done in runners:
-                    done.discard(keep=frozenset((runner.pid, spare.pid)))
-                runners = [runner]
-                reply = runner.result(req)  # type: ignore[arg-type]
+                reply = runner.run(req)  # type: ignore[arg-type]
             except Exception as exc:  # a broken request or a dead runner must not take the server down
                 reply = {"error": repr(exc)}
-                runners.append(runner)
+                runner.served = RUNNER_PROGRAMS
             send_frame(out_fd, reply)
+            if runner.served >= RUNNER_PROGRAMS:  # after replying: the client is busy meanwhile
+                runner.close()
+                runner = Runner(base)
     finally:
-        for done in runners + ([spare] if spare else []):
-            done.discard()
+        runner.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
