@@ -360,7 +360,8 @@ def test_kernel_blocks_writes_kills_and_environ_reads(kernel_only, tmp_path, mon
 # ---------------------------------------------------------------------------------------------
 # The server started by a user who is not root (the usual case off a container), simulated as
 # root: in a private mount namespace that exposes the Python installation (as the server does
-# for its sandbox uid), the server is started as `nobody` and takes its unprivileged branch.
+# for its sandbox uid; /tmp stays shared, the repository may live there), the server is started
+# as `nobody` and takes its unprivileged branch.
 NOBODY = 65534
 REPO = Path(__file__).resolve().parents[1]
 
@@ -372,7 +373,7 @@ def _start_as_nobody() -> None:
     from m2rl.verifiers import forkserver
 
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(forkserver.CLONE_NEWNS) != 0 or not forkserver._private_mounts(libc):
+    if libc.unshare(forkserver.CLONE_NEWNS) != 0 or not forkserver._expose_python(libc):
         os._exit(3)
     os.setgroups([])
     os.setgid(NOBODY)
@@ -391,9 +392,10 @@ def unprivileged():
     box = LocalSandbox()
     subprocess.Popen = popen_as_nobody  # type: ignore[misc] - only for this server's start
     try:
-        box.run("pass", "", LIMITS)
+        started = box.run("pass", "", LIMITS)
     finally:
         subprocess.Popen = real_popen  # type: ignore[misc]
+    assert started.status == "ok", started.stderr
     with open(f"/proc/{box.server_pid}/status") as f:
         assert any(line.split()[:2] == ["Uid:", str(NOBODY)] for line in f)
     yield box

@@ -243,9 +243,21 @@ def _blocking_ancestor(path: str) -> str | None:
 
 
 def _private_mounts(libc) -> bool:
-    """In this server's mount namespace: fresh tmpfs on /tmp and /dev/shm, and the Python
-    installation made reachable where a private ancestor (e.g. /root 0700) hides it, by a tmpfs
-    over that ancestor holding read-only bind mounts of just the needed directories."""
+    """In this server's mount namespace: the Python installation reachable by the sandbox uid, and
+    fresh tmpfs on /tmp, /dev/shm and /var/tmp."""
+    if not _expose_python(libc):
+        return False
+    ok = True
+    for shared in ("/tmp", "/dev/shm", "/var/tmp"):
+        if os.path.isdir(shared):
+            ok = _mount(libc, "tmpfs", shared, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m") and ok
+    return ok
+
+
+def _expose_python(libc) -> bool:
+    """Make mounts private, then where a private ancestor (e.g. /root 0700) hides the Python
+    installation, put a tmpfs over that ancestor holding read-only bind mounts of just the
+    directories Python needs."""
     if not _mount(libc, None, "/", None, MS_REC | MS_PRIVATE):
         return False
     staging = tempfile.mkdtemp(prefix="m2rl-stage-")
@@ -271,11 +283,7 @@ def _private_mounts(libc) -> bool:
                 libc.umount2(stage.encode(), MNT_DETACH)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    ok = True
-    for shared in ("/tmp", "/dev/shm", "/var/tmp"):
-        if os.path.isdir(shared):
-            ok = _mount(libc, "tmpfs", shared, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m") and ok
-    return ok
+    return True
 
 
 def _uid_can_run_python(uid: int) -> bool:
