@@ -8,13 +8,10 @@ from typing import Annotated
 
 import typer
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.syntax import Syntax
 
 from m2rl.config import compose_config, to_yaml
-
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+from m2rl.console import console
 
 Overrides = Annotated[
     list[str] | None,

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from m2rl.commands.common import DEFAULT_RUNS_DIR, RunsDir, console
+from m2rl.commands.common import DEFAULT_RUNS_DIR, RunsDir
+from m2rl.console import console
 
 
 def command(

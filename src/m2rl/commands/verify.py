@@ -19,7 +19,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.table import Table
 
-from m2rl.commands.common import DryRun, Overrides, console, err_console, load_config, print_config
+from m2rl.commands.common import DryRun, Overrides, load_config, print_config
+from m2rl.console import console, err_console
 from m2rl.errors import UserError
 
 

@@ -105,7 +105,7 @@ def _progress():
         TimeRemainingColumn,
     )
 
-    from m2rl.commands.common import err_console
+    from m2rl.console import err_console
 
     return Progress(
         TextColumn("[bold]{task.description}"),
