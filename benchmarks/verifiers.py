@@ -31,9 +31,10 @@ from rich.table import Table
 from m2rl.data.builtin import SPLITS, generate
 from m2rl.verifiers import VerifierConfig, close_pool, score, score_batch
 from m2rl.verifiers.batch import pair_key
+from m2rl.verifiers.forkserver import unit_test_passed
 from m2rl.verifiers.instruction_following.text import load_language_profiles
 from m2rl.verifiers.registry import code_limits
-from m2rl.verifiers.sandbox import LocalSandbox
+from m2rl.verifiers.sandbox import LocalSandbox, passed
 from m2rl.verifiers.unit_tests import extract_program, unit_tests_of
 
 TARGETS = {"math": 200.0, "science": 5000.0, "code": None, "if": 5000.0}
@@ -170,7 +171,7 @@ Program = tuple[str, list[str], list[str]]  # code, its test inputs, their expec
 
 def _run_naive(programs: list[Program]) -> int:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    passed = 0
+    count = 0
     for program, inputs, outputs in programs:
         for stdin, expected in zip(inputs, outputs, strict=True):
             done = subprocess.run(
@@ -181,21 +182,17 @@ def _run_naive(programs: list[Program]) -> int:
                 timeout=30,
                 env=env,
             )
-            passed += done.returncode == 0 and done.stdout.strip() == expected.strip()
-    return passed
+            count += unit_test_passed("ok" if done.returncode == 0 else "error", done.stdout, expected)
+    return count
 
 
 def _run_sandbox(box: LocalSandbox, programs: list[Program], limits) -> int:
     """Each program's tests in one `run_tests` call, as the code verifier runs them."""
-    return sum(
-        sum(
-            run.status == "ok" and run.stdout.strip() == o.strip()
-            for run, o in zip(runs, outputs, strict=False)
-        )
-        for runs, outputs in (
-            (box.run_tests(p, inputs, limits, outputs), outputs) for p, inputs, outputs in programs
-        )
-    )
+    count = 0
+    for program, inputs, outputs in programs:
+        runs = box.run_tests(program, inputs, limits, outputs)
+        count += sum(passed(run, expected) for run, expected in zip(runs, outputs, strict=False))
+    return count
 
 
 def bench_sandbox(tests: int, streams: int, repeats: int, console: Console) -> None:

@@ -495,11 +495,12 @@ def _read_output(fd: int, limit: int) -> tuple[bytes, bool]:
     return data, size >= limit
 
 
-def output_matches(stdout: bytes | str, expected: str) -> bool:
-    """A unit test's output rule: stripped stdout equals the stripped expected output."""
+def unit_test_passed(status: str, stdout: bytes | str, expected: str) -> bool:
+    """The unit-test rule: the program ended normally ("ok") and its stripped stdout is the
+    stripped expected output."""
     if isinstance(stdout, bytes):
         stdout = stdout.decode("utf-8", "replace")
-    return stdout.strip() == expected.strip()
+    return status == "ok" and stdout.strip() == expected.strip()
 
 
 def run_test(req: dict, code: object, run_dir: str, stdin: str) -> dict:
@@ -608,8 +609,8 @@ def _runner(control_fd: int, result_fd: int, run_dir: str) -> None:
             for number, stdin in enumerate(req["stdins"]):
                 run = run_test(req, code, run_dir, stdin)
                 runs.append(run)
-                if expected is not None and not (
-                    run["status"] == "ok" and output_matches(run["stdout"], expected[number])
+                if expected is not None and not unit_test_passed(
+                    run["status"], run["stdout"], expected[number]
                 ):
                     break  # the program failed: its remaining tests cannot change the verdict
             del code
@@ -628,6 +629,7 @@ class Runner:
         control_read, self.control = os.pipe()
         self.results, result_write = os.pipe()
         self.served = 0
+        self.failed = False  # died, overran or sent garbage: replace it
         self.pid = os.fork()
         if self.pid == 0:
             os.close(self.control)
@@ -651,8 +653,12 @@ class Runner:
             reply = recv_frame(self.results)
             if isinstance(reply, dict):
                 return reply
-        self.served = RUNNER_PROGRAMS  # dead or stuck: replace it
+        self.failed = True
         return {"error": f"the program's runner gave no result within {deadline_s:g}s"}
+
+    @property
+    def spent(self) -> bool:
+        return self.failed or self.served >= RUNNER_PROGRAMS
 
     def close(self) -> None:
         """Stop the runner, kill whatever is left below the server, remove the run directory."""
@@ -707,9 +713,9 @@ def serve() -> None:
                 reply = runner.run(req)  # type: ignore[arg-type]
             except Exception as exc:  # a broken request or a dead runner must not take the server down
                 reply = {"error": repr(exc)}
-                runner.served = RUNNER_PROGRAMS
+                runner.failed = True
             send_frame(out_fd, reply)
-            if runner.served >= RUNNER_PROGRAMS:  # after replying: the client is busy meanwhile
+            if runner.spent:  # replaced after replying: the client is busy meanwhile
                 runner.close()
                 runner = Runner(base)
     finally:

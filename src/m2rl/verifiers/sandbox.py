@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from m2rl.verifiers.forkserver import output_matches, recv_frame, send_frame
+from m2rl.verifiers.forkserver import recv_frame, send_frame, unit_test_passed
 
 FORKSERVER = Path(__file__).with_name("forkserver.py")
 SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -57,7 +57,7 @@ class Execution:
 
 def passed(run: Execution, expected: str) -> bool:
     """A unit test passes iff the program ended normally and its stripped stdout is the expected one."""
-    return run.status == "ok" and output_matches(run.stdout, expected)
+    return unit_test_passed(run.status, run.stdout, expected)
 
 
 class Sandbox(Protocol):
