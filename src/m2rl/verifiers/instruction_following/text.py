@@ -138,8 +138,9 @@ def load_language_profiles() -> None:
 
 
 _lang_rows: dict[str, int] = {}  # n-gram -> its row in _lang_matrix (filled as n-grams are met)
-_lang_matrix: list[Any] = []  # [float64 array, rows of _lang_rows first; doubled when full]
-_lang_stream: list[Any] = []  # [MT19937 continuing seed 0's stream, uint32 words drawn so far]
+_lang_matrix: Any = None  # float64 array, the rows of _lang_rows first; doubled when full
+_lang_generator: Any = None  # numpy MT19937 continuing seed 0's stream after _lang_words
+_lang_words: Any = None  # uint32 words of that stream drawn so far
 
 
 def _random_words(count: int) -> Any:
@@ -148,41 +149,42 @@ def _random_words(count: int) -> Any:
     langdetect re-seeds its generator with 0 at every detection, so all calls consume the same
     stream; numpy's MT19937, given Python's state, yields it in bulk instead of one call a draw.
     """
+    global _lang_generator, _lang_words
     import random
 
     import numpy as np
 
     with _lang_lock:
-        if not _lang_stream:
+        if _lang_generator is None:
             state = random.Random(0).getstate()[1]
-            generator = np.random.MT19937()
-            generator.state = {
+            _lang_generator = np.random.MT19937()
+            _lang_generator.state = {
                 "bit_generator": "MT19937",
                 "state": {"key": np.array(state[:-1], dtype=np.uint32), "pos": state[-1]},
             }
-            _lang_stream.extend([generator, np.empty(0, dtype=np.uint32)])
-        generator, words = _lang_stream
-        if len(words) < count:
-            more = generator.random_raw(max(count - len(words), 1 << 16)).astype(np.uint32)
-            words = _lang_stream[1] = np.concatenate([words, more])
-        return words
+            _lang_words = np.empty(0, dtype=np.uint32)
+        if len(_lang_words) < count:
+            more = _lang_generator.random_raw(max(count - len(_lang_words), 1 << 16)).astype(np.uint32)
+            _lang_words = np.concatenate([_lang_words, more])
+        return _lang_words
 
 
 def _profile_rows(ngrams: list[str], table: dict[str, list[float]], size: int) -> Any:
     """The profile row of each n-gram, as a (len(ngrams), size) array, caching rows across calls."""
+    global _lang_matrix
     import numpy as np
 
     new = [word for word in dict.fromkeys(ngrams) if word not in _lang_rows]
     if new:
         known = len(_lang_rows)
-        if not _lang_matrix or known + len(new) > len(_lang_matrix[0]):
+        if _lang_matrix is None or known + len(new) > len(_lang_matrix):
             grown = np.empty((max(1024, 2 * (known + len(new))), size))
-            if _lang_matrix:
-                grown[:known] = _lang_matrix[0][:known]
-            _lang_matrix[:] = [grown]
-        _lang_matrix[0][known : known + len(new)] = [table[word] for word in new]
+            if _lang_matrix is not None:
+                grown[:known] = _lang_matrix[:known]
+            _lang_matrix = grown
+        _lang_matrix[known : known + len(new)] = [table[word] for word in new]
         _lang_rows.update((word, known + i) for i, word in enumerate(new))
-    return _lang_matrix[0][[_lang_rows[word] for word in ngrams]]
+    return _lang_matrix[[_lang_rows[word] for word in ngrams]]
 
 
 def _uniform(words: Any, pos: int) -> float:
