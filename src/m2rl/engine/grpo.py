@@ -257,12 +257,12 @@ def reward_summary(records: list[dict[str, Any]], domains: list[str], window: in
         if not values:
             continue
         first, last = values[:window], values[-window:]
-        summary[f"{domain}/reward_first{window}"] = statistics.fmean(first)
-        summary[f"{domain}/reward_last{window}"] = statistics.fmean(last)
+        first_mean, last_mean = statistics.fmean(first), statistics.fmean(last)
+        summary[f"{domain}/reward_first{window}"] = first_mean
+        summary[f"{domain}/reward_last{window}"] = last_mean
         if len(values) < 2 * window:  # the windows overlap: no t statistic
             continue
         spread = statistics.variance(first) / window + statistics.variance(last) / window
         if spread > 0:  # undefined for constant rewards
-            rise = statistics.fmean(last) - statistics.fmean(first)
-            summary[f"{domain}/reward_rise_t"] = rise / math.sqrt(spread)
+            summary[f"{domain}/reward_rise_t"] = (last_mean - first_mean) / math.sqrt(spread)
     return summary
