@@ -47,9 +47,9 @@ def test_paper_rl_dry_run_maps_the_recipe_onto_trl():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "trl.GRPOConfig" in out
-    assert "0.2 / 0.28" in out  # clip low / high
-    assert "token_truncate" in out and "[0.0, 2.0]" in out  # truncated IS clamp(ratio, 0, 2)
-    assert "max_steps" in out and "400" in out  # mixed run
+    assert "epsilon = 0.2" in out and "epsilon_high = 0.28" in out  # clip low / high
+    assert "token_truncate" in out and "vllm_importance_sampling_clip_max = 2.0" in out  # clamp(ratio, 0, 2)
+    assert "max_steps = 400" in out  # mixed run
 
 
 @pytest.mark.parametrize(

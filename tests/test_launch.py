@@ -11,27 +11,33 @@ import yaml
 from m2rl.config import compose_config
 from m2rl.engine.launch import accelerate_command, accelerate_config
 from m2rl.errors import UserError
+from m2rl.jobs.build import section
 from m2rl.ledger import Ledger, attempt
+from m2rl.specs import LauncherSpec, validated
 
 from cli_helpers import m2rl
 
 
+def launcher(*overrides: str) -> LauncherSpec:
+    return validated(LauncherSpec, section(compose_config(list(overrides)), "launcher"), prefix="launcher.")
+
+
 def test_zero3_launcher_builds_a_deepspeed_accelerate_config(tmp_path):
-    cfg = compose_config(["launcher=accelerate_zero3", "launcher.use_cpu=false"])
-    config = accelerate_config(cfg.launcher)
+    spec = launcher("launcher=accelerate_zero3", "launcher.use_cpu=false")
+    config = accelerate_config(spec)
     assert config["distributed_type"] == "DEEPSPEED" and config["num_processes"] == 8
     assert config["deepspeed_config"]["zero_stage"] == 3 and config["deepspeed_config"]["zero3_init_flag"]
     assert config["mixed_precision"] == "bf16"
-    command = accelerate_command(cfg.launcher, tmp_path, ["rl", "--run-dir", str(tmp_path)])
-    assert command[1:3] == ["-m", "accelerate.commands.launch"] and command[-4:-2] == [
+    command = accelerate_command(spec, tmp_path, ["--run-dir", str(tmp_path)])
+    assert command[1:3] == ["-m", "accelerate.commands.launch"] and command[-3:-1] == [
         "m2rl.engine.entry",
-        "rl",
+        "--run-dir",
     ]
     assert yaml.safe_load((tmp_path / "accelerate.yaml").read_text()) == config
 
 
 def test_ddp_launcher_on_cpu_uses_the_torchrun_path_without_mixed_precision():
-    config = accelerate_config(compose_config(["launcher=accelerate_ddp", "launcher.use_cpu=true"]).launcher)
+    config = accelerate_config(launcher("launcher=accelerate_ddp", "launcher.use_cpu=true"))
     assert (
         config["distributed_type"] == "MULTI_GPU" and not config["use_cpu"] and config["num_processes"] == 2
     )
@@ -50,9 +56,8 @@ def test_ddp_launcher_on_cpu_uses_the_torchrun_path_without_mixed_precision():
     ],
 )
 def test_bad_launcher_settings_are_user_errors(overrides, message):
-    cfg = compose_config(["launcher=accelerate_zero2", *overrides])
     with pytest.raises(UserError, match=message):
-        accelerate_config(cfg.launcher)
+        accelerate_config(launcher("launcher=accelerate_zero2", *overrides))
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from m2rl.errors import UserError
+from m2rl.errors import Interrupted, UserError
 from m2rl.ledger import Device, Ledger, attempt, write_json_atomic
 
 
@@ -43,11 +43,13 @@ def test_exception_marks_run_failed_with_error(tmp_path):
     assert manifest["finished"] is not None
 
 
-def test_keyboard_interrupt_marks_run_failed(tmp_path):
+def test_keyboard_interrupt_marks_run_failed_and_says_how_to_resume(tmp_path):
     run = Ledger(tmp_path).create("rl", "ctrl-c", {})
-    with pytest.raises(KeyboardInterrupt), attempt(run):
+    with pytest.raises(Interrupted) as caught, attempt(run):
         raise KeyboardInterrupt
     assert Ledger(tmp_path).get(run.id).status == "failed"
+    assert caught.value.exit_status == 130 and caught.value.stopped == [run.id]
+    assert caught.value.resume == f"m2rl rl --resume {run.id}"
 
 
 def _child_script(root, body: str) -> str:
@@ -73,7 +75,7 @@ def test_sigterm_marks_run_failed(tmp_path):
     proc.wait(timeout=30)
     run = Ledger(tmp_path).get(run_id)
     assert run.status == "failed"
-    assert "signal" in run.manifest["error"]
+    assert run.manifest["error"] == "interrupted (SIGTERM)"
 
 
 def test_sigkilled_run_is_reported_failed(tmp_path):

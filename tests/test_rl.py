@@ -13,6 +13,8 @@ import pytest
 
 from m2rl.config import compose_config
 from m2rl.data.builtin import generate
+from m2rl.jobs.build import section
+from m2rl.specs import RLRecipe
 from m2rl.engine.grpo import build_grpo_config, interleave_domains, reward_summary
 from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.ledger import Ledger, attempt
@@ -23,7 +25,9 @@ from cli_helpers import FAST_RL, m2rl
 
 def test_paper_recipe_maps_onto_grpo_config(tmp_path):
     cfg = compose_config(["preset=paper", "launcher.num_processes=8"])
-    args = build_grpo_config(cfg.rl, tmp_path, 400, world_size=8, use_cpu=True, seed=0)
+    args = build_grpo_config(
+        RLRecipe(**section(cfg, "rl")), tmp_path, 400, world_size=8, use_cpu=True, seed=0
+    )
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 128 * 16
     assert args.steps_per_generation == args.gradient_accumulation_steps and args.num_iterations == 1
     assert (args.epsilon, args.epsilon_high, args.beta, args.entropy_coef) == (0.2, 0.28, 0.0, 0.0)
@@ -40,7 +44,7 @@ def test_inconsistent_batch_is_a_user_error(tmp_path):
 
     cfg = compose_config(["rl.prompts_per_step=3", "rl.num_generations=5", "rl.per_device_batch_size=4"])
     with pytest.raises(UserError, match="not a multiple"):
-        build_grpo_config(cfg.rl, tmp_path, 10, world_size=1, use_cpu=True, seed=0)
+        build_grpo_config(RLRecipe(**section(cfg, "rl")), tmp_path, 10, world_size=1, use_cpu=True, seed=0)
 
 
 def test_interleaving_keeps_proportions_in_every_window():
@@ -170,7 +174,6 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(sft_run, tmp_path):
     run_dir = next(p.parent.parent.parent for p in runs.glob("*/checkpoints/checkpoint-2/trainer_state.json"))
     killed = Ledger(runs).get(run_dir.name)
     assert killed.status == "failed"
-    steps_before = {r["step"] for r in _metrics(run_dir) if "time/generation_s" in r}
 
     result = m2rl("rl", "--resume", killed.id, runs_dir=runs)
     assert result.returncode == 0, result.stderr
@@ -178,10 +181,10 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(sft_run, tmp_path):
     assert resumed.status == "completed"
     assert len(resumed.manifest["attempts"]) == 2
     assert resumed.device_hours == pytest.approx(sum(a["device_hours"] for a in resumed.manifest["attempts"]))
+    assert "resuming" in result.stdout and "checkpoint-" in result.stdout
+    assert resumed.manifest["resumed_from"].split("-")[-1].isdigit()
     steps_after = [r["step"] for r in _metrics(run_dir) if "time/generation_s" in r]
-    resumed_steps = steps_after[len(steps_before) :]
-    assert resumed_steps and min(resumed_steps) >= 3  # continued after checkpoint-2, not from step 1
-    assert max(steps_after) == 6
+    assert steps_after == [1, 2, 3, 4, 5, 6]  # each step once: what followed the checkpoint was logged again
     state = json.loads((run_dir / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
 

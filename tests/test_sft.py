@@ -27,7 +27,10 @@ def test_loss_mask_covers_only_assistant_tokens(tiny_model_dir, tmp_path):
     cfg = compose_config(SMALL)
     dataset = sft_conversations(cfg.data).select(range(4))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    args = build_sft_config(cfg.sft, tmp_path, world_size=1, use_cpu=True, seed=0)
+    from m2rl.jobs.build import section
+    from m2rl.specs import SFTRecipe
+
+    args = build_sft_config(SFTRecipe(**section(cfg, "sft")), tmp_path, world_size=1, use_cpu=True, seed=0)
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
         args=args,

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from m2rl.errors import UserError
+from m2rl.errors import Interrupted, StudyFailed, UserError
 
 app = typer.Typer(
     name="m2rl",
@@ -56,33 +56,58 @@ def _register() -> None:
 _register()
 
 
+def _usage_error(exc: BaseException) -> str | None:
+    """The message of a command-line usage error (typer bundles its own click), else None."""
+    from typer._click import exceptions as bundled
+
+    if isinstance(exc, bundled.NoArgsIsHelpError):
+        return ""
+    if isinstance(exc, bundled.UsageError | bundled.FileError):
+        return exc.format_message()
+    import click
+
+    return exc.format_message() if isinstance(exc, click.exceptions.UsageError) else None
+
+
+def _say_interrupted(exc: Interrupted) -> None:
+    what = f"stopped {', '.join(exc.stopped)} (marked failed)" if exc.stopped else "stopped"
+    resume = f"; resume with: {exc.resume}" if exc.resume else ""
+    print(f"m2rl: {exc}: {what}{resume}", file=sys.stderr)
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point. Exit status: 0 success, 2 bad input or usage, 130 Ctrl-C, 143 SIGTERM, 1 failure."""
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
     try:
-        app(standalone_mode=False)
+        status = app(standalone_mode=False)
     except UserError as exc:
         if debug:
             raise
         print(f"m2rl: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as exc:
+        _say_interrupted(exc)
+        sys.exit(exc.exit_status)
+    except KeyboardInterrupt:
+        print("m2rl: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        print("m2rl: aborted", file=sys.stderr)
+        print("m2rl: interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(130)
-    except KeyboardInterrupt:
-        print("m2rl: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            if debug:
-                raise
-            print(f"m2rl: error: {exc.format_message()}", file=sys.stderr)
+    except StudyFailed as exc:
+        print(f"m2rl: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # usage errors and anything unexpected
+        message = _usage_error(exc)
+        if message is not None and not debug:
+            if message:
+                print(f"m2rl: error: {message} (see `m2rl --help`)", file=sys.stderr)
+            else:
+                app(["--help"], standalone_mode=False)
             sys.exit(2)
         if debug:
             raise
@@ -91,6 +116,8 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    if isinstance(status, int) and status:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -39,13 +41,39 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     if not (directory / "config.yaml").is_file():
         raise UserError(f"config directory {directory} has no config.yaml; set M2RL_CONF_DIR")
     try:
-        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-        OmegaConf.resolve(cfg)
+        cfg = _compose(directory, overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"bad config override: {first_line}") from exc
+        raise UserError(
+            f"bad config override: {first_line}{_did_you_mean(str(exc), directory, overrides)}"
+        ) from exc
     return cfg
+
+
+def _compose(directory: Path, overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def _did_you_mean(message: str, directory: Path, overrides: list[str]) -> str:
+    """` (did you mean rl.steps?)` when Hydra refused an override of a key that does not exist."""
+    match = re.search(r"Could not override '([^']+)'", message)
+    if not match:
+        return ""
+    key = match.group(1)
+    parent_key, _, leaf = key.rpartition(".")
+    others = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
+    try:
+        cfg = _compose(directory, others)
+    except (HydraException, OmegaConfBaseException):
+        return ""
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, DictConfig):
+        return ""
+    close = difflib.get_close_matches(leaf, [str(k) for k in parent.keys()], n=1)
+    return f" (did you mean {parent_key + '.' if parent_key else ''}{close[0]}?)" if close else ""
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -56,20 +84,6 @@ def to_yaml(cfg: DictConfig) -> str:
 def to_container(cfg: DictConfig) -> dict:
     """The config as plain Python containers."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-# The config sections that decide what a training run produces. A stage's identity hashes only these,
-# so changing the RL recipe does not retrain SFT, and changing eval or merges retrains nothing.
-TRAINING_SECTIONS = {
-    "sft": ("model", "data", "sft", "launcher", "seed"),
-    "rl": ("model", "data", "rl", "verifiers", "launcher", "seed"),
-}
-
-
-def training_config_hash(cfg: DictConfig, kind: str, *inputs: object) -> str:
-    """Identity of an SFT or RL run: its sections of the config plus its inputs (domains, parents)."""
-    resolved = to_container(cfg)
-    return config_hash({key: resolved.get(key) for key in TRAINING_SECTIONS[kind]}, kind, *inputs)
 
 
 def config_hash(*parts: object) -> str:

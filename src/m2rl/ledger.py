@@ -4,6 +4,11 @@ Every command writes one run directory under the runs root. The manifest is rewr
 (temp file + rename) at every change, so a reader never sees a half-written file, and a run that
 raises, is interrupted or is terminated is recorded as `failed`, never `completed`. A run whose
 process was killed outright (SIGKILL, power loss) is detected by its dead pid and reported failed.
+A run the study executor created but has not started yet is `queued`.
+
+Two costs are recorded per attempt: wall seconds x devices (`device_hours`, the GPU-hours of a
+dedicated allocation) and the CPU time its processes used (`cpu_seconds`: user + system of this
+process and every descendant, live or reaped), which does not grow when other load shares the cores.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from m2rl.errors import UserError
+from m2rl.errors import Interrupted, UserError
 
 MANIFEST = "run.json"
 METRICS = "metrics.jsonl"
 RUN_KINDS = ("sft", "rl", "merge")
+PROGRESS_DIR = "progress"
 
 
 class Terminated(BaseException):
@@ -79,6 +85,20 @@ class Device:
         return cls("cpu", cpu_name(), world_size)
 
 
+def process_tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and all its descendants, live and reaped."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            # a process's reaped children are in its children_* fields; live ones are visited themselves
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -96,6 +116,7 @@ class Run:
         self.path = path
         self.manifest = manifest
         self._attempt_started: float | None = None  # perf_counter at the start of the live attempt
+        self._cpu_started = 0.0  # process-tree CPU seconds at the start of the live attempt
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -132,9 +153,13 @@ class Run:
     def _account(self, wall: float) -> None:
         attempts = self.manifest["attempts"]
         count = int(self.manifest["device"]["count"])
-        attempts[-1].update(wall_seconds=round(wall, 3), device_hours=wall * count / 3600)
+        cpu = max(process_tree_cpu_seconds() - self._cpu_started, 0.0)
+        attempts[-1].update(
+            wall_seconds=round(wall, 3), device_hours=wall * count / 3600, cpu_seconds=round(cpu, 3)
+        )
         self.manifest["wall_seconds"] = round(sum(a["wall_seconds"] for a in attempts), 3)
         self.manifest["device_hours"] = sum(a["device_hours"] for a in attempts)
+        self.manifest["cpu_seconds"] = round(sum(a.get("cpu_seconds", 0.0) for a in attempts), 3)
 
     @classmethod
     def load(cls, path: Path) -> Run:
@@ -191,6 +216,19 @@ class Run:
     def update(self, **fields: Any) -> None:
         self.manifest.update(fields)
         self.save()
+
+    def write_progress(self, job: str, done: float, total: float, note: str = "") -> None:
+        """Publish how far `job` (sft, rl, eval, ...) is, for the study's live view."""
+        directory = self.path / PROGRESS_DIR
+        directory.mkdir(exist_ok=True)
+        payload = {"done": done, "total": total, "note": note, "time": time.time()}
+        write_json_atomic(directory / f"{job}.json", payload)
+
+    def read_progress(self, job: str) -> dict[str, Any] | None:
+        """The last progress `job` published, if any."""
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((self.path / PROGRESS_DIR / f"{job}.json").read_text())
+        return None
 
     def set_metrics(self, **metrics: Any) -> None:
         self.manifest.setdefault("metrics", {}).update(metrics)
@@ -261,8 +299,11 @@ class Ledger:
         device: Device | None = None,
         world_size: int = 1,
         config_hash: str | None = None,
+        seed: int | None = None,
+        study: str | None = None,
+        status: str = "running",
     ) -> Run:
-        """A new run directory with a `running` manifest and its resolved config."""
+        """A new run directory with a `running` (or `queued`) manifest and its resolved config."""
         if kind not in RUN_KINDS:
             raise ValueError(f"unknown run kind {kind!r}")
         device = device or Device()
@@ -276,7 +317,9 @@ class Ledger:
             "id": run_id,
             "kind": kind,
             "name": name,
-            "status": "running",
+            "status": status,
+            "study": study,
+            "seed": seed,
             "created": _now(),
             "finished": None,
             "parents": list(parents or []),
@@ -286,6 +329,7 @@ class Ledger:
             "stage_seconds": {},
             "wall_seconds": 0.0,
             "device_hours": 0.0,
+            "cpu_seconds": 0.0,
             "attempts": [],
             "metrics": {},
             "artifacts": {"config": "config.yaml", "metrics": METRICS, "model": "model"},
@@ -325,15 +369,22 @@ def attempt(run: Run) -> Iterator[Run]:
         {"started": _now(), "wall_seconds": 0.0, "device_hours": 0.0, "status": "running"}
     )
     run._attempt_started = time.perf_counter()
+    run._cpu_started = process_tree_cpu_seconds()
     run.update(status="running", pid=os.getpid(), host=socket.gethostname(), error=None, finished=None)
     status, error = "failed", None
     try:
         with _sigterm_raises():
             yield run
         status = "completed"
-    except KeyboardInterrupt:
-        error = "interrupted (Ctrl-C)"
-        raise
+    except (KeyboardInterrupt, Terminated) as exc:
+        signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        error = f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'})"
+        resume = (
+            f"m2rl {run.kind} --resume {run.id}"
+            if run.kind in ("sft", "rl")
+            else "run the same command again"
+        )
+        raise Interrupted(signum, [run.id], resume) from None
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         raise

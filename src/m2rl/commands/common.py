@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -40,24 +39,3 @@ def print_config(cfg: DictConfig, title: str = "resolved config") -> None:
     """Print the resolved config as highlighted YAML."""
     console.rule(title)
     console.print(Syntax(to_yaml(cfg), "yaml", background_color="default"))
-
-
-def quiet_libraries() -> None:
-    """Keep library progress bars and info logs out of non-interactive output."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    import transformers
-
-    # transformers 5 renamed gradient_checkpointing; TRL still sets the old name on every config
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        import datasets
-
-        datasets.utils.logging.set_verbosity_error()
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from m2rl.commands.common import DryRun, Overrides, load_config, print_config, quiet_libraries
-from m2rl.console import console
+from m2rl.commands.common import DryRun, Overrides, load_config, print_config
+from m2rl.console import console, quiet_libraries
 
 app = typer.Typer(
     name="data",

@@ -8,15 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from m2rl.commands.common import (
-    DEFAULT_RUNS_DIR,
-    DryRun,
-    RunsDir,
-    console,
-    load_config,
-    print_config,
-    quiet_libraries,
-)
+from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, RunsDir, load_config, print_config
+from m2rl.console import console, quiet_libraries
 from m2rl.errors import UserError
 
 EVALUABLE_KINDS = ("model", "sft", "rl", "merge")
@@ -45,7 +38,8 @@ def command(
     dry_run: DryRun = False,
 ) -> None:
     """Evaluate runs: `m2rl eval RUN [RUN...] [overrides]`; saved results with the same config are reused."""
-    from m2rl.evaluate.runner import check_evaluable, eval_plan, evaluate_run
+    from m2rl.evaluate.runner import check_evaluable, eval_plan
+    from m2rl.evaluate.settings import EvalSettings
     from m2rl.ledger import Ledger
 
     refs, overrides = split_arguments(list(arguments or []))
@@ -72,8 +66,15 @@ def command(
         console.print(plan)
         return
     quiet_libraries()
+    from m2rl import jobs
+    from m2rl.jobs.build import eval_job
+
     for run in runs:
-        metrics = evaluate_run(ledger, run, cfg)
+        done = jobs.execute(eval_job(cfg, run.id), run)
+        metrics = {
+            b: done.manifest["metrics"]["eval"][b]
+            for b in (s.name for s in EvalSettings.from_cfg(cfg).benchmarks)
+        }
         console.print(results_table(run.name, run.id, metrics, run.path))
 
 

@@ -11,18 +11,9 @@ from typing import Annotated
 
 import typer
 
-from m2rl.commands.common import (
-    DEFAULT_RUNS_DIR,
-    DryRun,
-    Name,
-    Overrides,
-    RunsDir,
-    console,
-    load_config,
-    print_config,
-    quiet_libraries,
-)
+from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, Overrides, RunsDir, load_config, print_config
 from m2rl.config import to_container
+from m2rl.console import console, quiet_libraries
 from m2rl.errors import UserError
 
 
@@ -91,15 +82,17 @@ def command(
         )
 
     quiet_libraries()
+    from m2rl import jobs
+    from m2rl.jobs.build import merge_job
     from m2rl.ledger import Ledger
-    from m2rl.merge import merge_experts
     from m2rl.merge.lineage import resolve_experts
 
     ledger = Ledger(runs_dir)
-    expert_runs = resolve_experts(ledger, experts.split(","))
-    base_run = ledger.get(base) if base else None
+    expert_ids = [r.id for r in resolve_experts(ledger, experts.split(","))]
+    base_id = ledger.get(base).id if base else None
     for each, cfg in configs.items():
         run_name = f"{name}-{each}" if name and len(configs) > 1 else name
-        run = merge_experts(ledger, expert_runs, each, base=base_run, name=run_name, config=to_container(cfg))
+        spec = merge_job(cfg, each, expert_ids, base_id, run_name)
+        run = jobs.start(spec, ledger, config=to_container(cfg), reuse=True)
         seconds = run.manifest.get("stage_seconds", {}).get("merge", 0.0)
         console.print(f"[green]merge {each}[/green]: {run.id} ({seconds:.1f} s) -> {run.model_dir}")

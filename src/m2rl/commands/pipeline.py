@@ -10,11 +10,10 @@ from m2rl.commands.common import (
     Name,
     Overrides,
     RunsDir,
-    console,
     load_config,
     print_config,
-    quiet_libraries,
 )
+from m2rl.console import console, err_console, quiet_libraries
 
 
 def command(
@@ -23,18 +22,34 @@ def command(
     name: Name = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Run the mix-vs-merge study end to end (resumable: finished stages are reused).
-    `m2rl pipeline` runs the tiny study on a CPU; `m2rl pipeline preset=paper --dry-run` prints the paper plan."""
+    """Run the mix-vs-merge study end to end: `m2rl pipeline` (tiny, CPU), `study.seeds=3` to replicate it
+    per seed, `study.executor=slurm` to send each stage to Slurm; `m2rl pipeline preset=paper --dry-run`
+    prints the paper's plan. Resumable: finished stages are reused, interrupted ones resumed."""
     from m2rl.compare import print_compare
-    from m2rl.pipeline import Study, plan, plan_table
+    from m2rl.specs import check_name
+    from m2rl.study import check_study, run_study
+    from m2rl.study.plan import plan
+    from m2rl.study.view import plan_table
 
     cfg = load_config(overrides)
-    study = name or "study"
+    study = _study_name(name or "study", check_name)
+    stages = plan(cfg, study)
+    check_study(cfg, stages)
     if dry_run:
         print_config(cfg, "m2rl pipeline: resolved config (dry run)")
-        console.print(plan_table(cfg, plan(cfg, study)))
+        device = "GPU-hours" if cfg.get("preset") == "paper" else "CPU-hours (process CPU time)"
+        console.print(plan_table(cfg, stages, device))
         return
     quiet_libraries()
-    result = Study(cfg, Path(runs_dir), study, console).execute()
+    result = run_study(cfg, Path(runs_dir), study, err_console)
     console.rule("[bold]mix vs merge")
     print_compare(result, console)
+
+
+def _study_name(name: str, check) -> str:
+    from m2rl.errors import UserError
+
+    try:
+        return check(name)
+    except ValueError as exc:
+        raise UserError(f"--name {exc}") from None

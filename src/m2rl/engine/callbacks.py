@@ -1,8 +1,9 @@
-"""Trainer callbacks shared by SFT and GRPO: the run ledger's metrics file and a rich progress bar."""
+"""Trainer callbacks shared by SFT and GRPO: the run ledger's metrics and progress files, a rich bar."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 
 from rich.console import Console
@@ -32,6 +33,33 @@ class LedgerMetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             self.run.log_metrics({"step": state.global_step, **_clean(logs)})
+
+
+class LedgerProgressCallback(TrainerCallback):
+    """Publish the step count and a summary of the latest logs as the run's progress (rank 0)."""
+
+    def __init__(self, run: Run, job: str, summarize: Callable[[dict], str]):
+        self.run, self.job, self.summarize = run, job, summarize
+        self.summary, self.last_write = "", 0.0
+
+    def _publish(self, state, force: bool = False) -> None:
+        now = time.monotonic()
+        if state.is_world_process_zero and (force or now - self.last_write >= 1.0):
+            self.run.write_progress(self.job, state.global_step, state.max_steps, self.summary)
+            self.last_write = now
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._publish(state, force=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._publish(state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            self.summary = self.summarize(logs) or self.summary
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._publish(state, force=True)
 
 
 class RichProgressBar(TrainerCallback):

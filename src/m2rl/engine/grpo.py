@@ -1,7 +1,9 @@
 """GRPO on TRL's GRPOTrainer, built from `cfg.rl`: one code path for experts and the mixed run.
 
-The paper's recipe maps onto TRL options in `build_grpo_config` (the README has the table). Two
-additions live here: a trainer subclass that times generation apart from training (so the ledger
+The paper's recipe maps onto TRL options through `GRPO_MAPPING`, the one table from which the
+GRPOConfig, the dry-run table and the README's table are made. Rollouts without vLLM go through
+`m2rl.sampling` (the same sampling as transformers' generate, without finished rows in the batch).
+Two more additions live here: a trainer subclass that times generation apart from training (so the ledger
 splits step time into generation, reward and training seconds), and the dataset builder that
 filters prompts over `max_prompt_length` tokens, as the paper does.
 """
@@ -13,92 +15,222 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
-from m2rl.engine.callbacks import LedgerMetricsCallback, RichProgressBar
+from m2rl.engine.callbacks import LedgerMetricsCallback, LedgerProgressCallback, RichProgressBar
 from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.errors import UserError
 from m2rl.ledger import Run
+from m2rl.specs import LOSS_TYPES, RLJob, RLRecipe
 
-LOSS_TYPES = {"sample_token_mean": "grpo", "token_mean": "dapo", "constant_normaliser": "dr_grpo"}
+# TRL's generation options that m2rl.sampling reproduces; any other (min_p, repetition penalty, a
+# suppressed token) sends rollouts through transformers' generate instead.
+PLAIN_GENERATION_OPTIONS = frozenset(
+    {
+        "max_new_tokens",
+        "do_sample",
+        "pad_token_id",
+        "bos_token_id",
+        "eos_token_id",
+        "temperature",
+        "top_p",
+        "top_k",
+    }
+    | {"min_p", "repetition_penalty", "cache_implementation"}
+)
 
 
-def rollout_batch(rl: DictConfig, world_size: int) -> tuple[int, int]:
-    """(completions per optimizer step, gradient-accumulation steps) for this recipe and world size."""
-    completions = int(rl.prompts_per_step) * int(rl.num_generations)
-    per_step = int(rl.per_device_batch_size) * world_size
-    if completions % per_step:
-        raise UserError(
-            f"rl.prompts_per_step x rl.num_generations = {completions} completions per step is not a multiple of "
-            f"rl.per_device_batch_size x processes = {per_step}"
-        )
-    return completions, completions // per_step
+@dataclass(frozen=True)
+class GrpoOption:
+    """One item of the paper's GRPO recipe: the m2rl keys that carry it and the TRL options they set."""
+
+    paper: str  # the paper's recipe item, as paper-brief.md states it
+    keys: tuple[str, ...]  # `rl.*` keys (empty: fixed by m2rl)
+    options: Callable[[RLRecipe, int, int, bool], dict[str, Any]]  # (recipe, steps, world, cpu) -> TRL
+    note: str = ""  # how, where the mapping is not one to one
 
 
-def build_grpo_config(
-    rl: DictConfig, output_dir: Path, steps: int, world_size: int, use_cpu: bool, seed: int
-):
+def _batch(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:  # noqa: ARG001
+    _, accumulation = rl.rollout_batch(world_size)
+    return {
+        "num_generations": rl.num_generations,
+        "per_device_train_batch_size": rl.per_device_batch_size,
+        "gradient_accumulation_steps": accumulation,
+    }
+
+
+def _vllm_engine(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:  # noqa: ARG001
+    return {
+        "use_vllm": rl.rollout == "vllm",
+        "vllm_mode": rl.vllm.mode,
+        "vllm_gpu_memory_utilization": rl.vllm.gpu_memory_utilization,
+        "vllm_tensor_parallel_size": rl.vllm.tensor_parallel_size,
+        "vllm_server_host": rl.vllm.server_host,
+        "vllm_server_port": rl.vllm.server_port,
+    }
+
+
+# The whole rl -> trl.GRPOConfig mapping, in one place: `build_grpo_config` applies it, the dry-run
+# table of `m2rl rl` and the README's recipe table are rendered from it (a test keeps them equal).
+GRPO_MAPPING: tuple[GrpoOption, ...] = (
+    GrpoOption(
+        "128 prompts x 16 samples per step",
+        ("prompts_per_step", "num_generations", "per_device_batch_size"),
+        _batch,
+        "per_device_train_batch_size x gradient_accumulation_steps x processes = prompts x samples",
+    ),
+    GrpoOption(
+        "one optimizer step per rollout batch",
+        (),
+        lambda rl, steps, world, cpu: {
+            "steps_per_generation": rl.rollout_batch(world)[1],
+            "num_iterations": 1,
+        },
+    ),
+    GrpoOption(
+        "200 steps per expert, 400 mixed",
+        ("steps", "mixed_steps"),
+        lambda rl, steps, w, c: {"max_steps": steps},
+    ),
+    GrpoOption(
+        "temperature 1.0, top-p 1.0",
+        ("temperature", "top_p"),
+        lambda rl, s, w, c: {"temperature": rl.temperature, "top_p": rl.top_p},
+    ),
+    GrpoOption(
+        "max response 32k, prompts > 2048 tokens filtered",
+        ("max_completion_length", "max_prompt_length"),
+        lambda rl, s, w, c: {"max_completion_length": rl.max_completion_length},
+        "the prompt filter is m2rl's (`grpo_dataset`)",
+    ),
+    GrpoOption(
+        "advantage (r - mean) / (std + eps), unbiased std",
+        ("scale_rewards",),
+        lambda rl, s, w, c: {"scale_rewards": rl.scale_rewards},
+        "TRL: Bessel-corrected std, eps 1e-4 (paper 1e-6): for binary rewards in groups of 16 a non-zero "
+        "std is >= 0.25, so advantages differ by < 4e-4 relative; zero-variance groups get 0 either way",
+    ),
+    GrpoOption(
+        "PPO clip 0.2 low / 0.28 high",
+        ("clip_low", "clip_high"),
+        lambda rl, s, w, c: {"epsilon": rl.clip_low, "epsilon_high": rl.clip_high},
+    ),
+    GrpoOption(
+        "truncated IS weight clamp(pi_old / pi_rollout, 0, 2) for vLLM rollouts",
+        ("vllm.importance_sampling_cap",),
+        lambda rl, s, w, c: {
+            "vllm_importance_sampling_correction": rl.rollout == "vllm",
+            "vllm_importance_sampling_mode": "token_truncate",
+            "vllm_importance_sampling_clip_min": 0.0,
+            "vllm_importance_sampling_clip_max": rl.vllm.importance_sampling_cap,
+        },
+    ),
+    GrpoOption(
+        "KL 0, entropy 0",
+        ("kl_coef", "entropy_coef"),
+        lambda rl, s, w, c: {"beta": rl.kl_coef, "entropy_coef": rl.entropy_coef},
+    ),
+    GrpoOption(
+        "loss = mean over samples of each sample's token-mean",
+        ("loss_aggregation",),
+        lambda rl, s, w, c: {"loss_type": LOSS_TYPES[rl.loss_aggregation]},
+    ),
+    GrpoOption(
+        "AdamW lr 2e-6 constant, betas (0.9, 0.98), wd 0.1, grad clip 1.0",
+        (
+            "learning_rate",
+            "lr_scheduler",
+            "warmup_ratio",
+            "adam_beta1",
+            "adam_beta2",
+            "weight_decay",
+            "max_grad_norm",
+        ),
+        lambda rl, s, w, c: {
+            "learning_rate": rl.learning_rate,
+            "lr_scheduler_type": rl.lr_scheduler,
+            "warmup_steps": rl.warmup_ratio,  # a float < 1 is a ratio of total steps
+            "adam_beta1": rl.adam_beta1,
+            "adam_beta2": rl.adam_beta2,
+            "weight_decay": rl.weight_decay,
+            "max_grad_norm": rl.max_grad_norm,
+        },
+    ),
+    GrpoOption(
+        "no dynamic sampling, zero-variance groups stay",
+        ("mask_truncated_completions",),
+        lambda rl, s, w, c: {"mask_truncated_completions": rl.mask_truncated_completions},
+        "TRL keeps every group",
+    ),
+    GrpoOption("rollouts on vLLM (colocated)", ("rollout", "vllm.*"), _vllm_engine),
+    GrpoOption(
+        "bf16, gradient checkpointing",
+        ("bf16", "gradient_checkpointing"),
+        lambda rl, s, w, cpu: {
+            "bf16": rl.bf16 and not cpu,
+            "use_cpu": cpu,
+            "gradient_checkpointing": rl.gradient_checkpointing,
+        },
+        "bf16 is off on CPU",
+    ),
+    GrpoOption(
+        "checkpoints and logging",
+        ("save_steps", "save_total_limit", "logging_steps", "report_to"),
+        lambda rl, s, w, c: {
+            "save_strategy": "steps" if rl.save_steps > 0 else "no",
+            "save_steps": max(rl.save_steps, 1),
+            "save_total_limit": rl.save_total_limit,
+            "logging_steps": rl.logging_steps,
+            "report_to": list(rl.report_to),
+        },
+    ),
+)
+
+
+def grpo_options(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:
+    """Every GRPOConfig option the recipe sets, from GRPO_MAPPING."""
+    options: dict[str, Any] = {}
+    for item in GRPO_MAPPING:
+        options.update(item.options(rl, steps, world_size, use_cpu))
+    return options
+
+
+def build_grpo_config(rl: RLRecipe, output_dir: Path, steps: int, world_size: int, use_cpu: bool, seed: int):
     """The trl.GRPOConfig for this recipe: one optimizer step per rollout batch of P prompts x G samples."""
     from trl import GRPOConfig
 
-    if rl.loss_aggregation not in LOSS_TYPES:
-        raise UserError(f"rl.loss_aggregation={rl.loss_aggregation!r}: choose from {', '.join(LOSS_TYPES)}")
-    if rl.rollout not in ("hf", "vllm"):
-        raise UserError(f"rl.rollout={rl.rollout!r}: choose hf or vllm")
-    _, accumulation = rollout_batch(rl, world_size)
-    use_vllm = rl.rollout == "vllm"
-    vllm = rl.vllm
     return GRPOConfig(
         output_dir=str(output_dir),
-        max_steps=int(steps),
-        per_device_train_batch_size=int(rl.per_device_batch_size),
-        gradient_accumulation_steps=accumulation,
-        steps_per_generation=accumulation,  # one generation batch = one optimizer step
-        num_iterations=1,
-        num_generations=int(rl.num_generations),
-        max_completion_length=int(rl.max_completion_length),
-        temperature=float(rl.temperature),
-        top_p=float(rl.top_p),
-        learning_rate=float(rl.learning_rate),
-        lr_scheduler_type=str(rl.lr_scheduler),
-        warmup_steps=float(rl.warmup_ratio),
-        adam_beta1=float(rl.adam_beta1),
-        adam_beta2=float(rl.adam_beta2),
-        weight_decay=float(rl.weight_decay),
-        max_grad_norm=float(rl.max_grad_norm),
-        epsilon=float(rl.clip_low),
-        epsilon_high=float(rl.clip_high),
-        beta=float(rl.kl_coef),
-        entropy_coef=float(rl.entropy_coef),
-        loss_type=LOSS_TYPES[str(rl.loss_aggregation)],
-        scale_rewards=str(rl.scale_rewards),
-        mask_truncated_completions=bool(rl.mask_truncated_completions),
-        use_vllm=use_vllm,
-        vllm_mode=str(vllm.mode),
-        vllm_gpu_memory_utilization=float(vllm.gpu_memory_utilization),
-        vllm_tensor_parallel_size=int(vllm.tensor_parallel_size),
-        vllm_server_host=str(vllm.server_host),
-        vllm_server_port=int(vllm.server_port),
-        vllm_importance_sampling_correction=use_vllm,
-        vllm_importance_sampling_mode="token_truncate",
-        vllm_importance_sampling_clip_min=0.0,
-        vllm_importance_sampling_clip_max=float(vllm.importance_sampling_cap),
-        save_strategy="steps" if int(rl.save_steps) > 0 else "no",
-        save_steps=max(int(rl.save_steps), 1),
-        save_total_limit=int(rl.save_total_limit),
-        logging_steps=int(rl.logging_steps),
-        report_to=list(rl.report_to),
-        bf16=bool(rl.bf16) and not use_cpu,
-        use_cpu=use_cpu,
-        gradient_checkpointing=bool(rl.gradient_checkpointing),
         seed=seed,
         disable_tqdm=True,
         shuffle_dataset=False,  # grpo_dataset already ordered the prompts (seeded, domains interleaved)
         log_completions=False,
+        **grpo_options(rl, steps, world_size, use_cpu),
     )
+
+
+def mapping_markdown() -> str:
+    """GRPO_MAPPING as the README's table (paper item | m2rl keys | TRL options | note)."""
+    from m2rl.config import compose_config
+    from m2rl.specs import RLRecipe as Recipe
+
+    paper = compose_config(["preset=paper"])
+    rl = Recipe(**_plain(paper.rl))
+    lines = ["| paper recipe | m2rl key | TRL option | note |", "|---|---|---|---|"]
+    for item in GRPO_MAPPING:
+        keys = ", ".join(f"`rl.{k}`" for k in item.keys) or "(fixed)"
+        options = ", ".join(f"`{k}`" for k in item.options(rl, 200, 8, False))
+        lines.append(f"| {item.paper} | {keys} | {options} | {item.note} |")
+    return "\n".join(lines)
+
+
+def _plain(node) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
 def interleave_domains(samples: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
@@ -161,6 +293,48 @@ def _trainer_class():
             finally:
                 self.clock.generation += time.perf_counter() - start
 
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, **kwargs):
+            """Transformers rollouts through m2rl.sampling (finished rows leave the batch), where it applies."""
+            options = getattr(self, "generation_kwargs", None) or {}
+            if (
+                self.use_vllm
+                or self.use_transformers_continuous_batching
+                or self.is_fsdp_enabled
+                or images
+                or multimodal_fields
+                or set(options) - PLAIN_GENERATION_OPTIONS
+                or options.get("min_p") not in (None, 0.0)
+                or options.get("repetition_penalty") not in (None, 1.0)
+            ):
+                return super()._generate_single_turn(
+                    prompt_ids, images, multimodal_fields, num_generations, **kwargs
+                )
+            import torch
+            from trl.models import unwrap_model_for_generation
+
+            from m2rl.sampling import SamplingSettings, sample
+
+            settings = SamplingSettings(
+                temperature=float(options["temperature"]),
+                top_p=float(options.get("top_p") or 1.0),
+                top_k=int(options.get("top_k") or 0),
+                max_new_tokens=int(options["max_new_tokens"]),
+            )
+            seed = int(torch.randint(0, 2**31 - 1, (1,)))  # from the RNG the trainer seeded
+            generator = torch.Generator(device=self.accelerator.device).manual_seed(seed)
+            with unwrap_model_for_generation(
+                self.model_wrapped,
+                self.accelerator,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as model:
+                eos = self.eos_token_ids
+                completions = sample(
+                    model, prompt_ids, settings, eos, self._tokenizer.pad_token_id, generator
+                )
+            return completions, None
+
         def training_step(self, model, inputs, num_items_in_batch):
             start = time.perf_counter()
             output = super().training_step(model, inputs, num_items_in_batch)
@@ -187,13 +361,10 @@ def _summary(domains: list[str]):
 
 
 def train_grpo(
-    cfg: DictConfig,
+    spec: RLJob,
     run: Run,
     model_path: str,
     samples: list[dict[str, Any]],
-    domains: list[str],
-    steps: int,
-    world_size: int = 1,
     resume_from: str | None = None,
 ) -> dict[str, Any]:
     """Run GRPO from `model_path` on `samples`; save the policy into the run; return summary metrics."""
@@ -203,16 +374,19 @@ def train_grpo(
 
     from m2rl.verifiers import VerifierConfig
 
+    rl, domains = spec.rl, spec.domains
     use_cpu = not torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    dataset, dropped = grpo_dataset(samples, tokenizer, int(cfg.rl.max_prompt_length), int(cfg.seed))
+    dataset, dropped = grpo_dataset(samples, tokenizer, rl.max_prompt_length, spec.seed)
     run.set_metrics(prompts=len(dataset), prompts_dropped_too_long=dropped)
-    dtype = torch.float32 if use_cpu else getattr(torch, str(cfg.model.dtype))
+    dtype = torch.float32 if use_cpu else getattr(torch, spec.model.dtype)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    args = build_grpo_config(cfg.rl, run.path / "checkpoints", steps, world_size, use_cpu, int(cfg.seed))
+    args = build_grpo_config(
+        rl, run.path / "checkpoints", spec.steps, spec.launcher.world_size, use_cpu, spec.seed
+    )
     clock = StepClock()
     reward = DomainRoutedReward(
-        VerifierConfig.from_cfg(cfg.verifiers), domains, int(cfg.rl.max_completion_length), clock
+        VerifierConfig.from_cfg(spec.verifiers), domains, rl.max_completion_length, clock
     )
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
@@ -235,6 +409,7 @@ def train_grpo(
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(LedgerMetricsCallback(run))
     trainer.add_callback(StageSeconds())
+    trainer.add_callback(LedgerProgressCallback(run, "rl", _summary(domains)))
     trainer.add_callback(RichProgressBar("grpo " + ",".join(domains), _summary(domains)))
     trainer.train(resume_from_checkpoint=resume_from)
     with run.stage("save"):

@@ -1,15 +1,16 @@
-"""Supervised fine-tuning on TRL's SFTTrainer, built from `cfg.sft`, loss on assistant tokens only."""
+"""Supervised fine-tuning on TRL's SFTTrainer, built from the SFT job spec, loss on assistant tokens only."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import OmegaConf
 
-from m2rl.engine.callbacks import LedgerMetricsCallback, RichProgressBar
+from m2rl.engine.callbacks import LedgerMetricsCallback, LedgerProgressCallback, RichProgressBar
 from m2rl.errors import UserError
 from m2rl.ledger import Run
+from m2rl.specs import SFTJob, SFTRecipe
 
 
 def gradient_accumulation(global_batch: int, per_device: int, world_size: int) -> int:
@@ -22,33 +23,33 @@ def gradient_accumulation(global_batch: int, per_device: int, world_size: int) -
     return global_batch // per_step
 
 
-def build_sft_config(sft: DictConfig, output_dir: Path, world_size: int, use_cpu: bool, seed: int):
+def build_sft_config(sft: SFTRecipe, output_dir: Path, world_size: int, use_cpu: bool, seed: int):
     """The trl.SFTConfig for this recipe (the mapping from m2rl keys to TRL options lives here)."""
     from trl import SFTConfig
 
     return SFTConfig(
         output_dir=str(output_dir),
-        learning_rate=float(sft.learning_rate),
+        learning_rate=sft.learning_rate,
         lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": float(sft.min_learning_rate)},
-        warmup_steps=float(sft.warmup_ratio),  # a float < 1 is a ratio of total steps
-        adam_beta1=float(sft.adam_beta1),
-        adam_beta2=float(sft.adam_beta2),
-        weight_decay=float(sft.weight_decay),
-        per_device_train_batch_size=int(sft.per_device_batch_size),
+        lr_scheduler_kwargs={"min_lr": sft.min_learning_rate},
+        warmup_steps=sft.warmup_ratio,  # a float < 1 is a ratio of total steps
+        adam_beta1=sft.adam_beta1,
+        adam_beta2=sft.adam_beta2,
+        weight_decay=sft.weight_decay,
+        per_device_train_batch_size=sft.per_device_batch_size,
         gradient_accumulation_steps=gradient_accumulation(
-            int(sft.global_batch_size), int(sft.per_device_batch_size), world_size
+            sft.global_batch_size, sft.per_device_batch_size, world_size
         ),
-        num_train_epochs=float(sft.epochs),
-        max_steps=int(sft.max_steps),
-        max_length=int(sft.max_length),
-        assistant_only_loss=bool(sft.assistant_only_loss),
-        bf16=bool(sft.bf16) and not use_cpu,
+        num_train_epochs=sft.epochs,
+        max_steps=sft.max_steps,
+        max_length=sft.max_length,
+        assistant_only_loss=sft.assistant_only_loss,
+        bf16=sft.bf16 and not use_cpu,
         use_cpu=use_cpu,
-        gradient_checkpointing=bool(sft.gradient_checkpointing),
-        logging_steps=int(sft.logging_steps),
-        save_strategy="steps" if int(sft.save_steps) > 0 else "no",
-        save_steps=max(int(sft.save_steps), 1),
+        gradient_checkpointing=sft.gradient_checkpointing,
+        logging_steps=sft.logging_steps,
+        save_strategy="steps" if sft.save_steps > 0 else "no",
+        save_steps=max(sft.save_steps, 1),
         report_to=list(sft.report_to),
         seed=seed,
         disable_tqdm=True,
@@ -81,8 +82,8 @@ class EmptyThinkMasker:
         return batch
 
 
-def train_sft(cfg: DictConfig, run: Run, model_path: str, world_size: int = 1) -> dict[str, Any]:
-    """Fine-tune `model_path` on the configured SFT data; save the model into the run; return metrics."""
+def train_sft(spec: SFTJob, run: Run, model_path: str, resume_from: str | None = None) -> dict[str, Any]:
+    """Fine-tune `model_path` on the spec's SFT data; save the model into the run; return metrics."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
@@ -92,23 +93,24 @@ def train_sft(cfg: DictConfig, run: Run, model_path: str, world_size: int = 1) -
 
     use_cpu = not torch.cuda.is_available()
     with run.stage("data"):
-        dataset = sft_conversations(cfg.data)
+        dataset = sft_conversations(OmegaConf.create(spec.data))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    dtype = getattr(torch, str(cfg.model.dtype)) if not use_cpu else torch.float32
+    dtype = getattr(torch, spec.model.dtype) if not use_cpu else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    args = build_sft_config(cfg.sft, run.path / "checkpoints", world_size, use_cpu, int(cfg.seed))
+    world_size = spec.launcher.world_size
+    args = build_sft_config(spec.sft, run.path / "checkpoints", world_size, use_cpu, spec.seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    if bool(cfg.sft.get("mask_empty_think", True)):
+    if spec.sft.mask_empty_think:
         # the paper masks exactly these tokens (Qwen3 ids 151667, 271, 151668)
         pattern = tokenizer.encode("<think>\n\n</think>", add_special_tokens=False)
         trainer.data_collator = EmptyThinkMasker(trainer.data_collator, pattern)
     trainer.remove_callback(PrinterCallback)  # added by disable_tqdm; the rich bar replaces it
+    summarize = lambda logs: f"loss {logs['loss']:.3f}" if "loss" in logs else ""  # noqa: E731
     trainer.add_callback(LedgerMetricsCallback(run))
-    trainer.add_callback(
-        RichProgressBar("sft", lambda logs: f"loss {logs['loss']:.3f}" if "loss" in logs else "")
-    )
+    trainer.add_callback(LedgerProgressCallback(run, "sft", summarize))
+    trainer.add_callback(RichProgressBar("sft", summarize))
     with run.stage("training"):
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=resume_from)
     with run.stage("save"):
         trainer.save_model(str(run.model_dir))  # collective under ZeRO-3: every rank takes part
         if trainer.accelerator.is_main_process:

@@ -95,7 +95,8 @@ def _make_generator(model_dir: Path, fallbacks: list[Path], settings: EvalSettin
     )
 
 
-def _progress():
+def eval_progress():
+    """The rich progress bar of eval (samples done per benchmark)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -168,7 +169,7 @@ def evaluate_run(
 
     generator: Generator | None = None
     owned = progress is None
-    bar = _progress() if owned else progress
+    bar = eval_progress() if owned else progress
     with bar if owned else nullcontext(bar):
         for bench, digest in todo:
             start = time.perf_counter()

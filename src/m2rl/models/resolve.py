@@ -1,14 +1,13 @@
-"""Turn `cfg.model` (or a parent run) into a model directory or hub id that transformers can load."""
+"""Turn the `model` spec into a model directory or hub id that transformers can load."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
 from m2rl.errors import UserError
 from m2rl.models.tiny import ensure_tiny_model
+from m2rl.specs import ModelSpec
 
 
 def cache_root(runs_dir: Path) -> Path:
@@ -16,14 +15,13 @@ def cache_root(runs_dir: Path) -> Path:
     return Path(runs_dir) / ".cache"
 
 
-def resolve_base_model(model_cfg: DictConfig, runs_dir: Path) -> str:
+def resolve_base_model(model: ModelSpec, runs_dir: Path) -> str:
     """The base model to start from: the built-in tiny model, a local directory, or a hub id."""
-    if model_cfg.get("path") in (None, ""):
-        if not model_cfg.get("builtin"):
+    if not model.path:
+        if not model.builtin:
             raise UserError("model.path is empty and the model config has no `builtin` section")
-        builtin = OmegaConf.to_container(model_cfg.builtin, resolve=True)
-        return str(ensure_tiny_model(builtin, cache_root(runs_dir)))
-    path = str(model_cfg.path)
+        return str(ensure_tiny_model(dict(model.builtin), cache_root(runs_dir)))
+    path = str(model.path)
     local = Path(path).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():

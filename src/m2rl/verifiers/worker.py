@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import time
 
 from m2rl.verifiers.forkserver import recv_frame, send_frame
@@ -18,6 +19,8 @@ from m2rl.verifiers.forkserver import recv_frame, send_frame
 
 def main() -> None:
     """Serve scoring requests on stdin/stdout until stdin closes."""
+    # Ctrl-C reaches the whole process group: the caller handles it and closes this worker's stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     in_fd, out_fd = os.dup(0), os.dup(1)
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
     from m2rl.verifiers.instruction_following.text import load_language_profiles

@@ -1,0 +1,102 @@
+"""The RL job: GRPO from an SFT run (TRL GRPOTrainer); one domain is an expert, several the mixed run.
+
+`create` resolves the start model, checks the rollout batch and the prompts of every domain before
+the run exists; `run` trains in this process or under accelerate, resuming from the last complete
+checkpoint. Each sample is scored by its own domain's verifier (engine/rewards.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from m2rl.errors import UserError
+from m2rl.jobs.training import run_training
+from m2rl.ledger import Device, Ledger, Run
+from m2rl.specs import RLJob
+
+
+def parse_domains(text: str) -> list[str]:
+    """`math,code` -> ["math", "code"] (order kept, duplicates dropped)."""
+    domains = [d.strip() for d in text.split(",") if d.strip()]
+    return list(dict.fromkeys(domains))
+
+
+def start_model(ledger: Ledger, spec: RLJob) -> tuple[str, list[str]]:
+    """(model to start from, parent run ids): a completed SFT run, or an external `model.path`."""
+    from m2rl.models.resolve import resolve_base_model
+
+    ref = spec.start_from
+    if ref:
+        parent = ledger.get(ref)
+        if parent.kind != "sft" or parent.status != "completed":
+            raise UserError(
+                f"--from {ref}: run {parent.id} is a {parent.status} {parent.kind} run, not a completed SFT run"
+            )
+        if not (parent.model_dir / "config.json").is_file():
+            raise UserError(f"--from {ref}: run {parent.id} has no model directory at {parent.model_dir}")
+        return str(parent.model_dir), [parent.id]
+    if spec.model.path:
+        return resolve_base_model(spec.model, ledger.root), []
+    raise UserError(
+        "say where RL starts: --from SFT_RUN (see `m2rl runs --kind sft`) or model.path=DIR_OR_HUB_ID"
+    )
+
+
+def resolve(spec: RLJob, ledger: Ledger) -> RLJob:
+    """The spec with its start run named by id (checked to be a completed SFT run with a model)."""
+    if not spec.start_from:
+        return spec
+    _, parents = start_model(ledger, spec)
+    return spec.model_copy(update={"start_from": parents[0]})
+
+
+def training_samples(spec: RLJob) -> list[dict[str, Any]]:
+    """The prompts of this run: one domain's, or the mixture of several (natural proportions by default)."""
+    from m2rl.data.load import mixture_weights, rl_samples
+
+    data = OmegaConf.create(spec.data)
+    per_domain = rl_samples(data, spec.domains)
+    if len(spec.domains) == 1:
+        return per_domain[spec.domains[0]]
+    from m2rl.data.mixture import mix
+
+    return mix(per_domain, mixture_weights(data), spec.seed)
+
+
+def create(spec: RLJob, ledger: Ledger, config: dict[str, Any] | None = None, queued: bool = False) -> Run:
+    """Check everything that can be checked up front (spec resolved), then create the RL run."""
+    from m2rl.jobs import save_spec
+
+    model_path, parents = start_model(ledger, spec)
+    processes = spec.launcher.world_size
+    spec.rl.rollout_batch(processes)  # fail now on an inconsistent batch
+    training_samples(spec)  # fail now on bad rows or empty domains
+    run = ledger.create(
+        "rl",
+        spec.name,
+        config or spec.model_dump(mode="json"),
+        parents=parents,
+        device=Device.detect(processes),
+        world_size=processes,
+        config_hash=spec.identity(),
+        seed=spec.seed,
+        study=spec.study,
+        status="queued" if queued else "running",
+    )
+    save_spec(spec, run)
+    run.update(domains=spec.domains, base_model=model_path, steps=spec.steps)
+    return run
+
+
+def train(spec: RLJob, run: Run, resume_from: str | None) -> dict[str, Any]:
+    """GRPO on this rank; return the run's summary metrics."""
+    from m2rl.engine.grpo import train_grpo
+
+    return train_grpo(spec, run, run.manifest["base_model"], training_samples(spec), resume_from)
+
+
+def run(spec: RLJob, run: Run, resume: bool = False) -> Run:
+    """One attempt of the RL run (from its last complete checkpoint when resuming)."""
+    return run_training(spec, run, train, resume)

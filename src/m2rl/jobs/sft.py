@@ -1,0 +1,51 @@
+"""The SFT job: supervised fine-tuning of the base model (TRL SFTTrainer), as one run.
+
+Reads top to bottom: resolve the base model and check the batch before the run exists (`create`),
+then train in this process or under accelerate, resuming from the last complete checkpoint (`run`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from m2rl.jobs.training import run_training
+from m2rl.ledger import Device, Ledger, Run
+from m2rl.specs import SFTJob
+
+
+def create(spec: SFTJob, ledger: Ledger, config: dict[str, Any] | None = None, queued: bool = False) -> Run:
+    """Check the spec (base model, batch) and create the SFT run."""
+    from m2rl.engine.sft import gradient_accumulation
+    from m2rl.jobs import save_spec
+    from m2rl.models.resolve import resolve_base_model
+
+    base = resolve_base_model(spec.model, ledger.root)
+    processes = spec.launcher.world_size
+    gradient_accumulation(spec.sft.global_batch_size, spec.sft.per_device_batch_size, processes)
+    run = ledger.create(
+        "sft",
+        spec.name,
+        config or spec.model_dump(mode="json"),
+        parents=[],
+        device=Device.detect(processes),
+        world_size=processes,
+        config_hash=spec.identity(),
+        seed=spec.seed,
+        study=spec.study,
+        status="queued" if queued else "running",
+    )
+    save_spec(spec, run)
+    run.update(base_model=base)
+    return run
+
+
+def train(spec: SFTJob, run: Run, resume_from: str | None) -> dict[str, Any]:
+    """Fine-tune on this rank; return the run's summary metrics."""
+    from m2rl.engine.sft import train_sft
+
+    return train_sft(spec, run, run.manifest["base_model"], resume_from)
+
+
+def run(spec: SFTJob, run: Run, resume: bool = False) -> Run:
+    """One attempt of the SFT run (from its last complete checkpoint when resuming)."""
+    return run_training(spec, run, train, resume)

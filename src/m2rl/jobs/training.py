@@ -1,0 +1,96 @@
+"""What SFT and RL jobs share: the start model, checkpoints, and one attempt under the launcher."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from m2rl.errors import UserError
+from m2rl.ledger import Run, attempt
+from m2rl.specs import RLJob, SFTJob
+
+TrainFn = Callable[[Any, Run, str | None], dict[str, Any]]
+
+
+def complete_checkpoints(run: Run) -> list[Path]:
+    """The run's `checkpoint-N` directories that were saved to the end, oldest first.
+
+    transformers writes `trainer_state.json` last (after weights, optimizer, scheduler and RNG
+    states), so a checkpoint without it was cut short by a kill and cannot be resumed from.
+    """
+    found = [
+        p
+        for p in (run.path / "checkpoints").glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def last_checkpoint(run: Run) -> str | None:
+    """The newest complete checkpoint of a run, if any."""
+    checkpoints = complete_checkpoints(run)
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def checkpoint_step(checkpoint: str) -> int:
+    """The optimizer step a checkpoint was saved at."""
+    return int(Path(checkpoint).name.split("-")[-1])
+
+
+def drop_metrics_after(run: Run, step: int) -> None:
+    """Forget metrics logged after `step` (a resumed attempt logs those steps again)."""
+    records = [r for r in run.read_metrics() if int(r.get("step", 0)) <= step]
+    text = "".join(json.dumps(r, default=float) + "\n" for r in records)
+    tmp = run.path / ".metrics.jsonl.tmp"
+    tmp.write_text(text)
+    tmp.replace(run.path / "metrics.jsonl")
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the main process (or the only one)."""
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def train_on_this_rank(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume_from: str | None) -> None:
+    """Train in this process (the only one, or one rank of an accelerate launch); rank 0 records metrics."""
+    if spec.torch_threads:
+        import torch
+
+        torch.set_num_threads(spec.torch_threads)
+    metrics = train(spec, run, resume_from)
+    if is_rank_zero():
+        import torch.distributed as dist
+
+        run.set_metrics(**metrics, processes=dist.get_world_size() if dist.is_initialized() else 1)
+
+
+def run_training(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume: bool) -> Run:
+    """One attempt of a training run with the configured launcher; resume continues from a checkpoint."""
+    from m2rl.engine.launch import launch_accelerate
+
+    resume_from = last_checkpoint(run) if resume else None
+    if resume_from is not None:
+        drop_metrics_after(run, checkpoint_step(resume_from))
+    with attempt(run):
+        run.update(resumed_from=resume_from)
+        if spec.launcher.name == "local":
+            train_on_this_rank(spec, run, train, resume_from)
+        else:
+            args = ["--run-dir", str(run.path)] + (["--resume-from", resume_from] if resume_from else [])
+            launch_accelerate(spec.launcher, run.path, args)
+            run.manifest = json.loads((run.path / "run.json").read_text())  # rank 0 wrote metrics
+    return run
+
+
+def check_resumable(run: Run, kind: str, ref: str) -> None:
+    """A run `--resume` can continue: of this kind, not completed, not running."""
+    if run.kind != kind:
+        raise UserError(f"--resume {ref}: run {run.id} is a {run.kind} run, not an {kind.upper()} run")
+    if run.status == "completed":
+        raise UserError(f"--resume {ref}: run {run.id} already completed")
+    if run.status == "running":
+        raise UserError(f"--resume {ref}: run {run.id} is still running (pid {run.manifest.get('pid')})")

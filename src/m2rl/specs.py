@@ -1,0 +1,322 @@
+"""Typed job specs: everything one run needs, validated before any work starts.
+
+Each run kind (sft, rl, merge, eval) is one frozen pydantic model, as mergekit's
+`MergeConfiguration` is: values are coerced and range-checked when the spec is built, unknown keys
+are rejected, and a spec pickles, so the same object travels to a worker process, an accelerate rank
+or a Slurm job. `m2rl.jobs.build` makes them from the Hydra config in one place; the engine builders
+(TRL configs, trainers) take these, never the whole config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from m2rl.errors import UserError
+
+# m2rl's loss names -> TRL's GRPOConfig.loss_type
+LOSS_TYPES = {"sample_token_mean": "grpo", "token_mean": "dapo", "constant_normaliser": "dr_grpo"}
+
+Probability = Field(ge=0.0, le=1.0)
+# Pydantic names the member of a union it tried in an error's location (`int`, `literal['auto']`).
+_UNION_TAG = re.compile(r"^(int|float|str|bool|none|literal\[.*\]|list\[.*\]|dict\[.*\]|function-\w+\[.*\])$")
+
+
+class Strict(BaseModel):
+    """Frozen, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_name(name: str) -> str:
+    """A run or study name: a plain directory-name-like word (no path separators, no `..`)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"{name!r} is not a valid name (no path separators, no leading dot)")
+    return name
+
+
+# -- recipes (one config group each) -----------------------------------------------------------
+class ModelSpec(Strict):
+    """`model/`: the base model, built-in (path null) or a local directory / hub id."""
+
+    name: str
+    path: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    builtin: dict[str, Any] | None = None
+
+
+class SFTRecipe(Strict):
+    """`sft/`: supervised fine-tuning on TRL's SFTTrainer."""
+
+    learning_rate: float = Field(gt=0)
+    min_learning_rate: float = Field(ge=0)
+    warmup_ratio: float = Probability
+    adam_beta1: float = Field(ge=0, lt=1)
+    adam_beta2: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    global_batch_size: int = Field(ge=1)
+    per_device_batch_size: int = Field(ge=1)
+    epochs: float = Field(gt=0)
+    max_steps: int = Field(ge=-1)  # > 0 overrides epochs
+    max_length: int = Field(ge=8)
+    assistant_only_loss: bool = True
+    mask_empty_think: bool = True
+    bf16: bool = False
+    logging_steps: int = Field(ge=1)
+    save_steps: int = Field(ge=0)  # 0: no intermediate checkpoints
+    gradient_checkpointing: bool = False
+    report_to: list[str] = []
+
+
+class VllmRollout(Strict):
+    """`rl.vllm`: the vLLM rollout engine (GPU)."""
+
+    mode: Literal["colocate", "server"] = "colocate"
+    gpu_memory_utilization: float = Field(gt=0, le=1)
+    tensor_parallel_size: int = Field(ge=1)
+    server_host: str = "0.0.0.0"
+    server_port: int = Field(ge=1, le=65535)
+    importance_sampling_cap: float = Field(gt=0)
+
+
+class RLRecipe(Strict):
+    """`rl/`: GRPO on TRL's GRPOTrainer, one recipe for the experts and the mixed run."""
+
+    steps: int = Field(ge=1)
+    mixed_steps: int = Field(ge=1)
+    prompts_per_step: int = Field(ge=1)
+    num_generations: int = Field(ge=2)  # a group of one has no advantage
+    per_device_batch_size: int = Field(ge=1)
+    max_prompt_length: int = Field(ge=1)
+    max_completion_length: int = Field(ge=1)
+    temperature: float = Field(gt=0)
+    top_p: float = Field(gt=0, le=1)
+    learning_rate: float = Field(gt=0)
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = Probability
+    adam_beta1: float = Field(ge=0, lt=1)
+    adam_beta2: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    max_grad_norm: float = Field(gt=0)
+    clip_low: float = Field(ge=0)
+    clip_high: float = Field(ge=0)
+    kl_coef: float = Field(ge=0)
+    entropy_coef: float = 0.0
+    loss_aggregation: Literal["sample_token_mean", "token_mean", "constant_normaliser"]
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    mask_truncated_completions: bool = False
+    rollout: Literal["hf", "vllm"] = "hf"
+    vllm: VllmRollout
+    save_steps: int = Field(ge=0)  # 0: no checkpoints (no resume)
+    save_total_limit: int = Field(ge=1)
+    logging_steps: int = Field(ge=1)
+    report_to: list[str] = []
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+
+    def rollout_batch(self, world_size: int) -> tuple[int, int]:
+        """(completions per optimizer step, gradient-accumulation steps) at this world size."""
+        completions = self.prompts_per_step * self.num_generations
+        per_step = self.per_device_batch_size * world_size
+        if completions % per_step:
+            raise UserError(
+                f"rl.prompts_per_step x rl.num_generations = {completions} completions per step is not a "
+                f"multiple of rl.per_device_batch_size x processes = {per_step}"
+            )
+        return completions, completions // per_step
+
+
+class DeepSpeedSpec(Strict):
+    """`launcher.deepspeed`: ZeRO settings written into the accelerate config."""
+
+    zero_stage: Literal[0, 1, 2, 3]
+    offload_optimizer_device: Literal["none", "cpu", "nvme"] = "none"
+    offload_param_device: Literal["none", "cpu", "nvme"] = "none"
+    gradient_clipping: float = Field(gt=0)
+    zero3_init_flag: bool = False
+    zero3_save_16bit_model: bool = False
+
+
+class LauncherSpec(Strict):
+    """`launcher/`: this process (`local`) or `accelerate launch` over processes and machines."""
+
+    name: Literal["local", "accelerate"]
+    num_processes: int = Field(1, ge=1)
+    num_machines: int = Field(1, ge=1)
+    machine_rank: int = Field(0, ge=0)
+    main_process_ip: str | None = None
+    main_process_port: int = Field(29500, ge=1, le=65535)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    use_cpu: bool | Literal["auto"] = "auto"
+    deepspeed: DeepSpeedSpec | None = None
+
+    @property
+    def world_size(self) -> int:
+        """Processes taking part in training (all machines together)."""
+        return self.num_processes
+
+
+class SlurmSettings(Strict):
+    """`study.slurm`: how `study.executor=slurm` submits each stage (through submitit)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_job: int = Field(1, ge=0)
+    cpus_per_job: int = Field(8, ge=1)
+    time_min: int = Field(24 * 60, ge=1)
+    mem: str | None = None
+    setup: list[str] = []  # shell lines before the job starts (module load, source a venv)
+    additional: dict[str, Any] = {}  # any other sbatch flag, e.g. {constraint: h100}
+    poll_s: float = Field(15.0, gt=0)  # seconds between sacct polls
+
+
+class StudySettings(Strict):
+    """`study`: what the pipeline runs and how its stages share the machine or the cluster."""
+
+    domains: list[str] = Field(min_length=1)
+    merge_methods: list[str] = []
+    seeds: int | list[int] = 1  # a count (from `seed` up) or explicit seeds; each replicates the lineage
+    share_sft: bool = False  # one SFT run for every seed
+    executor: Literal["local", "slurm"] = "local"
+    max_parallel: int | Literal["auto"] = "auto"  # stages at once (local)
+    devices_per_job: int = Field(1, ge=1)  # GPUs per stage on a local GPU node
+    cpu_threads: int | Literal["auto"] = "auto"  # torch threads across all local stages (CPU)
+    paper_gpu_hours_per_step: dict[str, float] = {}
+    slurm: SlurmSettings = SlurmSettings()
+
+
+# -- jobs --------------------------------------------------------------------------------------
+class JobSpec(Strict):
+    """What every job has: its kind, the run name, the study it belongs to, its seed and CPU threads."""
+
+    kind: ClassVar[str]
+    name: str
+    study: str | None = None
+    seed: int = 0
+    torch_threads: int | None = Field(None, ge=1)  # None: torch's default; the study executor sets it
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return check_name(value)
+
+    @field_validator("study")
+    @classmethod
+    def _valid_study(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
+
+    # Fields that do not change what the job produces (left out of its identity).
+    NOT_IDENTITY: ClassVar[frozenset[str]] = frozenset({"name", "study", "torch_threads"})
+
+    def identity(self) -> str:
+        """A short hash of everything that decides this job's output, to recognise a finished run."""
+        payload = self.model_dump(mode="json", exclude=set(self.NOT_IDENTITY))
+        text = json.dumps([self.kind, payload], sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        """The spec as JSON (what the run directory keeps in job.json)."""
+        return json.dumps({"kind": self.kind, **self.model_dump(mode="json")}, indent=2)
+
+
+class SFTJob(JobSpec):
+    """Supervised fine-tuning of the base model."""
+
+    kind: ClassVar[str] = "sft"
+    model: ModelSpec
+    data: dict[str, Any]
+    sft: SFTRecipe
+    launcher: LauncherSpec
+
+
+class RLJob(JobSpec):
+    """GRPO from a start model: one domain = an expert, several = the mixed run."""
+
+    kind: ClassVar[str] = "rl"
+    domains: list[str] = Field(min_length=1)
+    start_from: str | None = None  # a completed SFT run (id or name); None: model.path
+    steps: int = Field(ge=1)
+    model: ModelSpec
+    data: dict[str, Any]
+    rl: RLRecipe
+    verifiers: dict[str, Any]
+    launcher: LauncherSpec
+
+
+class MergeJob(JobSpec):
+    """A weight-space merge of expert runs onto their shared base."""
+
+    kind: ClassVar[str] = "merge"
+    method: str
+    merge: dict[str, Any]  # the resolved conf/merge section of this method (checked by merge.methods)
+    experts: list[str] = Field(min_length=1)  # run references
+    base: str | None = None  # default: the experts' shared SFT parent
+
+
+class EvalJob(JobSpec):
+    """Avg@K of one run on the configured benchmarks; results go into that run."""
+
+    kind: ClassVar[str] = "eval"
+    run: str  # the evaluated run (id, name or directory)
+    eval: dict[str, Any]
+    verifiers: dict[str, Any]
+
+
+SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (SFTJob, RLJob, MergeJob, EvalJob)}
+
+
+def load_spec(text: str) -> JobSpec:
+    """A spec from its JSON (job.json)."""
+    payload = json.loads(text)
+    kind = payload.pop("kind", None)
+    if kind not in SPEC_TYPES:
+        raise UserError(f"job.json: unknown job kind {kind!r}")
+    return validated(SPEC_TYPES[kind], payload)
+
+
+def _suggestion(model: type[BaseModel], location: tuple, prefix: str) -> str:
+    """`; did you mean rl.steps?` for an unknown key close to a known one."""
+    node: Any = model
+    for part in location[:-1]:
+        field = node.model_fields.get(str(part)) if isinstance(node, type) else None
+        annotation = getattr(field, "annotation", None)
+        node = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if node is None:
+            return ""
+    if not (isinstance(node, type) and issubclass(node, BaseModel)):
+        return ""
+    close = difflib.get_close_matches(str(location[-1]), list(node.model_fields), n=1)
+    parent = prefix + "".join(f"{part}." for part in location[:-1])
+    return f"; did you mean {parent}{close[0]}?" if close else ""
+
+
+def validated(model: type[Strict], values: dict[str, Any], prefix: str = "") -> Any:
+    """`model(**values)`, with validation errors as one UserError line naming each key and value.
+
+    Field names are config keys, so a bad value reads `rl.steps=-1: Input should be greater than or
+    equal to 1`; `prefix` names the section a recipe validated on its own came from (`rl.`).
+    """
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        problems: dict[str, list[str]] = {}
+        for error in exc.errors():
+            location = tuple(part for part in error["loc"] if not _UNION_TAG.match(str(part)))
+            key = prefix + ".".join(str(part) for part in location)
+            if error["type"] == "extra_forbidden":
+                problems.setdefault(f"{key}: unknown key{_suggestion(model, location, prefix)}", [])
+                continue
+            shown = error.get("input")
+            value = "" if isinstance(shown, dict) else f"={shown}"
+            problems.setdefault(f"{key}{value}", []).append(error["msg"])
+        lines = [
+            f"{where}: {' or '.join(dict.fromkeys(messages))}" if messages else where
+            for where, messages in problems.items()
+        ]
+        raise UserError("invalid config: " + "; ".join(lines)) from None

@@ -1,0 +1,160 @@
+"""The study as a graph of jobs: per seed, SFT -> an expert per domain and the mixed run -> merges,
+and an eval of every model; the comparison over all seeds closes it (run by the executor's caller).
+
+A stage's job spec is built when its dependencies have finished, from their runs (an RL stage starts
+from the SFT run's id, a merge names its experts' ids), so a stage's identity pins its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+from m2rl.errors import UserError
+from m2rl.jobs.build import check_config, eval_job, merge_job, rl_job, sft_job
+from m2rl.ledger import Run
+from m2rl.specs import JobSpec
+
+MIXED = "mixed"
+# Rough cost of a stage in "RL step" units, for longest-first scheduling and the ETA.
+SFT_COST, EVAL_COST, MERGE_COST = 60.0, 8.0, 0.5
+
+
+@dataclass
+class Stage:
+    """One job of the study graph."""
+
+    name: str  # unique in the study; the run name for training and merge stages
+    kind: str  # sft | rl | merge | eval
+    seed: int
+    deps: tuple[str, ...]
+    build: Callable[[dict[str, Run]], JobSpec] = field(repr=False)  # the spec, from finished stages' runs
+    domains: tuple[str, ...] = ()
+    method: str | None = None
+    steps: int | None = None
+    evaluates: str | None = None  # eval stages: the stage whose model they evaluate
+
+    @property
+    def cost(self) -> float:
+        """Estimated cost (longest first; ETA weights)."""
+        if self.kind == "rl":
+            return float(self.steps or 1)
+        return {"sft": SFT_COST, "eval": EVAL_COST, "merge": MERGE_COST}.get(self.kind, 1.0)
+
+
+def study_seeds(cfg: DictConfig) -> list[int]:
+    """The training seeds of the study: `study.seeds` as a count (from `seed` up) or an explicit list."""
+    seeds = cfg.study.get("seeds", 1)
+    if isinstance(seeds, int | str) and str(seeds).isdigit():
+        if int(seeds) < 1:
+            raise UserError(f"study.seeds={seeds}: need at least one seed")
+        return [int(cfg.seed) + i for i in range(int(seeds))]
+    try:
+        values = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise UserError(f"study.seeds={seeds}: expected a count or a list of integer seeds") from None
+    if not values or len(set(values)) != len(values):
+        raise UserError(f"study.seeds={seeds}: expected distinct seeds")
+    return values
+
+
+def _with_seed(cfg: DictConfig, seed: int) -> DictConfig:
+    copy = cfg.copy()
+    copy.seed = seed
+    return copy
+
+
+def plan(cfg: DictConfig, study: str) -> list[Stage]:
+    """Every stage of the study for this config, in a valid order (dependencies first)."""
+    check_config(cfg)
+    domains = list(cfg.study.domains)
+    seeds = study_seeds(cfg)
+    share_sft = bool(cfg.study.get("share_sft", False)) and len(seeds) > 1
+    stages: list[Stage] = []
+
+    def add_eval(model: Stage) -> None:
+        stages.append(
+            Stage(
+                f"{model.name}-eval",
+                "eval",
+                model.seed,
+                (model.name,),
+                lambda runs, model=model, c=cfg: eval_job(c, runs[model.name].id, study, "eval"),
+                evaluates=model.name,
+            )
+        )
+
+    shared = None
+    for seed in seeds:
+        seeded = _with_seed(cfg, seed)
+        prefix = f"{study}-s{seed}"
+        if shared is None or not share_sft:
+            sft_cfg = _with_seed(cfg, seeds[0]) if share_sft else seeded
+            name = f"{study}-sft" if share_sft else f"{prefix}-sft"
+            shared = Stage(
+                name,
+                "sft",
+                seeds[0] if share_sft else seed,
+                (),
+                lambda runs, c=sft_cfg, n=name: sft_job(c, n, study),
+            )
+            stages.append(shared)
+            add_eval(shared)
+        sft = shared
+        experts = []
+        for domain in domains:
+            name = f"{prefix}-rl-{domain}"
+            stage = Stage(
+                name,
+                "rl",
+                seed,
+                (sft.name,),
+                lambda runs, c=seeded, n=name, d=domain, s=sft.name: rl_job(c, n, [d], runs[s].id, study),
+                domains=(domain,),
+                steps=int(cfg.rl.steps),
+            )
+            experts.append(stage)
+        stages += experts
+        models = list(experts)
+        if len(domains) > 1:
+            name = f"{prefix}-rl-{MIXED}"
+            mixed = Stage(
+                name,
+                "rl",
+                seed,
+                (sft.name,),
+                lambda runs, c=seeded, n=name, s=sft.name: rl_job(c, n, domains, runs[s].id, study),
+                domains=tuple(domains),
+                steps=int(cfg.rl.mixed_steps),
+            )
+            stages.append(mixed)
+            models.append(mixed)
+            for method in cfg.study.merge_methods:
+                name = f"{prefix}-merge-{method}"
+                merge = Stage(
+                    name,
+                    "merge",
+                    seed,
+                    (sft.name, *(e.name for e in experts)),
+                    lambda runs, c=seeded, n=name, m=method, s=sft.name, ex=tuple(e.name for e in experts): (
+                        merge_job(c, m, [runs[e].id for e in ex], runs[s].id, n, study)
+                    ),
+                    domains=tuple(domains),
+                    method=str(method),
+                )
+                stages.append(merge)
+                models.append(merge)
+        for model in models:
+            add_eval(model)
+    return stages
+
+
+def estimated_gpu_hours(cfg: DictConfig, stage: Stage) -> float | None:
+    """Paper-scale estimate: steps x the paper's GPU-hours per step for that domain (RL stages only)."""
+    if stage.kind != "rl":
+        return None
+    per_step = cfg.study.paper_gpu_hours_per_step
+    key = stage.domains[0] if len(stage.domains) == 1 else MIXED
+    return float(per_step[key]) * int(stage.steps or 0) if key in per_step else None

@@ -1,0 +1,132 @@
+"""How a study looks on the terminal: the plan table, and the live view while it runs.
+
+The live view has one line for the study (stages done of all, elapsed, ETA from the stages' estimated
+costs) and one per running stage (its steps or samples, the latest reward or loss), read from the
+progress files each stage publishes in its run directory; a line is printed as each stage ends.
+"""
+
+from __future__ import annotations
+
+import time
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from m2rl.study.executor import StageState
+from m2rl.study.plan import Stage, estimated_gpu_hours
+
+
+def plan_table(cfg: DictConfig, stages: list[Stage], hours_label: str) -> Table:
+    """The plan: each stage, its kind, domains or method, steps, and paper-scale GPU-hours for RL."""
+    paper = cfg.get("preset") == "paper"
+    table = Table(title=f"study plan (preset={cfg.get('preset')}, {len(stages)} stages)")
+    columns = ["#", "stage", "kind", "domains / method", "steps", "after"]
+    if paper:
+        columns.append("est. GPU-hours (paper per-step cost)")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    total = 0.0
+    for i, stage in enumerate(stages, 1):
+        row = [
+            str(i),
+            stage.name,
+            stage.kind,
+            stage.method or ",".join(stage.domains),
+            str(stage.steps or ""),
+        ]
+        row.append(", ".join(stage.deps) if len(stage.deps) < 3 else f"{len(stage.deps)} stages")
+        if paper:
+            hours = estimated_gpu_hours(cfg, stage)
+            total += hours or 0.0
+            row.append(f"{hours:.1f}" if hours else "")
+        table.add_row(*row)
+    if paper:
+        mixed = sum(
+            estimated_gpu_hours(cfg, s) or 0.0 for s in stages if s.kind == "rl" and len(s.domains) > 1
+        )
+        experts = total - mixed
+        ratio = f"mix/merge {mixed / experts:.1%} of the experts' GPU-hours" if experts else ""
+        table.caption = f"total RL {total:.1f} GPU-hours; {ratio} (merging runs on CPU: not counted)"
+    else:
+        table.caption = f"costs are measured as the study runs ({hours_label})"
+    return table
+
+
+class LiveView:
+    """The study's live display; feed it executor events and ticks."""
+
+    def __init__(self, states: dict[str, StageState], console: Console):
+        self.states = states
+        self.console = console
+        self.total_cost = sum(s.stage.cost for s in states.values())
+        self.started = time.monotonic()
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}"),
+            console=console,
+            refresh_per_second=2,
+        )
+        self.overall = self.progress.add_task("study", total=len(states), note="")
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> LiveView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def event(self, state: StageState) -> None:
+        """A stage started or ended."""
+        name = state.stage.name
+        if state.status == "running":
+            run_id = state.run.id if state.run else ""
+            devices = f", GPUs {','.join(map(str, state.devices))}" if state.devices else ""
+            self.progress.console.print(f"[bold]start[/] {name} ({state.stage.kind}) -> {run_id}{devices}")
+            self.tasks[name] = self.progress.add_task(f"  {name}", total=None, note="starting")
+            return
+        task = self.tasks.pop(name, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        if state.status == "reused" and state.stage.kind == "eval":
+            self.progress.console.print(f"[green]reusing saved eval results[/] of {state.run.id}")
+        elif state.status == "reused":
+            self.progress.console.print(f"[green]reusing completed run[/] {state.run.id} for {name}")
+        elif state.status == "completed":
+            self.progress.console.print(f"[green]done[/] {name} in {state.seconds:.0f} s")
+        elif state.status == "failed":
+            self.progress.console.print(f"[red]failed[/] {name}: {state.error}")
+        elif state.status == "skipped":
+            self.progress.console.print(f"[yellow]skipped[/] {name}: {state.error}")
+        self.tick()
+
+    def tick(self) -> None:
+        """Refresh every running stage's line and the study's line."""
+        done_cost = 0.0
+        finished = 0
+        for name, state in self.states.items():
+            if state.status in ("completed", "reused", "failed", "skipped"):
+                finished += 1
+                done_cost += state.stage.cost
+            elif state.status == "running" and state.run is not None:
+                progress = state.run.read_progress("eval" if state.stage.kind == "eval" else state.stage.kind)
+                if progress and progress.get("total"):
+                    fraction = min(1.0, progress["done"] / progress["total"])
+                    done_cost += fraction * state.stage.cost
+                    if name in self.tasks:
+                        self.progress.update(
+                            self.tasks[name],
+                            completed=progress["done"],
+                            total=progress["total"],
+                            note=str(progress.get("note", ""))[:60],
+                        )
+        elapsed = time.monotonic() - self.started
+        eta = ""
+        if 0 < done_cost < self.total_cost:
+            eta = f"ETA {elapsed / done_cost * (self.total_cost - done_cost):.0f}s"
+        self.progress.update(self.overall, completed=finished, note=eta)
