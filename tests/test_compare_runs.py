@@ -9,6 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from m2rl.compare import compare_runs, evaluated_runs
+from m2rl.compare.core import Comparison, build_comparison
+from m2rl.compare.manifests import records_from_runs
 from m2rl.errors import UserError
 from m2rl.evaluate.results import ItemResult, results_path, write_results
 from m2rl.ledger import Ledger
@@ -57,7 +59,7 @@ def build_study(root, evaluate_sft: bool = True) -> dict[str, object]:
 
     def make(name, kind, parents=(), **fields):
         run = ledger.create(kind, name, {}, parents=[runs[p].id for p in parents])
-        run.update(status="completed", device_hours=HOURS[name], device_hours_label="CPU-hours", **fields)
+        run.update(status="completed", device_hours=2 * HOURS[name], cpu_seconds=3600 * HOURS[name], **fields)
         runs[name] = run
         return run
 
@@ -83,8 +85,10 @@ def test_compare_outputs_agree_with_the_manifests(tmp_path):
     result = compare_runs(list(runs.values()), tmp_path / "out")
     for path in result.paths:
         assert path.is_file() and path.stat().st_size > 0
-    assert [p.name for p in result.plot_paths] == ["score_vs_hours.png", "transfer_heatmap.png"]
-    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in result.plot_paths)
+    assert [p.name for p in result.plot_paths] == [
+        f"{name}.{fmt}" for name in ("score_vs_hours", "transfer_heatmap") for fmt in ("png", "pdf", "svg")
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in result.plot_paths if p.suffix == ".png")
 
     rows = {r["name"]: r for r in csv.DictReader(result.csv_path.open())}
     for name, run in runs.items():
@@ -97,16 +101,19 @@ def test_compare_outputs_agree_with_the_manifests(tmp_path):
     assert rows["rl-multi"]["role"] == "mixed" and rows["merge-ties"]["label"] == "Merge (TIES)"
 
     comparison = result.comparison
-    assert comparison.cost_ratio.ratio == pytest.approx(1.5 / (2.0 + 3.0 + 0.1))
-    assert comparison.hours_label == "CPU-hours"
+    assert comparison.cost_ratio.ratio.value == pytest.approx(1.5 / (2.0 + 3.0 + 0.1))
+    assert comparison.hours_label == "CPU-hours (process CPU time)"
     assert comparison.best_merge.label == "Merge (TIES)"
     markdown = result.markdown_path.read_text()
-    assert "Cost mix / merge: 29.4% (1.5 / 5.1 CPU-hours)" in markdown
+    assert "Cost mix / merge: 29.4% (1.5 / 5.1 CPU-hours (process CPU time); 1 seed: no spread)" in markdown
+
+
+def comparison_of(runs: dict) -> Comparison:
+    return build_comparison(*records_from_runs(list(runs.values())), bootstrap_samples=300)
 
 
 def test_synergy_has_a_paired_interval_around_its_estimate(tmp_path):
-    runs = build_study(tmp_path / "runs")
-    comparison = compare_runs(list(runs.values()), tmp_path / "out").comparison
+    comparison = comparison_of(build_study(tmp_path / "runs"))
     synergy = {s.domain: s for s in comparison.synergy}
     assert synergy["math"].best_expert == "RL-Math" and synergy["code"].best_expert == "RL-Code"
     for s in synergy.values():
@@ -114,6 +121,7 @@ def test_synergy_has_a_paired_interval_around_its_estimate(tmp_path):
         assert lo <= s.delta <= hi
         assert hi - lo < 0.3
     transfer = comparison.transfer
+    assert all(cell.estimate.ci95 is not None for row in transfer.cells for cell in row)
     assert transfer.reference == "SFT" and transfer.rows == [
         "RL-Math",
         "RL-Code",
@@ -121,7 +129,7 @@ def test_synergy_has_a_paired_interval_around_its_estimate(tmp_path):
         "Merge (TIES)",
     ]
     sft, math_expert = comparison.row("SFT"), comparison.row("RL-Math")
-    assert transfer.values[0][0] == pytest.approx(math_expert.scores["math"] - sft.scores["math"])
+    assert transfer.values[0][0] == pytest.approx(math_expert.scores["math"].value - sft.scores["math"].value)
 
 
 def test_an_unevaluated_sft_still_counts_in_costs_but_gives_no_transfer_matrix(tmp_path):
@@ -130,21 +138,28 @@ def test_an_unevaluated_sft_still_counts_in_costs_but_gives_no_transfer_matrix(t
     selected = evaluated_runs(ledger)
     assert runs["sft"].id not in [r.id for r in selected]
     result = compare_runs(selected, tmp_path / "out")
-    assert result.comparison.row("Merge (TIES)").cumulative_hours == pytest.approx(5.6)
+    assert result.comparison.row("Merge (TIES)").cumulative_hours.value == pytest.approx(5.6)
     assert result.comparison.transfer is None
     assert any("no evaluated SFT" in note for note in result.comparison.notes)
-    assert [p.name for p in result.plot_paths] == ["score_vs_hours.png"]
+    assert [p.name for p in result.plot_paths] == [
+        "score_vs_hours.png",
+        "score_vs_hours.pdf",
+        "score_vs_hours.svg",
+    ]
     with pytest.raises(UserError, match="has no eval results"):
         compare_runs([ledger.get(runs["sft"].id), *selected], tmp_path / "out")
 
 
-def test_cli_compare_defaults_to_every_evaluated_run(tmp_path):
+def test_cli_compare_of_runs_without_a_study_takes_every_evaluated_run(tmp_path):
     from m2rl.cli import app
 
     build_study(tmp_path / "runs")
-    result = CliRunner().invoke(app, ["compare", "--runs-dir", str(tmp_path / "runs")])
+    result = CliRunner().invoke(
+        app, ["compare", "--runs-dir", str(tmp_path / "runs"), "--bootstrap-samples", "200"]
+    )
     assert result.exit_code == 0, result.output
     assert "Cost mix / merge" in result.output and "Merge (TIES)" in result.output
+    assert "no evaluated run here records a study" in " ".join(result.output.split())
     assert (tmp_path / "runs" / "compare" / "compare.md").is_file()
     empty = CliRunner().invoke(app, ["compare", "--runs-dir", str(tmp_path / "none")])
     assert empty.exit_code != 0
@@ -155,6 +170,6 @@ def test_runs_evaluated_with_different_k_are_flagged(tmp_path):
     run = runs["rl-math"]
     run.manifest["metrics"]["eval"]["math"]["k"] = 8
     run.save()
-    comparison = compare_runs(list(runs.values()), tmp_path / "out").comparison
+    comparison = comparison_of(runs)
     assert any(note.startswith("math: runs were evaluated differently") for note in comparison.notes)
     assert not any(note.startswith("code:") for note in comparison.notes)

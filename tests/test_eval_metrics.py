@@ -1,4 +1,4 @@
-"""Avg@K, the unbiased pass@K estimator and the seeded bootstrap intervals."""
+"""Avg@K, the unbiased pass@K estimator and the seeded item-bootstrap interval (pairs: test_compare_intervals)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from m2rl.evaluate.metrics import (
     avg_at_k,
     bootstrap_ci,
-    bootstrap_diff_ci,
     pass_at_k,
     pass_at_k_item,
 )
@@ -59,16 +58,3 @@ def test_bootstrap_interval_is_seeded_contains_the_mean_and_shrinks_with_more_it
     assert lo <= small.mean() <= hi
     lo_l, hi_l = bootstrap_ci(large, samples=500, seed=3)
     assert hi_l - lo_l < (hi - lo) / 3
-
-
-def test_paired_difference_interval_is_tighter_than_unpaired_when_models_agree_on_items():
-    rng = np.random.default_rng(0)
-    difficulty = rng.random(300)
-    a = [(difficulty > 0.4).astype(float)]
-    b = [(difficulty > 0.45).astype(float)]  # b solves a subset of what a solves
-    paired = bootstrap_diff_ci(a, b, paired=True, samples=500, seed=0)
-    unpaired = bootstrap_diff_ci(a, b, paired=False, samples=500, seed=0)
-    true = a[0].mean() - b[0].mean()
-    assert paired[0] <= true <= paired[1]
-    assert paired[1] - paired[0] < (unpaired[1] - unpaired[0]) / 2
-    assert paired[0] >= 0  # b never beats a on an item

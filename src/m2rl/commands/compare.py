@@ -1,4 +1,8 @@
-"""Compare evaluated runs: scores, device-hours, the mix/merge cost ratio, synergy and the transfer matrix."""
+"""Compare evaluated runs: scores and differences with 95% intervals and verdicts, costs, synergy, transfer.
+
+With no arguments, the latest study; `--study NAME`, `--all`, or runs named. Writes compare.md,
+compare.csv, differences.csv, compare.json and the plots (PNG, PDF, SVG).
+"""
 
 from __future__ import annotations
 
@@ -15,28 +19,39 @@ def command(
     runs: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Runs to compare (default: every evaluated run under the runs root).", show_default=False
+            help="Runs to compare, by id, name or folder (default: the latest study).", show_default=False
         ),
     ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Compare the runs of this study.", show_default=False)
+    ] = None,
+    all_runs: Annotated[
+        bool, typer.Option("--all", help="Compare every evaluated run under the runs root.")
+    ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Where compare.md, compare.csv and the plots go (default: <runs-dir>/compare)."
+            "--out",
+            help="Output folder (default: <runs-dir>/<study>-compare for a study, else <runs-dir>/compare).",
+            show_default=False,
         ),
     ] = None,
     bootstrap_samples: Annotated[
-        int, typer.Option("--bootstrap-samples", help="Resamples for the synergy intervals.")
-    ] = 1000,
+        int, typer.Option("--bootstrap-samples", min=100, help="Resamples behind every interval.")
+    ] = 2000,  # m2rl.compare.intervals.DEFAULT_SAMPLES, not imported so the CLI starts fast
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
 ) -> None:
-    """Compare evaluated runs: `m2rl compare [RUN...]`, writing compare.md, compare.csv and PNG plots."""
-    from m2rl.compare import compare_runs, evaluated_runs, print_compare
+    """Compare the latest study, `--study NAME`, `--all`, or the runs named; write and print the result."""
+    from m2rl.compare import compare_runs, print_compare, select_runs
     from m2rl.ledger import Ledger
 
-    ledger = Ledger(runs_dir)
-    selected = [ledger.get(ref) for ref in runs] if runs else evaluated_runs(ledger)
+    selection = select_runs(Ledger(runs_dir), runs or (), study=study, all_runs=all_runs)
     result = compare_runs(
-        selected, out or ledger.root / "compare", bootstrap_samples=bootstrap_samples, seed=seed
+        selection.runs,
+        out or selection.out_dir,
+        bootstrap_samples=bootstrap_samples,
+        seed=seed,
+        notes=selection.notes,
     )
     print_compare(result, console)

@@ -1,77 +1,51 @@
-"""The study's comparison from plain run records: scores, costs, mix/merge cost ratio, synergy, transfer."""
+"""The study's comparison from plain run records: scores, costs, differences with verdicts, synergy, transfer.
+
+Runs are grouped into rows of replicates over training seeds (`m2rl.compare.groups`); every score and
+difference carries a 95% interval over seeds and test items (`m2rl.compare.statistics`).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from m2rl.compare.records import DOMAIN_ORDER, RunRecord
-from m2rl.evaluate.metrics import bootstrap_diff_ci
+from m2rl.compare.claims import MEAN, Difference
+from m2rl.compare.costs import CostRatio, SeedCost, common_label, cost_ratio
+from m2rl.compare.groups import group_replicates, unique_labels
+from m2rl.compare.intervals import DEFAULT_SAMPLES, CrossedBootstrap, Estimate
+from m2rl.compare.records import DOMAIN_ORDER, RunRecord, default_label, method_label
+from m2rl.compare.statistics import (
+    ALL_ITEMS,
+    HELD_OUT_ITEMS,
+    ItemScores,
+    Row,
+    Statistics,
+    equal_weights,
+)
 
 ROLE_ORDER = {"base": 0, "sft": 1, "expert": 2, "mixed": 3, "merge": 4}
-
-
-@dataclass
-class Row:
-    """One model's line of the comparison."""
-
-    record: RunRecord
-    scores: dict[str, float]  # benchmark -> Avg@K in [0, 1]
-    domain_scores: dict[str, float]  # eval domain -> mean over its benchmarks
-    mean: float  # mean over the benchmarks this row has
-    n_benchmarks: int
-    own_hours: float
-    cumulative_hours: float
-
-    @property
-    def label(self) -> str:
-        return self.record.label
-
-    @property
-    def role(self) -> str:
-        return self.record.role
-
-
-@dataclass
-class CostRatio:
-    """mixed-run hours / (sum of expert hours + merge hours), as the paper's 2166.4 / 6524.8 = 33.2%."""
-
-    mixed: str
-    mixed_hours: float
-    expert_hours: dict[str, float]
-    merge: str | None
-    merge_hours: float
-    hours_label: str
-
-    @property
-    def merge_side_hours(self) -> float:
-        return sum(self.expert_hours.values()) + self.merge_hours
-
-    @property
-    def ratio(self) -> float:
-        return self.mixed_hours / self.merge_side_hours if self.merge_side_hours > 0 else math.nan
-
-    def describe(self) -> str:
-        """E.g. `33.2% (2166.4 / 6524.8 GPU-hours)`."""
-        if math.isnan(self.ratio):
-            return f"n/a (the experts and merge recorded no {self.hours_label})"
-        return f"{self.ratio:.1%} ({_hours(self.mixed_hours)} / {_hours(self.merge_side_hours)} {self.hours_label})"
+SELECTED_ON_HELD_OUT = "chosen on a third of the items; measured on the other two thirds"
+SELECTED_ON_SAME = "chosen and measured on the same items (no per-item results): biased in its favour"
 
 
 @dataclass
 class Synergy:
-    """Mixed run minus the best single-domain expert on one eval domain, with a bootstrap interval."""
+    """Mixed run minus the best single-domain expert on one eval domain."""
 
     domain: str
     mixed_score: float
     best_expert: str
     expert_score: float
-    ci95: tuple[float, float] | None
+    difference: Difference
 
     @property
     def delta(self) -> float:
-        return self.mixed_score - self.expert_score
+        return self.difference.estimate.value
+
+    @property
+    def ci95(self) -> tuple[float, float] | None:
+        return self.difference.estimate.ci95
 
 
 @dataclass
@@ -81,7 +55,11 @@ class Transfer:
     reference: str
     rows: list[str]
     domains: list[str]
-    values: list[list[float]]  # NaN where a row lacks a domain
+    cells: list[list[Difference | None]]  # None where a row lacks a domain
+
+    @property
+    def values(self) -> list[list[float]]:
+        return [[math.nan if c is None else c.estimate.value for c in row] for row in self.cells]
 
 
 @dataclass
@@ -98,6 +76,12 @@ class Comparison:
     mixed: Row | None
     synergy: list[Synergy]
     transfer: Transfer | None
+    headline: list[Difference]  # the study's claims, in order
+    differences: list[Difference]  # every reported difference, headline first
+    studies: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    bootstrap_samples: int = DEFAULT_SAMPLES
+    best_merge_choice: str = ""
     notes: list[str] = field(default_factory=list)
 
     def row(self, label: str) -> Row:
@@ -107,35 +91,53 @@ class Comparison:
                 return row
         raise KeyError(label)
 
+    @property
+    def max_seeds(self) -> int:
+        return max((len(r.replicates) for r in self.rows), default=1)
 
-def _hours(value: float) -> str:
-    return f"{value:.1f}" if value >= 10 else f"{value:.3g}"
+    @property
+    def variance_note(self) -> str:
+        """What the intervals cover, e.g. `3 seeds x test items` or `1 seed: item variance only`."""
+        if not any(d.estimate.ci95 is not None for d in self.differences):
+            return "no per-item results: differences have no intervals"
+        seeds = self.max_seeds
+        return "1 seed: item variance only" if seeds == 1 else f"{seeds} seeds x test items"
 
 
 def _domain_sort_key(domain: str) -> tuple[int, str]:
     return (DOMAIN_ORDER.index(domain) if domain in DOMAIN_ORDER else len(DOMAIN_ORDER), domain)
 
 
-def _mean(values: Iterable[float]) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else math.nan
+def _row_sort_key(group: list[RunRecord]) -> tuple[int, tuple[int, str]]:
+    record = group[0]
+    return (
+        ROLE_ORDER.get(record.role, 9),
+        _domain_sort_key(record.domains[0]) if record.role == "expert" else (0, ""),
+    )
 
 
-def _unique_labels(records: Sequence[RunRecord]) -> None:
-    """Disambiguate repeated labels with the run's name (or id)."""
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record.label] = counts.get(record.label, 0) + 1
-    for record in records:
-        if counts[record.label] > 1:
-            record.label = f"{record.label} [{record.name or record.id[-6:]}]"
+def _ancestors(known: dict[str, RunRecord]) -> dict[str, set[str]]:
+    """Every run's transitive ancestors (parents and a merge's experts) among the known ids."""
+    found: dict[str, set[str]] = {}
+    for run_id, record in known.items():
+        seen: set[str] = set()
+        queue = list(record.ancestors_direct)
+        while queue:
+            ref = queue.pop()
+            if ref in seen:
+                continue
+            seen.add(ref)
+            if ref in known:
+                queue.extend(known[ref].ancestors_direct)
+        found[run_id] = seen
+    return found
 
 
 def _cumulative_hours(record: RunRecord, known: dict[str, RunRecord], notes: list[str]) -> float:
-    """Own hours plus every distinct ancestor's own hours (shared ancestors such as SFT counted once)."""
+    """Own cost plus every distinct ancestor's own cost (shared ancestors such as SFT counted once)."""
     seen: set[str] = set()
     queue = list(record.ancestors_direct)
-    total = record.device_hours
+    total = record.cost_hours
     while queue:
         ref = queue.pop()
         if ref in seen:
@@ -147,37 +149,13 @@ def _cumulative_hours(record: RunRecord, known: dict[str, RunRecord], notes: lis
                 f"{record.label}: ancestor {ref} not found; its hours are not in the cumulative cost"
             )
             continue
-        total += ancestor.device_hours
+        total += ancestor.cost_hours
         queue.extend(ancestor.ancestors_direct)
     return total
 
 
-def _item_groups(record: RunRecord, benchmarks: Sequence[str]) -> list[dict[str, float]] | None:
-    groups = []
-    for bench in benchmarks:
-        result = record.results.get(bench)
-        if result is None or not result.item_scores:
-            return None
-        groups.append(result.item_scores)
-    return groups
-
-
-def _synergy_interval(
-    mixed: RunRecord, expert: RunRecord, benchmarks: Sequence[str], samples: int, seed: int
-) -> tuple[float, float] | None:
-    """Bootstrap interval of the domain-score difference, paired over items when both saw the same items."""
-    a, b = _item_groups(mixed, benchmarks), _item_groups(expert, benchmarks)
-    if a is None or b is None:
-        return None
-    paired = all(set(x) == set(y) for x, y in zip(a, b, strict=True))
-    if paired:
-        keys = [sorted(x) for x in a]
-        xa = [[x[k] for k in ks] for x, ks in zip(a, keys, strict=True)]
-        xb = [[y[k] for k in ks] for y, ks in zip(b, keys, strict=True)]
-    else:
-        xa = [list(x.values()) for x in a]
-        xb = [list(y.values()) for y in b]
-    return bootstrap_diff_ci(xa, xb, paired=paired, samples=samples, seed=seed)
+def _per_seed(values: Sequence[float]) -> Estimate:
+    return Estimate(sum(values) / len(values), None, n_seeds=len(values), per_seed=tuple(values))
 
 
 def _primary(rows: Sequence[Row], role: str) -> Row | None:
@@ -188,140 +166,268 @@ def _primary(rows: Sequence[Row], role: str) -> Row | None:
     return max(enumerate(candidates), key=lambda pair: (len(pair[1].record.domains), pair[0]))[1]
 
 
+class _Builder:
+    """Assembles one Comparison; holds what its parts share (benchmarks, statistics, notes)."""
+
+    def __init__(self, records: Sequence[RunRecord], lineage: Sequence[RunRecord], samples: int, seed: int):
+        self.notes: list[str] = []
+        groups = sorted(group_replicates(records), key=_row_sort_key)
+        labels = unique_labels(groups)
+        self.known = {r.id: r for r in lineage} | {r.id: r for r in records}
+        self.benchmark_domains: dict[str, str] = {}
+        for record in records:
+            for bench, result in record.results.items():
+                self.benchmark_domains.setdefault(bench, result.domain)
+        self.domains = sorted(set(self.benchmark_domains.values()), key=_domain_sort_key)
+        self.benchmarks = [
+            b for d in self.domains for b in self.benchmark_domains if self.benchmark_domains[b] == d
+        ]
+        self._check_protocols(records)
+        self.hours_label, cost_notes = common_label(
+            {r.hours_label for r in self.known.values() if r.cost_hours > 0}
+        )
+        self.notes += cost_notes
+        self.stats = Statistics(
+            ItemScores(records, self.benchmarks, self.notes),
+            CrossedBootstrap(samples, seed),
+            _ancestors(self.known),
+            self.notes,
+        )
+        self.rows = [self._row(group, label) for group, label in zip(groups, labels, strict=True)]
+
+    def _check_protocols(self, records: Sequence[RunRecord]) -> None:
+        for bench in self.benchmarks:
+            protocols = {
+                (r.results[bench].k, r.results[bench].n_items) for r in records if bench in r.results
+            }
+            if len(protocols) > 1:
+                shown = ", ".join(f"K={k} on {n} items" for k, n in sorted(protocols, key=str))
+                self.notes.append(
+                    f"{bench}: runs were evaluated differently ({shown}); scores are not strictly comparable"
+                )
+
+    def _row(self, replicates: list[RunRecord], label: str) -> Row:
+        for record in replicates:
+            record.label = label
+        benchmarks = [b for b in self.benchmarks if all(b in r.results for r in replicates)]
+        if len(benchmarks) < len(self.benchmarks):
+            missing = [b for b in self.benchmarks if b not in benchmarks]
+            self.notes.append(f"{label}: not evaluated on {', '.join(missing)}; its mean covers the rest")
+        scores = {b: self.stats.score(replicates, {b: 1.0}) for b in benchmarks}
+        domain_scores = {}
+        for domain in self.domains:
+            members = [b for b in benchmarks if self.benchmark_domains[b] == domain]
+            if members:
+                domain_scores[domain] = self.stats.score(replicates, equal_weights(members))
+        mean = self.stats.score(replicates, equal_weights(benchmarks)) if benchmarks else Estimate(math.nan)
+        return Row(
+            replicates=replicates,
+            label=label,
+            scores=scores,
+            domain_scores=domain_scores,
+            mean=mean,
+            n_benchmarks=len(benchmarks),
+            own_hours=_per_seed([r.cost_hours for r in replicates]),
+            cumulative_hours=_per_seed([_cumulative_hours(r, self.known, self.notes) for r in replicates]),
+        )
+
+    def _shared(self, a: Row, b: Row, scope: str) -> dict[str, float]:
+        """Benchmark weights of `scope` (a domain, or MEAN) over the benchmarks both rows have."""
+        both = [x for x in self.benchmarks if x in a.scores and x in b.scores]
+        if scope != MEAN:
+            both = [x for x in both if self.benchmark_domains[x] == scope]
+        return equal_weights(both) if both else {}
+
+    def difference(
+        self, kind: str, a: Row, b: Row, scope: str, b_words: str = "", split: str = ALL_ITEMS
+    ) -> Difference | None:
+        """a minus b on `scope`, or None where they share no benchmark of it."""
+        weights = self._shared(a, b, scope)
+        if not weights:
+            return None
+        estimate = self.stats.difference(a, b, weights, split)
+        return Difference(kind, a.label, b_words or b.label, scope, estimate, split)
+
+    def choose_best(self, candidates: list[Row], scope: str) -> tuple[Row, str]:
+        """The candidate with the highest score on `scope`, and the items its difference is measured on."""
+        if len(candidates) == 1:
+            return candidates[0], ALL_ITEMS
+        selection = []
+        for row in candidates:
+            weights = self._shared(row, row, scope)
+            score = self.stats.selection_score(row.replicates, weights) if weights else None
+            selection.append(score)
+        if None in selection:
+            key = (lambda r: r.mean.value) if scope == MEAN else (lambda r: r.domain_scores[scope].value)
+            return max(candidates, key=key), ALL_ITEMS
+        best = max(zip(candidates, selection, strict=True), key=lambda pair: pair[1])[0]
+        return best, HELD_OUT_ITEMS
+
+    def sft_of(self, row: Row, fallback: Row | None) -> Row | None:
+        """The SFT row of the row's lineage, else `fallback`."""
+        ancestors = set().union(*(self.stats.ancestors[r.id] for r in row.replicates))
+        for candidate in self.rows:
+            if candidate.role == "sft" and any(r.id in ancestors for r in candidate.replicates):
+                return candidate
+        return fallback
+
+    def transfer(self, sft: Row, mixed: Row | None) -> Transfer:
+        """Every trained row minus the SFT of its lineage, per eval domain."""
+        trained = [r for r in self.rows if r.role in ("expert", "mixed", "merge")]
+        cells = []
+        for row in trained:
+            reference = self.sft_of(row, sft)
+            if reference is not sft:
+                self.notes.append(f"{row.label}: compared with {reference.label}, the SFT of its own lineage")
+            line = []
+            for domain in self.domains:
+                own = row.role == "expert" and row.record.domains == (domain,)
+                kind = "expert_vs_sft" if own else "mixed_vs_sft" if row is mixed else "transfer"
+                line.append(self.difference(kind, row, reference, domain))
+            cells.append(line)
+        return Transfer(sft.label, [r.label for r in trained], list(self.domains), cells)
+
+    def synergy(self, mixed: Row, experts: list[Row]) -> list[Synergy]:
+        """Per eval domain: the mixed run minus the best single expert there."""
+        found = []
+        for domain in self.domains:
+            candidates = [r for r in experts if domain in r.domain_scores]
+            if domain not in mixed.domain_scores or not candidates:
+                continue
+            best, items = self.choose_best(candidates, domain)
+            if len(candidates) > 1 and items == ALL_ITEMS:
+                self.notes.append(f"synergy: the best expert per domain was {SELECTED_ON_SAME}")
+            words = _best_words("expert", best) if len(candidates) > 1 else best.label
+            difference = self.difference("synergy", mixed, best, domain, words, split=items)
+            if difference is not None:
+                found.append(
+                    Synergy(
+                        domain,
+                        mixed.domain_scores[domain].value,
+                        best.label,
+                        best.domain_scores[domain].value,
+                        difference,
+                    )
+                )
+        return found
+
+    def cost_seeds(self, mixed: Row, merge: Row | None, experts: list[Row]) -> list[SeedCost]:
+        """Per seed lineage: the mixed run's cost against its experts' (the merge's) plus the merge's."""
+        seeds = []
+        for mixed_run in mixed.replicates:
+            merge_run = None
+            if merge is not None:
+                merge_run = next((r for r in merge.replicates if r.seed == mixed_run.seed), None)
+                if merge_run is None and len(merge.replicates) == 1:
+                    merge_run = merge.replicates[0]
+                if merge_run is None:
+                    self.notes.append(
+                        f"cost ratio: no {merge.label} run of seed {mixed_run.seed}; seed left out"
+                    )
+                    continue
+            if merge_run is not None and merge_run.merge_experts:
+                expert_runs = [self.known[e] for e in merge_run.merge_experts if e in self.known]
+                if len(expert_runs) < len(merge_run.merge_experts):
+                    self.notes.append(
+                        f"{merge_run.label}: some experts were not found; the cost ratio misses their hours"
+                    )
+            else:  # no merge: each domain's expert of this seed
+                expert_runs = [
+                    next((r for r in row.replicates if r.seed == mixed_run.seed), row.replicates[-1])
+                    for row in {row.record.domains[0]: row for row in experts}.values()
+                ]
+            if expert_runs:
+                seeds.append(
+                    SeedCost(
+                        seed=mixed_run.seed,
+                        mixed_hours=mixed_run.cost_hours,
+                        expert_hours={default_label(r): r.cost_hours for r in expert_runs},
+                        merge_hours=merge_run.cost_hours if merge_run is not None else 0.0,
+                    )
+                )
+        return seeds
+
+
+def _best_words(prefix: str, row: Row) -> str:
+    """`the best merge (TIES)`: the method alone when the label is the plain default."""
+    if row.role == "merge" and row.label == default_label(row.record) and row.record.merge_method:
+        return f"the best {prefix} ({method_label(row.record.merge_method)})"
+    return f"the best {prefix} ({row.label})"
+
+
 def build_comparison(
     records: Sequence[RunRecord],
     lineage: Sequence[RunRecord] = (),
-    bootstrap_samples: int = 1000,
+    bootstrap_samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
 ) -> Comparison:
     """Compare `records` (evaluated runs); `lineage` holds ancestors that are not rows, for costs."""
-    notes: list[str] = []
-    records = sorted(
-        records,
-        key=lambda r: (
-            ROLE_ORDER.get(r.role, 9),
-            _domain_sort_key(r.domains[0]) if r.role == "expert" else (0, ""),
-        ),
-    )
-    _unique_labels(records)
-    known = {r.id: r for r in lineage} | {r.id: r for r in records}
-
-    benchmark_domains: dict[str, str] = {}
-    for record in records:
-        for bench, result in record.results.items():
-            benchmark_domains.setdefault(bench, result.domain)
-    domains = sorted(set(benchmark_domains.values()), key=_domain_sort_key)
-    benchmarks = [b for d in domains for b in benchmark_domains if benchmark_domains[b] == d]
-    for bench in benchmarks:
-        protocols = {(r.results[bench].k, r.results[bench].n_items) for r in records if bench in r.results}
-        if len(protocols) > 1:
-            shown = ", ".join(f"K={k} on {n} items" for k, n in sorted(protocols, key=str))
-            notes.append(
-                f"{bench}: runs were evaluated differently ({shown}); scores are not strictly comparable"
-            )
-    hour_labels = {r.hours_label for r in known.values() if r.device_hours > 0}
-    hours_label = next(iter(hour_labels)) if len(hour_labels) == 1 else "device-hours"
-    if len(hour_labels) > 1:
-        notes.append("runs mix CPU-hours and GPU-hours: costs are not comparable across devices")
-
-    rows = []
-    for record in records:
-        scores = {b: record.results[b].score for b in benchmarks if b in record.results}
-        domain_scores = {
-            d: _mean(scores[b] for b in benchmarks if benchmark_domains[b] == d and b in scores)
-            for d in domains
-            if any(benchmark_domains[b] == d and b in scores for b in benchmarks)
-        }
-        if len(scores) < len(benchmarks):
-            missing = [b for b in benchmarks if b not in scores]
-            notes.append(f"{record.label}: not evaluated on {', '.join(missing)}; its mean covers the rest")
-        rows.append(
-            Row(
-                record=record,
-                scores=scores,
-                domain_scores=domain_scores,
-                mean=_mean(scores.values()),
-                n_benchmarks=len(scores),
-                own_hours=record.device_hours,
-                cumulative_hours=_cumulative_hours(record, known, notes),
-            )
-        )
-
-    merges = [r for r in rows if r.role == "merge"]
-    best_merge = max(merges, key=lambda r: r.mean) if merges else None
+    b = _Builder(records, lineage, bootstrap_samples, seed)
+    rows = b.rows
     mixed = _primary(rows, "mixed")
     experts = [r for r in rows if r.role == "expert"]
+    merges = [r for r in rows if r.role == "merge"]
+    sft = b.sft_of(mixed, None) if mixed is not None else None
+    sft = sft or next((r for r in reversed(rows) if r.role == "sft"), None)
 
-    cost_ratio = None
-    if mixed is not None:
-        if best_merge is not None and best_merge.record.merge_experts:
-            expert_records = [known[e] for e in best_merge.record.merge_experts if e in known]
-            if len(expert_records) < len(best_merge.record.merge_experts):
-                notes.append(
-                    f"{best_merge.label}: some experts were not found; the cost ratio misses their hours"
-                )
-        else:
-            latest: dict[str, RunRecord] = {}
-            for row in experts:
-                latest[row.record.domains[0]] = row.record
-            expert_records = list(latest.values())
-        if expert_records:
-            cost_ratio = CostRatio(
-                mixed=mixed.label,
-                mixed_hours=mixed.own_hours,
-                expert_hours={r.label: r.device_hours for r in expert_records},
-                merge=best_merge.label if best_merge is not None else None,
-                merge_hours=best_merge.own_hours if best_merge is not None else 0.0,
-                hours_label=hours_label,
-            )
-
-    synergy = []
-    if mixed is not None and experts:
-        for index, domain in enumerate(domains):
-            if domain not in mixed.domain_scores:
-                continue
-            candidates = [r for r in experts if domain in r.domain_scores]
-            if not candidates:
-                continue
-            best = max(candidates, key=lambda r: r.domain_scores[domain])
-            domain_benchmarks = [b for b in benchmarks if benchmark_domains[b] == domain]
-            interval = _synergy_interval(
-                mixed.record, best.record, domain_benchmarks, bootstrap_samples, seed + index
-            )
-            synergy.append(
-                Synergy(domain, mixed.domain_scores[domain], best.label, best.domain_scores[domain], interval)
-            )
+    best_merge, best_merge_items = b.choose_best(merges, MEAN) if merges else (None, ALL_ITEMS)
+    best_merge_choice = ""
+    if best_merge is not None and len(merges) > 1:
+        best_merge_choice = SELECTED_ON_HELD_OUT if best_merge_items == HELD_OUT_ITEMS else SELECTED_ON_SAME
 
     transfer = None
-    sft_rows = [r for r in rows if r.role == "sft"]
-    trained = [r for r in rows if r.role in ("expert", "mixed", "merge")]
-    if sft_rows and trained:
-        reference = next(
-            (r for r in sft_rows if mixed is not None and r.record.id in mixed.record.parents), sft_rows[-1]
-        )
-        values = [
-            [
-                row.domain_scores[d] - reference.domain_scores[d]
-                if d in row.domain_scores and d in reference.domain_scores
-                else math.nan
-                for d in domains
-            ]
-            for row in trained
-        ]
-        transfer = Transfer(reference.label, [r.label for r in trained], list(domains), values)
-    elif trained:
-        notes.append("no evaluated SFT run among the compared runs: no transfer matrix")
+    if sft is not None and any(r.role in ("expert", "mixed", "merge") for r in rows):
+        transfer = b.transfer(sft, mixed)
+    elif any(r.role in ("expert", "mixed", "merge") for r in rows):
+        b.notes.append("no evaluated SFT run among the compared runs: no transfer matrix")
 
+    headline: list[Difference | None] = []
+    if transfer is not None:
+        headline += [
+            cell for line in transfer.cells for cell in line if cell and cell.kind == "expert_vs_sft"
+        ]
+        if mixed is not None:
+            headline.append(b.difference("mixed_vs_sft", mixed, b.sft_of(mixed, sft), MEAN))
+    each_merge: list[Difference | None] = []
+    if mixed is not None and best_merge is not None:
+        words = _best_words("merge", best_merge) if len(merges) > 1 else best_merge.label
+        headline.append(
+            b.difference("mixed_vs_best_merge", mixed, best_merge, MEAN, words, split=best_merge_items)
+        )
+        if len(merges) > 1:
+            each_merge = [b.difference("mixed_vs_merge", mixed, m, MEAN) for m in merges]
+    synergy = b.synergy(mixed, experts) if mixed is not None else []
+
+    ratio = None
+    seeds = b.cost_seeds(mixed, best_merge, experts) if mixed is not None else []
+    if seeds:
+        merge_label = best_merge.label if best_merge is not None else None
+        ratio = cost_ratio(mixed.label, merge_label, b.hours_label, seeds, bootstrap_samples, seed)
+
+    claims = [d for d in headline if d is not None]
+    cells = [c for line in transfer.cells for c in line if c is not None] if transfer is not None else []
+    everything = [
+        *claims,
+        *[d for d in each_merge if d is not None],
+        *[s.difference for s in synergy],
+        *cells,
+    ]
     return Comparison(
-        benchmarks=benchmarks,
-        benchmark_domains=benchmark_domains,
-        domains=domains,
+        benchmarks=b.benchmarks,
+        benchmark_domains=b.benchmark_domains,
+        domains=b.domains,
         rows=rows,
-        hours_label=hours_label,
-        cost_ratio=cost_ratio,
+        hours_label=b.hours_label,
+        cost_ratio=ratio,
         best_merge=best_merge,
         mixed=mixed,
         synergy=synergy,
         transfer=transfer,
-        notes=list(dict.fromkeys(notes)),
+        headline=claims,
+        differences=list(dict.fromkeys(everything)),
+        studies=sorted({r.record.study for r in rows if r.record.study}),
+        seeds=sorted({r.seed for row in rows for r in row.replicates if r.seed is not None}),
+        bootstrap_samples=bootstrap_samples,
+        best_merge_choice=best_merge_choice,
+        notes=list(dict.fromkeys(b.notes)),
     )

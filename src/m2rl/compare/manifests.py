@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from m2rl.compare.costs import run_cost
 from m2rl.compare.records import BenchmarkResult, RunRecord
 from m2rl.errors import UserError
 from m2rl.evaluate.results import read_results, results_path
@@ -11,7 +12,7 @@ from m2rl.ledger import Ledger, Run
 
 
 def record_from_run(run: Run, with_items: bool = True) -> RunRecord:
-    """A run's record: kind, lineage, own device-hours, and its eval results (per-item means if kept)."""
+    """A run's record: kind, lineage, seed, study, own cost, and its eval results (per-item means if kept)."""
     m = run.manifest
     merge = m.get("merge") or {}
     results = {}
@@ -29,6 +30,8 @@ def record_from_run(run: Run, with_items: bool = True) -> RunRecord:
             k=metrics.get("k"),
             n_items=metrics.get("n_items"),
         )
+    cost_hours, hours_label = run_cost(m)
+    seed = m.get("seed")
     return RunRecord(
         id=run.id,
         kind=run.kind,
@@ -36,9 +39,12 @@ def record_from_run(run: Run, with_items: bool = True) -> RunRecord:
         parents=tuple(m.get("parents") or ()),
         domains=tuple(m.get("domains") or ()),
         merge_method=merge.get("method"),
+        merge_backend=merge.get("backend"),
         merge_experts=tuple(merge.get("experts") or ()),
-        device_hours=run.device_hours,
-        hours_label=str(m.get("device_hours_label", "device-hours")),
+        cost_hours=cost_hours,
+        hours_label=hours_label,
+        seed=int(seed) if seed is not None else None,
+        study=m.get("study") or None,
         results=results,
     )
 

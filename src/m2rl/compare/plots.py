@@ -1,13 +1,26 @@
-"""PNG plots of the comparison: mean score vs cumulative device-hours with its Pareto front, and the transfer heatmap."""
+"""Figures of the comparison, as PNG, PDF and SVG: mean score vs cumulative cost, and the transfer heatmap.
+
+Score vs cost: one point per model with its 95% interval (and its cost's range over seeds), colours by
+role with a legend, the Pareto front, axes from 0. Labels are placed where they overlap neither each
+other nor a point, inside the axes; the legend sits outside them.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from m2rl.compare.core import Comparison, Row
+from m2rl.compare.core import Comparison
 from m2rl.compare.records import DOMAIN_LABELS
+from m2rl.compare.statistics import Row
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import Bbox
+
+FORMATS = ("png", "pdf", "svg")
 ROLE_COLOURS = {
     "base": "#7f7f7f",
     "sft": "#1f77b4",
@@ -15,10 +28,21 @@ ROLE_COLOURS = {
     "mixed": "#d62728",
     "merge": "#9467bd",
 }
+ROLE_NAMES = {
+    "base": "base model",
+    "sft": "SFT",
+    "expert": "single-domain expert",
+    "mixed": "mixed run",
+    "merge": "merge of experts",
+}
+# Label positions around a point (offset in points, alignment), tried nearest first, then farther out.
+LABEL_OFFSETS = ((6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"),
+                 (-6, -4, "right", "top"), (0, 8, "center", "bottom"), (0, -8, "center", "top"))  # fmt: skip
+LABEL_DISTANCES = (1.0, 2.5, 4.0, 6.0)
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points no other point beats (fewer or equal hours and higher or equal score, one strictly)."""
+    """Indices of points no other point beats (no more hours and no lower score, one of them strictly)."""
     front = []
     for i, (hi, si) in enumerate(points):
         dominated = any(
@@ -38,61 +62,167 @@ def _pyplot():
     return plt
 
 
-def plot_score_vs_hours(comparison: Comparison, path: Path) -> Path:
-    """Mean score (%) against cumulative device-hours, one point per model, Pareto front drawn."""
+def save_figure(fig: Figure, stem: Path) -> list[Path]:
+    """Write `stem`.png, .pdf and .svg (nothing clipped) and close the figure."""
+    paths = []
+    for fmt in FORMATS:
+        path = stem.with_suffix(f".{fmt}")
+        fig.savefig(path, bbox_inches="tight", dpi=150)
+        paths.append(path)
+    _pyplot().close(fig)
+    return paths
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(width, 0.0) * max(height, 0.0)
+
+
+def _place_labels(
+    ax: Axes, points: list[tuple[float, float]], spans: list[tuple[float, float]], labels: list[str]
+) -> None:
+    """Annotate each point where its label overlaps no other label, point or error bar (`spans`: each
+    point's low and high y) and stays inside the axes."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken = []
+    for (x, _), (low, high) in zip(points, spans, strict=True):
+        (x0, y0), (_, y1) = ax.transData.transform([(x, low), (x, high)])
+        taken.append(Bbox.from_extents(x0 - 5, y0 - 5, x0 + 5, y1 + 5))  # the marker and its bar
+    for point, label in sorted(zip(points, labels, strict=True), key=lambda pair: -pair[0][1]):
+        best = None
+        for distance in LABEL_DISTANCES:
+            for dx, dy, ha, va in LABEL_OFFSETS:
+                arrow = {"arrowstyle": "-", "lw": 0.5, "color": "0.5"} if distance > 1 else None
+                note = ax.annotate(
+                    label, point, xytext=(dx * distance, dy * distance), textcoords="offset points",
+                    ha=ha, va=va, fontsize=8, arrowprops=arrow,
+                )  # fmt: skip
+                note.update_positions(renderer)
+                box = Text.get_window_extent(note, renderer).padded(2)  # the text, not its leader line
+                outside = box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1
+                cost = sum(_overlap(box, other) for other in taken) + (1e6 if outside else 0.0)
+                if best is None or cost < best[0]:
+                    if best is not None:
+                        best[1].remove()
+                    best = (cost, note, box)
+                else:
+                    note.remove()
+                if cost == 0:
+                    break
+            if best is not None and best[0] == 0:
+                break
+        taken.append(best[2])
+
+
+def score_vs_hours_figure(comparison: Comparison) -> Figure:
+    """Mean score (%) with its 95% interval against cumulative cost, per model, with the Pareto front."""
     plt = _pyplot()
-    rows: list[Row] = [r for r in comparison.rows if not math.isnan(r.mean)]
-    points = [(r.cumulative_hours, 100 * r.mean) for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    from matplotlib.lines import Line2D
+
+    rows: list[Row] = [r for r in comparison.rows if r.n_benchmarks and not math.isnan(r.mean.value)]
+    points = [(r.cumulative_hours.value, 100 * r.mean.value) for r in rows]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for row, (x, y) in zip(rows, points, strict=True):
-        ax.scatter([x], [y], color=ROLE_COLOURS.get(row.role, "black"), s=40, zorder=3)
-        ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        low, high = row.mean.ci95 or (row.mean.value, row.mean.value)
+        costs = row.cumulative_hours.per_seed or (x,)
+        ax.errorbar(
+            [x],
+            [y],
+            yerr=[[max(y - 100 * low, 0.0)], [max(100 * high - y, 0.0)]],
+            xerr=[[max(x - min(costs), 0.0)], [max(max(costs) - x, 0.0)]] if len(costs) > 1 else None,
+            fmt="o",
+            color=ROLE_COLOURS.get(row.role, "black"),
+            ms=5,
+            capsize=2,
+            lw=1,
+            zorder=3,
+        )
+    handles = [
+        Line2D([], [], marker="o", ls="", color=ROLE_COLOURS[role], label=ROLE_NAMES[role])
+        for role in ROLE_COLOURS
+        if any(r.role == role for r in rows)
+    ]
     front = pareto_front(points)
     if len(front) > 1:
         ax.plot(
-            [points[i][0] for i in front],
-            [points[i][1] for i in front],
-            "--",
-            color="0.4",
-            lw=1,
-            label="Pareto front",
-            zorder=2,
+            [points[i][0] for i in front], [points[i][1] for i in front], "--", color="0.4", lw=1, zorder=2
         )
-        ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel(f"cumulative {comparison.hours_label} (run + its lineage)")
+        handles.append(Line2D([], [], ls="--", color="0.4", label="Pareto front"))
+    tops = [100 * (r.mean.ci95[1] if r.mean.ci95 else r.mean.value) for r in rows]
+    ax.set_ylim(0, min(100.0, max(tops, default=1.0) * 1.2) or 1.0)
+    ax.set_xlim(0, max((max(r.cumulative_hours.per_seed or (0,)) for r in rows), default=1.0) * 1.25 or 1.0)
+    ax.set_xlabel(f"cumulative cost of the run and its lineage: {comparison.hours_label}")
     ax.set_ylabel(f"mean Avg@K over {len(comparison.benchmarks)} benchmarks (%)")
-    ax.set_title("Score vs cost")
+    ax.set_title(
+        f"Score vs cost\nbars: 95% interval ({comparison.variance_note})"
+        + ("; horizontal: cost range over seeds" if comparison.max_seeds > 1 else ""),
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    spans = [
+        (100 * (r.mean.ci95 or (r.mean.value,) * 2)[0], 100 * (r.mean.ci95 or (r.mean.value,) * 2)[1])
+        for r in rows
+    ]
+    _place_labels(ax, points, spans, [r.label for r in rows])
+    return fig
 
 
-def plot_transfer(comparison: Comparison, path: Path) -> Path | None:
-    """Heatmap of the transfer matrix (points vs SFT), diverging around zero; None without a matrix."""
+def transfer_figure(comparison: Comparison) -> Figure | None:
+    """Heatmap of the transfer matrix (points vs SFT), diverging around 0, resolved cells marked."""
     if comparison.transfer is None:
         return None
     plt = _pyplot()
     import numpy as np
+    from matplotlib.patches import Rectangle
 
     t = comparison.transfer
     values = 100 * np.array(t.values, dtype=float)
     bound = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
     bound = bound or 1.0
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(t.domains), 1.2 + 0.5 * len(t.rows)), dpi=120)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.3 * len(t.domains), 1.4 + 0.5 * len(t.rows)))
     image = ax.imshow(values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     ax.set_xticks(range(len(t.domains)), [DOMAIN_LABELS.get(d, d) for d in t.domains])
     ax.set_yticks(range(len(t.rows)), t.rows)
-    for i in range(len(t.rows)):
-        for j in range(len(t.domains)):
-            if np.isfinite(values[i, j]):
-                colour = "white" if abs(values[i, j]) > 0.6 * bound else "black"
-                ax.text(j, i, f"{values[i, j]:+.1f}", ha="center", va="center", fontsize=8, color=colour)
+    for i, cells in enumerate(t.cells):
+        for j, cell in enumerate(cells):
+            if cell is None or not np.isfinite(values[i, j]):
+                continue
+            colour = "white" if abs(values[i, j]) > 0.6 * bound else "black"
+            resolved = cell.resolved
+            ax.text(
+                j,
+                i,
+                f"{values[i, j]:+.1f}" + ("*" if resolved else ""),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color=colour,
+                fontweight="bold" if resolved else "normal",
+            )
+            if resolved:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=1.5))
     ax.set_xlabel("eval domain")
-    ax.set_title(f"Change vs {t.reference} (points)")
-    fig.colorbar(image, ax=ax, shrink=0.8)
+    ax.set_title(
+        f"Change vs {t.reference} (points)\n* boxed: the paired 95% interval excludes 0", fontsize=10
+    )
+    fig.colorbar(image, ax=ax, shrink=0.8, label="points")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def plot_score_vs_hours(comparison: Comparison, stem: Path) -> list[Path]:
+    """score_vs_hours.{png,pdf,svg} at `stem`."""
+    return save_figure(score_vs_hours_figure(comparison), stem)
+
+
+def plot_transfer(comparison: Comparison, stem: Path) -> list[Path]:
+    """transfer_heatmap.{png,pdf,svg} at `stem`, or nothing without a transfer matrix."""
+    fig = transfer_figure(comparison)
+    return [] if fig is None else save_figure(fig, stem)

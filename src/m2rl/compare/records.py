@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 DOMAIN_ORDER = ("math", "code", "science", "if", "general")
 DOMAIN_LABELS = {"math": "Math", "code": "Code", "science": "Science", "if": "IF", "general": "General"}
 ALL_TRAINING_DOMAINS = frozenset({"math", "code", "science", "if"})
+# Merge methods as the literature writes them; `paper_<method>` (MergeLM semantics) reads the same.
 METHOD_LABELS = {
     "average": "Average",
     "linear": "Average",
@@ -24,6 +25,10 @@ METHOD_LABELS = {
     "ta_dare": "TA+DARE",
     "sce": "SCE",
     "mt_opd": "MT-OPD",
+    "della": "DELLA",
+    "breadcrumbs": "Breadcrumbs",
+    "model_stock": "Model Stock",
+    "slerp": "SLERP",
 }
 
 
@@ -49,9 +54,12 @@ class RunRecord:
     parents: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()  # training domains of an rl run
     merge_method: str | None = None
+    merge_backend: str | None = None
     merge_experts: tuple[str, ...] = ()
-    device_hours: float = 0.0
+    cost_hours: float = 0.0  # the run's own compute cost (see m2rl.compare.costs)
     hours_label: str = "GPU-hours"
+    seed: int | None = None  # training seed of the run's lineage
+    study: str | None = None  # the pipeline study it belongs to
     results: dict[str, BenchmarkResult] = field(default_factory=dict)
     label: str = ""
 
@@ -84,8 +92,9 @@ class RunRecord:
 
 
 def method_label(method: str) -> str:
-    """A merge method's display name as in the paper (TIES, TA+DARE, ...)."""
-    return METHOD_LABELS.get(method.lower(), method.replace("_", " ").title())
+    """A merge method's display name as in the literature (TIES, TA+DARE, ...)."""
+    key = method.lower().removeprefix("paper_")
+    return METHOD_LABELS.get(key, key.replace("_", " ").title())
 
 
 def default_label(record: RunRecord) -> str:

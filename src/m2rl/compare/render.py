@@ -1,36 +1,74 @@
-"""The comparison as rich tables, Markdown and CSV (scores shown in %, as the paper does)."""
+"""The comparison in the terminal: tables that fit the console's width, in pipes too (80 columns there).
+
+Each table has layouts from widest to narrowest; the first that renders within the width without
+cutting a cell is shown, and the last (one line per value) fits any usual width. Every score keeps its
+interval in every layout: bounds in brackets where there is room, `±` half the interval's width where
+not. Full precision is in compare.md, compare.csv and compare.json.
+"""
 
 from __future__ import annotations
 
-import csv
+import io
 import math
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
-from rich.console import Group, RenderableType
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from m2rl.compare.core import Comparison, Row
-from m2rl.compare.records import ALL_TRAINING_DOMAINS, DOMAIN_LABELS
+from m2rl.compare.claims import Difference
+from m2rl.compare.core import Comparison
+from m2rl.compare.formatting import (
+    DASH,
+    HELD_OUT_MARK,
+    compact,
+    format_hours,
+    header_line,
+    interval,
+    pct,
+    signed,
+    summary_lines,
+    trained_on,
+    with_interval,
+)
+from m2rl.compare.intervals import Estimate
+from m2rl.compare.records import DOMAIN_LABELS
+from m2rl.compare.statistics import HELD_OUT_ITEMS, Row
+
+RESOLVED_MARK = "*"
 
 
-def pct(value: float) -> str:
-    """A [0, 1] score as a percentage with two decimals, or a dash."""
-    return "—" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+def _fits(renderable: RenderableType, width: int) -> bool:
+    """Whether `renderable` prints within `width` columns with no cell cut short."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None, force_terminal=False).print(renderable)
+    text = buffer.getvalue()
+    return "…" not in text and all(cell_len(line) <= width for line in text.splitlines())
 
 
-def signed(value: float) -> str:
-    """A [0, 1] difference in percentage points with its sign."""
-    return "—" if value is None or math.isnan(value) else f"{100 * value:+.2f}"
+def _first_fitting(layouts: Sequence[Callable[[], Table]], width: int | None) -> Table:
+    """The widest layout that fits `width` (the first one when no width is given), else the last."""
+    for build in layouts:
+        table = build()
+        if width is None or _fits(table, width):
+            return table
+    return table
 
 
-def hours(value: float) -> str:
-    """Device-hours, precise for tiny CPU runs and short for GPU-scale ones."""
-    if value == 0:
-        return "0"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+def _table(title: str, caption: str = "") -> Table:
+    """A table with a header rule and no vertical lines: narrow, and plain in pipes and logs."""
+    return Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        caption=caption or None,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
 
 
 def _domain_columns(comparison: Comparison) -> list[str]:
@@ -42,257 +80,234 @@ def _domain_columns(comparison: Comparison) -> list[str]:
     ]
 
 
-def _headers(comparison: Comparison, all_domains: bool, short: bool = False) -> list[str]:
-    domains = comparison.domains if all_domains else _domain_columns(comparison)
-    return [
-        "model",
-        "trained on",
-        *comparison.benchmarks,
-        *[f"{DOMAIN_LABELS.get(d, d)} avg" for d in domains],
-        "mean",
-        "own h" if short else f"own {comparison.hours_label}",
-        "cum. h" if short else f"cumulative {comparison.hours_label}",
+def _measures(comparison: Comparison) -> list[tuple[str, Callable[[Row], Estimate | None]]]:
+    """(column name, getter) for every score column: benchmarks, multi-benchmark domain averages, mean."""
+    measures: list[tuple[str, Callable[[Row], Estimate | None]]] = [
+        (b, lambda row, b=b: row.scores.get(b)) for b in comparison.benchmarks
     ]
+    measures += [
+        (f"{DOMAIN_LABELS.get(d, d)} avg", lambda row, d=d: row.domain_scores.get(d))
+        for d in _domain_columns(comparison)
+    ]
+    measures.append(("mean", lambda row: row.mean if row.n_benchmarks else None))
+    return measures
 
 
-def _cells(comparison: Comparison, row: Row, all_domains: bool) -> list[str]:
-    domains = comparison.domains if all_domains else _domain_columns(comparison)
-    mean = pct(row.mean) + (
-        ""
-        if row.n_benchmarks == len(comparison.benchmarks)
-        else f" ({row.n_benchmarks}/{len(comparison.benchmarks)})"
+def _best_values(comparison: Comparison) -> dict[str, float]:
+    best = {}
+    for name, get in _measures(comparison):
+        values = [e.value for r in comparison.rows if (e := get(r)) is not None and not math.isnan(e.value)]
+        if values:
+            best[name] = max(values)
+    return best
+
+
+def _score_cell(estimate: Estimate | None, best: float | None, narrow: bool) -> Text:
+    text = Text(compact(estimate) if narrow else with_interval(estimate))
+    if estimate is not None and best is not None and estimate.value == best:
+        text.stylize("bold green")
+    return text
+
+
+def _scores_caption(comparison: Comparison, narrow: bool) -> str:
+    bounds = "± = half the 95% interval" if narrow else "[ ] = 95% interval"
+    return (
+        f"{bounds} ({comparison.variance_note}); h = {comparison.hours_label}, mean over seeds; "
+        "cum. = the run plus its lineage (shared ancestors once)"
     )
-    return [
-        row.label,
-        row.record.trained_on,
-        *[pct(row.scores.get(b, math.nan)) for b in comparison.benchmarks],
-        *[pct(row.domain_scores.get(d, math.nan)) for d in domains],
-        mean,
-        hours(row.own_hours),
-        hours(row.cumulative_hours),
-    ]
 
 
-def summary_lines(comparison: Comparison) -> list[str]:
-    """The study's answer in sentences: cost ratio, best merge, mixed vs best merge."""
-    lines = []
-    if comparison.cost_ratio is not None:
-        c = comparison.cost_ratio
-        merge = f" + {c.merge} {hours(c.merge_hours)}" if c.merge else ""
-        experts = " + ".join(f"{label} {hours(h)}" for label, h in c.expert_hours.items())
-        lines.append(
-            f"Cost mix / merge: {c.describe()}  [{c.mixed} {hours(c.mixed_hours)} vs {experts}{merge}]"
-        )
-    if comparison.best_merge is not None:
-        lines.append(f"Best merge: {comparison.best_merge.label} (mean {pct(comparison.best_merge.mean)})")
-    if comparison.mixed is not None and comparison.best_merge is not None:
-        delta = comparison.mixed.mean - comparison.best_merge.mean
-        lines.append(
-            f"Mixed vs best merge: {comparison.mixed.label} {pct(comparison.mixed.mean)} vs "
-            f"{comparison.best_merge.label} {pct(comparison.best_merge.mean)} ({signed(delta)} points)"
-        )
-    return lines
+def _label(row: Row, comparison: Comparison) -> Text:
+    style = "bold" if row is comparison.mixed or row is comparison.best_merge else ""
+    return Text(row.label, style=style)
 
 
-def _synergy_interval(ci: tuple[float, float] | None) -> str:
-    return "—" if ci is None else f"[{signed(ci[0])}, {signed(ci[1])}]"
-
-
-def _score_grid(comparison: Comparison) -> tuple[list[str], list[list[Text]]]:
-    """Headers and one row of styled cells per model (best score per column in bold green)."""
-    headers = _headers(comparison, all_domains=False, short=True)
-    best = {
-        b: max((r.scores[b] for r in comparison.rows if b in r.scores), default=None)
-        for b in comparison.benchmarks
-    }
-    best_mean = max((r.mean for r in comparison.rows if not math.isnan(r.mean)), default=None)
-    grid = []
+def scores_table(comparison: Comparison, narrow: bool = False) -> Table:
+    """Models as rows, each score with its interval (`narrow`: ± half-widths, fewer columns)."""
+    table = _table("Scores (Avg@K, %)", _scores_caption(comparison, narrow))
+    measures, best = _measures(comparison), _best_values(comparison)
+    table.add_column("model", no_wrap=True)
+    if not narrow:
+        table.add_column("trained on")
+    for name, _ in measures:
+        table.add_column(name, justify="right", no_wrap=True)
+    if not narrow:
+        table.add_column("own h", justify="right", no_wrap=True)
+    table.add_column("cum. h", justify="right", no_wrap=True)
     for row in comparison.rows:
-        cells = [Text(cell) for cell in _cells(comparison, row, all_domains=False)]
-        if row.role == "mixed" and set(row.record.domains) >= ALL_TRAINING_DOMAINS:
-            cells[1] = Text("all")
-        for j, bench in enumerate(comparison.benchmarks, start=2):
-            if bench in row.scores and row.scores[bench] == best[bench]:
-                cells[j].stylize("bold green")
-        if row.mean == best_mean:
-            cells[len(headers) - 3].stylize("bold green")
-        if row.role == "mixed" or row is comparison.best_merge:
-            cells[0].stylize("bold")
-        grid.append(cells)
-    return headers, grid
+        cells: list[Text | str] = [_label(row, comparison)]
+        if not narrow:
+            cells.append(trained_on(row))
+        cells += [_score_cell(get(row), best.get(name), narrow) for name, get in measures]
+        if not narrow:
+            cells.append(format_hours(row.own_hours.value))
+        cells.append(format_hours(row.cumulative_hours.value))
+        table.add_row(*cells)
+    return table
 
 
-def scores_table(comparison: Comparison, transposed: bool = False) -> Table:
-    """Models as rows (or, transposed, as columns like the paper's main table)."""
-    headers, grid = _score_grid(comparison)
-    table = Table(
-        title="Scores (Avg@K, %)",
-        title_justify="left",
-        header_style="bold",
-        caption=f"h = {comparison.hours_label}; cum. = the run plus its lineage (shared ancestors once)",
-        caption_justify="left",
-    )
-    if not transposed:
-        for i, header in enumerate(headers):
-            table.add_column(header, justify="left" if i < 2 else "right", no_wrap=i != 1)
-        for cells in grid:
-            table.add_row(*cells)
-        return table
-    table.add_column("", no_wrap=True)
-    for cells in grid:
-        table.add_column(cells[0], justify="right")
-    for i, header in enumerate(headers[1:], start=1):
-        table.add_row(header, *[cells[i] for cells in grid])
+def scores_long_table(comparison: Comparison) -> Table:
+    """One line per model and measure: fits any usual width."""
+    table = _table("Scores (Avg@K, %)", _scores_caption(comparison, narrow=False))
+    table.add_column("model", overflow="fold")
+    table.add_column("measure", overflow="fold")
+    table.add_column("score", justify="right", no_wrap=True, overflow="fold")
+    table.add_column("95% interval", justify="right", no_wrap=True, overflow="fold")
+    measures = _measures(comparison)
+    for row in comparison.rows:
+        lines = [(name, get(row)) for name, get in measures if get(row) is not None]
+        for i, (name, estimate) in enumerate(lines):
+            table.add_row(
+                _label(row, comparison) if i == 0 else "", name, pct(estimate.value), interval(estimate)
+            )
+        table.add_row("", "cum. h", format_hours(row.cumulative_hours.value), "", end_section=True)
+    return table
+
+
+def _claim_style(difference: Difference) -> str:
+    return {"above": "green", "below": "red"}.get(difference.short_verdict, "")
+
+
+def claims_table(comparison: Comparison) -> Table:
+    """The headline differences: verdict in words, the difference in points, its paired interval."""
+    caption = ""
+    if any(d.items == HELD_OUT_ITEMS for d in comparison.headline):
+        caption = f"{HELD_OUT_MARK} chosen on a third of the items, measured on the other two thirds"
+    table = _table(f"Claims (points; paired 95% intervals, {comparison.variance_note})", caption)
+    table.add_column("verdict", ratio=1)
+    table.add_column("Δ", justify="right", no_wrap=True)
+    table.add_column("95% interval", justify="right", no_wrap=True)
+    for d in comparison.headline:
+        mark = HELD_OUT_MARK if d.items == HELD_OUT_ITEMS else ""
+        table.add_row(
+            Text(d.verdict, style=_claim_style(d)),
+            signed(d.estimate.value) + mark,
+            interval(d.estimate, is_difference=True),
+        )
+    return table
+
+
+def _synergy_table(comparison: Comparison, narrow: bool) -> Table:
+    notes = ["± = half the 95% interval"] if narrow else []
+    if any(s.difference.items == HELD_OUT_ITEMS for s in comparison.synergy):
+        notes.append(
+            f"{HELD_OUT_MARK} best expert chosen on a third of the items, Δ measured on the other two thirds"
+        )
+    table = _table("Synergy: mixed run minus the best single expert (points)", "; ".join(notes))
+    headers = ["domain", "best expert", "Δ", "verdict"] if narrow else [
+        "domain", "mixed", "best expert", "expert", "Δ", "95% interval", "verdict"
+    ]  # fmt: skip
+    for header in headers:
+        table.add_column(
+            header, justify="left" if header in ("domain", "best expert", "verdict") else "right"
+        )
+    for s in comparison.synergy:
+        d = s.difference
+        expert = s.best_expert + (f" {HELD_OUT_MARK}" if d.items == HELD_OUT_ITEMS else "")
+        verdict = Text(d.short_verdict, style=_claim_style(d))
+        domain = DOMAIN_LABELS.get(s.domain, s.domain)
+        if narrow:
+            table.add_row(domain, expert, compact(d.estimate, is_difference=True), verdict)
+        else:
+            table.add_row(
+                domain,
+                pct(s.mixed_score),
+                expert,
+                pct(s.expert_score),
+                signed(d.estimate.value),
+                interval(d.estimate, is_difference=True),
+                verdict,
+            )
+    return table
+
+
+def _transfer_cell(cell: Difference | None, narrow: bool) -> Text:
+    if cell is None:
+        return Text(DASH)
+    shown = compact(cell.estimate, True) if narrow else with_interval(cell.estimate, True)
+    if not cell.resolved:
+        return Text(shown + " ")
+    return Text(shown + RESOLVED_MARK, style="green" if cell.estimate.value > 0 else "red")
+
+
+def _transfer_title(comparison: Comparison) -> str:
+    reference = comparison.transfer.reference
+    return f"Transfer: change vs {reference} (points), rows = trained model, columns = eval domain"
+
+
+def _transfer_caption(narrow: bool) -> str:
+    bounds = "± = half the 95% interval" if narrow else "[ ] = paired 95% interval"
+    return f"{bounds}; {RESOLVED_MARK} = the interval excludes 0"
+
+
+def transfer_table(comparison: Comparison, narrow: bool = False) -> Table:
+    """The transfer matrix, each cell with its paired interval; resolved cells marked."""
+    t = comparison.transfer
+    table = _table(_transfer_title(comparison), _transfer_caption(narrow))
+    table.add_column("model", no_wrap=True)
+    for d in t.domains:
+        table.add_column(DOMAIN_LABELS.get(d, d), justify="right", no_wrap=True)
+    for label, cells in zip(t.rows, t.cells, strict=True):
+        table.add_row(label, *[_transfer_cell(c, narrow) for c in cells])
+    return table
+
+
+def transfer_long_table(comparison: Comparison) -> Table:
+    """The transfer matrix one cell per line."""
+    t = comparison.transfer
+    table = _table(_transfer_title(comparison), _transfer_caption(narrow=False))
+    table.add_column("model", overflow="fold")
+    table.add_column("domain", overflow="fold")
+    table.add_column("Δ", justify="right", no_wrap=True, overflow="fold")
+    table.add_column("95% interval", justify="right", no_wrap=True, overflow="fold")
+    for label, cells in zip(t.rows, t.cells, strict=True):
+        present = [(d, c) for d, c in zip(t.domains, cells, strict=True) if c is not None]
+        for i, (domain, cell) in enumerate(present):
+            table.add_row(
+                label if i == 0 else "",
+                DOMAIN_LABELS.get(domain, domain),
+                signed(cell.estimate.value) + (RESOLVED_MARK if cell.resolved else ""),
+                interval(cell.estimate, is_difference=True),
+                end_section=i == len(present) - 1,
+            )
     return table
 
 
 def rich_renderable(comparison: Comparison, width: int | None = None) -> RenderableType:
-    """Scores, summary, synergy and transfer tables and notes; the scores table is transposed when
-    models-as-rows would not fit in `width` columns."""
-    from rich.console import Console
-
-    scores = scores_table(comparison)
-    if width is not None:
-        needed = Console(width=10_000).measure(scores).maximum
-        if needed > width:
-            scores = scores_table(comparison, transposed=True)
-    parts: list[RenderableType] = [scores]
+    """Header, scores, claims, summary, synergy, transfer and notes, each table in a layout that fits."""
+    parts: list[RenderableType] = [Text(header_line(comparison), style="bold")]
+    parts.append(
+        _first_fitting(
+            [
+                lambda: scores_table(comparison),
+                lambda: scores_table(comparison, narrow=True),
+                lambda: scores_long_table(comparison),
+            ],
+            width,
+        )
+    )
+    if comparison.headline:
+        parts.append(claims_table(comparison))
     summary = summary_lines(comparison)
     if summary:
         parts.append(Text("\n".join(summary)))
     if comparison.synergy:
-        syn = Table(
-            title="Synergy: mixed run minus the best single expert, per eval domain",
-            title_justify="left",
-            header_style="bold",
-        )
-        for header in ("domain", "mixed", "best expert", "expert", "Δ (points)", "95% CI"):
-            syn.add_column(header, justify="right" if header not in ("domain", "best expert") else "left")
-        for s in comparison.synergy:
-            colour = "green" if s.delta > 0 else "red" if s.delta < 0 else None
-            syn.add_row(
-                DOMAIN_LABELS.get(s.domain, s.domain),
-                pct(s.mixed_score),
-                s.best_expert,
-                pct(s.expert_score),
-                Text(signed(s.delta), style=colour or ""),
-                _synergy_interval(s.ci95),
+        parts.append(
+            _first_fitting(
+                [lambda: _synergy_table(comparison, False), lambda: _synergy_table(comparison, True)], width
             )
-        parts.append(syn)
+        )
     if comparison.transfer is not None:
-        t = comparison.transfer
-        tr = Table(
-            title=f"Transfer: change vs {t.reference} (points), rows = trained model, columns = eval domain",
-            title_justify="left",
-            header_style="bold",
-        )
-        tr.add_column("model")
-        for d in t.domains:
-            tr.add_column(DOMAIN_LABELS.get(d, d), justify="right")
-        for label, values in zip(t.rows, t.values, strict=True):
-            tr.add_row(
-                label, *[Text(signed(v), style="green" if v > 0 else "red" if v < 0 else "") for v in values]
+        parts.append(
+            _first_fitting(
+                [
+                    lambda: transfer_table(comparison),
+                    lambda: transfer_table(comparison, narrow=True),
+                    lambda: transfer_long_table(comparison),
+                ],
+                width,
             )
-        parts.append(tr)
+        )
     if comparison.notes:
         parts.append(Text("\n".join(f"note: {n}" for n in comparison.notes), style="dim"))
     return Group(*parts)
-
-
-def _md_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def to_markdown(comparison: Comparison) -> str:
-    """The whole comparison as a Markdown document."""
-    out = ["# m2rl compare", "", "## Scores (Avg@K, %)", ""]
-    out.append(
-        _md_table(
-            _headers(comparison, all_domains=False),
-            [_cells(comparison, r, all_domains=False) for r in comparison.rows],
-        )
-    )
-    summary = summary_lines(comparison)
-    if summary:
-        out += ["", *[f"- {line}" for line in summary]]
-    if comparison.synergy:
-        out += ["", "## Synergy (mixed minus best single expert, points)", ""]
-        out.append(
-            _md_table(
-                ["domain", "mixed", "best expert", "expert", "Δ", "95% CI"],
-                [
-                    [
-                        DOMAIN_LABELS.get(s.domain, s.domain),
-                        pct(s.mixed_score),
-                        s.best_expert,
-                        pct(s.expert_score),
-                        signed(s.delta),
-                        _synergy_interval(s.ci95),
-                    ]
-                    for s in comparison.synergy
-                ],
-            )
-        )
-    if comparison.transfer is not None:
-        t = comparison.transfer
-        out += ["", f"## Transfer matrix (change vs {t.reference}, points)", ""]
-        out.append(
-            _md_table(
-                ["model", *[DOMAIN_LABELS.get(d, d) for d in t.domains]],
-                [
-                    [label, *[signed(v) for v in values]]
-                    for label, values in zip(t.rows, t.values, strict=True)
-                ],
-            )
-        )
-    if comparison.notes:
-        out += ["", *[f"> note: {n}" for n in comparison.notes]]
-    return "\n".join(out) + "\n"
-
-
-def write_csv(comparison: Comparison, path: Path) -> None:
-    """One row per model: ids, role, every benchmark, every domain average, mean, hours (scores in [0, 1])."""
-    domains = comparison.domains
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "run_id",
-                "name",
-                "label",
-                "role",
-                "kind",
-                "trained_on",
-                *comparison.benchmarks,
-                *[f"avg_{d}" for d in domains],
-                "mean",
-                "n_benchmarks",
-                "own_hours",
-                "cumulative_hours",
-                "hours_label",
-            ]
-        )
-        for row in comparison.rows:
-            writer.writerow(
-                [
-                    row.record.id,
-                    row.record.name,
-                    row.label,
-                    row.role,
-                    row.record.kind,
-                    row.record.trained_on,
-                    *[_num(row.scores.get(b)) for b in comparison.benchmarks],
-                    *[_num(row.domain_scores.get(d)) for d in domains],
-                    _num(row.mean),
-                    row.n_benchmarks,
-                    f"{row.own_hours:.6g}",
-                    f"{row.cumulative_hours:.6g}",
-                    comparison.hours_label,
-                ]
-            )
-
-
-def _num(value: float | None) -> str:
-    return "" if value is None or math.isnan(value) else f"{value:.6f}"

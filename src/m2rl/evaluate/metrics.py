@@ -1,7 +1,8 @@
-"""Avg@K, unbiased pass@K and seeded bootstrap intervals over items.
+"""Avg@K, unbiased pass@K and the seeded item-bootstrap interval of one run's benchmark score.
 
 Hand-written because they are a few lines of numpy and the estimator must be exactly the unbiased
-one (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"), item-level.
+one (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"), item-level. Intervals
+over seeds and items, and paired differences between runs, are `m2rl.compare.intervals`.
 """
 
 from __future__ import annotations
@@ -55,37 +56,4 @@ def bootstrap_ci(
     means = data[idx].mean(axis=1)
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(means, [tail, 100 - tail])
-    return (float(lo), float(hi))
-
-
-def bootstrap_diff_ci(
-    a: Sequence[Sequence[float]],
-    b: Sequence[Sequence[float]],
-    paired: bool,
-    samples: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Bootstrap interval of mean(groups of a) - mean(groups of b), resampling items per group.
-
-    `a` and `b` are lists of item-score arrays, one array per benchmark; a score is the mean over
-    the group's benchmarks of the mean over items. Paired: a[g][i] and b[g][i] are the same item and
-    are resampled together (the same items drawn for both models).
-    """
-    rng = np.random.default_rng(seed)
-    diffs = np.zeros(samples)
-    for ga, gb in zip(a, b, strict=True):
-        xa, xb = np.asarray(ga, dtype=float), np.asarray(gb, dtype=float)
-        if paired:
-            if xa.size != xb.size:
-                raise ValueError("paired bootstrap needs the same items for both models")
-            idx = rng.integers(0, xa.size, size=(samples, xa.size))
-            diffs += xa[idx].mean(axis=1) - xb[idx].mean(axis=1)
-        else:
-            ia = rng.integers(0, xa.size, size=(samples, xa.size))
-            ib = rng.integers(0, xb.size, size=(samples, xb.size))
-            diffs += xa[ia].mean(axis=1) - xb[ib].mean(axis=1)
-    diffs /= max(len(a), 1)
-    tail = (1.0 - level) / 2 * 100
-    lo, hi = np.percentile(diffs, [tail, 100 - tail])
     return (float(lo), float(hi))

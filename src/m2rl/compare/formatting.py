@@ -1,0 +1,101 @@
+"""Numbers and sentences as the comparison shows them: scores in %, differences in signed points,
+intervals in brackets; the header and summary lines the terminal and compare.md share."""
+
+from __future__ import annotations
+
+import math
+
+from m2rl.compare.core import Comparison
+from m2rl.compare.costs import format_hours
+from m2rl.compare.intervals import Estimate
+from m2rl.compare.records import ALL_TRAINING_DOMAINS
+from m2rl.compare.statistics import Row
+
+DASH = "—"
+HELD_OUT_MARK = "†"  # a difference measured on the items its "best" side was not chosen on
+
+__all__ = [
+    "DASH",
+    "HELD_OUT_MARK",
+    "compact",
+    "format_hours",
+    "header_line",
+    "interval",
+    "pct",
+    "signed",
+    "summary_lines",
+    "trained_on",
+    "with_interval",
+]
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+def pct(value: float | None, digits: int = 2) -> str:
+    """A [0, 1] score as a percentage, or a dash."""
+    return DASH if _missing(value) else f"{100 * value:.{digits}f}"
+
+
+def signed(value: float | None, digits: int = 2) -> str:
+    """A [0, 1] difference in percentage points with its sign, or a dash."""
+    return DASH if _missing(value) else f"{100 * value:+.{digits}f}"
+
+
+def interval(estimate: Estimate, is_difference: bool = False, digits: int = 2) -> str:
+    """`[27.10, 36.90]` (signed for a difference), or a dash without an interval."""
+    if estimate.ci95 is None:
+        return DASH
+    show = signed if is_difference else pct
+    return f"[{show(estimate.ci95[0], digits)}, {show(estimate.ci95[1], digits)}]"
+
+
+def with_interval(estimate: Estimate | None, is_difference: bool = False) -> str:
+    """`32.03 [27.10, 36.90]`, or the value alone without an interval."""
+    if estimate is None:
+        return DASH
+    value = (signed if is_difference else pct)(estimate.value)
+    return value if estimate.ci95 is None else f"{value} {interval(estimate, is_difference)}"
+
+
+def compact(estimate: Estimate | None, is_difference: bool = False) -> str:
+    """`32.0±4.1`: one decimal and half the interval's width, for narrow tables."""
+    if estimate is None:
+        return DASH
+    value = (signed if is_difference else pct)(estimate.value, 1)
+    return value if estimate.ci95 is None else f"{value}±{100 * estimate.half_width:.1f}"
+
+
+def trained_on(row: Row) -> str:
+    """The training domains in words (`all` for the four)."""
+    if row.role == "mixed" and set(row.record.domains) >= ALL_TRAINING_DOMAINS:
+        return "all"
+    return row.record.trained_on
+
+
+def header_line(comparison: Comparison) -> str:
+    """Which study and seeds, and what the intervals cover."""
+    study = ", ".join(comparison.studies) if comparison.studies else "runs without a study"
+    seeds = ", ".join(str(s) for s in comparison.seeds) if comparison.seeds else "not recorded"
+    return (
+        f"Study: {study} · seeds: {seeds} · intervals: 95%, {comparison.variance_note} "
+        f"(crossed bootstrap, {comparison.bootstrap_samples} resamples)"
+    )
+
+
+def summary_lines(comparison: Comparison) -> list[str]:
+    """The best merge and how it was chosen, and the mix/merge cost ratio with its spread over seeds."""
+    lines = []
+    if comparison.best_merge is not None:
+        best = comparison.best_merge
+        choice = f", {comparison.best_merge_choice}" if comparison.best_merge_choice else ""
+        lines.append(f"Best merge: {best.label}{choice} (mean {with_interval(best.mean)})")
+    if comparison.cost_ratio is not None:
+        c = comparison.cost_ratio
+        merge = f" + {c.merge} {format_hours(c.merge_hours)}" if c.merge else ""
+        experts = " + ".join(f"{label} {format_hours(h)}" for label, h in c.expert_hours.items())
+        lines.append(
+            f"Cost mix / merge: {c.describe()}  [{c.mixed} {format_hours(c.mixed_hours)} vs {experts}{merge}]"
+        )
+    return lines

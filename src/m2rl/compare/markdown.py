@@ -1,0 +1,186 @@
+"""The comparison as compare.md: claims in words first, then every table with its intervals."""
+
+from __future__ import annotations
+
+from m2rl.compare.claims import KINDS, scope_words
+from m2rl.compare.core import Comparison
+from m2rl.compare.formatting import (
+    DASH,
+    HELD_OUT_MARK,
+    format_hours,
+    header_line,
+    interval,
+    pct,
+    signed,
+    summary_lines,
+    trained_on,
+    with_interval,
+)
+from m2rl.compare.intervals import Estimate
+from m2rl.compare.records import DOMAIN_LABELS
+from m2rl.compare.statistics import HELD_OUT_ITEMS
+
+METHOD = """\
+- Every score is the mean over training seeds of Avg@K over the test items; its interval and every
+  difference's come from a crossed bootstrap that resamples seeds and, per benchmark, test items
+  (one item draw shared by all seeds and models, since they all see the same test set), 95%
+  percentile intervals. Differences are paired: each seed's run against its partner of the same
+  lineage (an expert and its SFT) or seed, on the same items. With one seed an interval covers the
+  item variance only; with 2-3 seeds the seed part is a rough estimate.
+- A verdict says "above" or "below" only when the interval excludes 0. Intervals are per comparison:
+  of many transfer cells, about one in twenty resolves by chance when nothing differs.
+- "The best" merge (and the best expert per domain, for synergy) is chosen on a fixed third of each
+  benchmark's items and measured on the other two thirds, so the choice does not flatter it.
+- Costs: {hours_label}; a run's cost is its own compute (GPU count x wall on GPUs, process CPU time on
+  CPUs), eval excluded; cumulative = the run plus its lineage, shared ancestors counted once."""
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _scores(comparison: Comparison) -> str:
+    domains = [
+        d
+        for d in comparison.domains
+        if sum(1 for b in comparison.benchmarks if comparison.benchmark_domains[b] == d) > 1
+    ]
+    headers = [
+        "model",
+        "trained on",
+        "seeds",
+        *comparison.benchmarks,
+        *[f"{DOMAIN_LABELS.get(d, d)} avg" for d in domains],
+        "mean",
+        f"own {comparison.hours_label}",
+        f"cumulative {comparison.hours_label}",
+    ]
+    rows = []
+    for row in comparison.rows:
+        mean = with_interval(row.mean) if row.n_benchmarks else DASH
+        if row.n_benchmarks < len(comparison.benchmarks):
+            mean += f" ({row.n_benchmarks}/{len(comparison.benchmarks)})"
+        rows.append(
+            [
+                f"**{row.label}**" if row is comparison.mixed or row is comparison.best_merge else row.label,
+                trained_on(row),
+                str(len(row.replicates)),
+                *[with_interval(row.scores.get(b)) for b in comparison.benchmarks],
+                *[with_interval(row.domain_scores.get(d)) for d in domains],
+                mean,
+                format_hours(row.own_hours.value),
+                format_hours(row.cumulative_hours.value),
+            ]
+        )
+    return _md_table(headers, rows)
+
+
+def _per_seed(estimate: Estimate) -> str:
+    """`+18.40, +5.10` for a difference over several seeds, else empty."""
+    return ", ".join(signed(v) for v in estimate.per_seed) if len(estimate.per_seed) > 1 else ""
+
+
+def to_markdown(comparison: Comparison) -> str:
+    """The whole comparison as a Markdown document."""
+    out = ["# m2rl compare", "", header_line(comparison)]
+    if comparison.headline:
+        out += ["", f"## Claims (points, paired 95% intervals, {comparison.variance_note})", ""]
+        for d in comparison.headline:
+            mark = f" {HELD_OUT_MARK}" if d.items == HELD_OUT_ITEMS else ""
+            seeds = f" (per seed {_per_seed(d.estimate)})" if _per_seed(d.estimate) else ""
+            out.append(
+                f"- **{d.verdict}**{mark}: {signed(d.estimate.value)} "
+                f"{interval(d.estimate, is_difference=True)}{seeds}"
+            )
+        if any(d.items == HELD_OUT_ITEMS for d in comparison.headline):
+            out.append(f"\n{HELD_OUT_MARK} chosen on a third of the items, measured on the other two thirds.")
+    summary = summary_lines(comparison)
+    if summary:
+        out += ["", *[f"- {line}" for line in summary]]
+    out += ["", "## Scores (Avg@K, %, mean over seeds [95% interval])", "", _scores(comparison)]
+    if comparison.differences:
+        out += ["", "## Differences (points, paired 95% intervals)", ""]
+        out.append(
+            _md_table(
+                ["comparison", "Δ", "95% interval", "per seed", "items", "verdict"],
+                [
+                    [
+                        f"{KINDS[d.kind]}: {d.a} − {d.b} {scope_words(d.scope)}",
+                        signed(d.estimate.value),
+                        interval(d.estimate, is_difference=True),
+                        _per_seed(d.estimate) or str(d.estimate.n_seeds),
+                        f"{d.estimate.n_items}" + (f" {HELD_OUT_MARK}" if d.items == HELD_OUT_ITEMS else ""),
+                        d.verdict,
+                    ]
+                    for d in comparison.differences
+                ],
+            )
+        )
+    if comparison.synergy:
+        out += ["", "## Synergy (mixed minus the best single expert, points)", ""]
+        out.append(
+            _md_table(
+                ["domain", "mixed", "best expert", "expert", "Δ", "95% interval", "verdict"],
+                [
+                    [
+                        DOMAIN_LABELS.get(s.domain, s.domain),
+                        pct(s.mixed_score),
+                        s.best_expert + (f" {HELD_OUT_MARK}" if s.difference.items == HELD_OUT_ITEMS else ""),
+                        pct(s.expert_score),
+                        signed(s.delta),
+                        interval(s.difference.estimate, is_difference=True),
+                        s.difference.short_verdict,
+                    ]
+                    for s in comparison.synergy
+                ],
+            )
+        )
+    if comparison.transfer is not None:
+        t = comparison.transfer
+        out += [
+            "",
+            f"## Transfer matrix (change vs {t.reference}, points; **bold**: the interval excludes 0)",
+            "",
+        ]
+        out.append(
+            _md_table(
+                ["model", *[DOMAIN_LABELS.get(d, d) for d in t.domains]],
+                [
+                    [
+                        label,
+                        *[
+                            DASH
+                            if c is None
+                            else f"**{with_interval(c.estimate, True)}**"
+                            if c.resolved
+                            else with_interval(c.estimate, True)
+                            for c in cells
+                        ],
+                    ]
+                    for label, cells in zip(t.rows, t.cells, strict=True)
+                ],
+            )
+        )
+    ratio = comparison.cost_ratio
+    if ratio is not None and len(ratio.seeds) > 1:
+        out += ["", f"## Cost per seed ({comparison.hours_label})", ""]
+        out.append(
+            _md_table(
+                ["seed", ratio.mixed, "experts + merge", "mix / merge"],
+                [
+                    [
+                        str(s.seed),
+                        format_hours(s.mixed_hours),
+                        format_hours(s.merge_side_hours),
+                        f"{s.ratio:.1%}",
+                    ]
+                    for s in ratio.seeds
+                ],
+            )
+        )
+    out += ["", "## Method", "", METHOD.format(hours_label=comparison.hours_label)]
+    if comparison.notes:
+        out += ["", *[f"> note: {n}" for n in comparison.notes]]
+    return "\n".join(out) + "\n"
