@@ -126,7 +126,8 @@ def cpu_threads(count: int | None) -> Iterator[None]:
 
 
 class HFGenerator:
-    """Batched sampling with transformers `generate`, left-padded, on CUDA when available."""
+    """Batched sampling of a transformers model with `m2rl.sampling` (finished rows leave the batch),
+    on CUDA when available."""
 
     device_count = 1
 
@@ -158,7 +159,7 @@ class HFGenerator:
         seed: int,
         on_progress: ProgressFn | None = None,
     ) -> list[list[Completion]]:
-        """K completions per prompt; prompts are batched by length, `batch_size` sequences per call."""
+        """K completions per prompt; prompts are batched by length, `batch_size` sequences per batch."""
         texts = render_prompts(self.tokenizer, prompts, settings)
         lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(texts)), key=lambda i: lengths[i])
@@ -179,30 +180,25 @@ class HFGenerator:
     ) -> None:
         import torch
 
+        from m2rl.sampling import SamplingSettings, sample
+
+        sampling = SamplingSettings(settings.temperature, settings.top_p, 0, settings.max_new_tokens)
         per_call = max(1, self.batch_size // k)
+        prompt_ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         for batch_index, start in enumerate(range(0, len(order), per_call)):
             chunk = order[start : start + per_call]
-            enc = self.tokenizer(
-                [texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(self.device_type)
-            torch.manual_seed(derived_seed(seed, batch_index))
-            with torch.inference_mode():
-                out = self.model.generate(
-                    **enc,
-                    do_sample=True,
-                    temperature=settings.temperature,
-                    top_p=settings.top_p,
-                    top_k=0,
-                    max_new_tokens=settings.max_new_tokens,
-                    num_return_sequences=k,
-                    eos_token_id=self.stop_ids,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                )
-            new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
-            for row, tokens in enumerate(new_tokens):
-                results[chunk[row // k]].append(self.decode_completion(tokens))
-            if on_progress is not None:
-                on_progress(len(chunk) * k)
+            generator = torch.Generator(device=self.device_type).manual_seed(derived_seed(seed, batch_index))
+            tokens = sample(
+                self.model,
+                [prompt_ids[i] for i in chunk for _ in range(k)],
+                sampling,
+                self.stop_ids,
+                self.tokenizer.pad_token_id,
+                generator,
+                on_finished=on_progress,
+            )
+            for row, sequence in enumerate(tokens):
+                results[chunk[row // k]].append(self.decode_completion(sequence))
 
     def decode_completion(self, tokens: list[int]) -> Completion:
         """The response text of generated token ids: cut at the first stop token, special tokens kept."""
