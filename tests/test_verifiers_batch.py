@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import pytest
@@ -161,3 +162,16 @@ def test_a_worker_that_dies_scores_its_item_zero_and_hands_its_queue_on():
     killer.join()
     assert verdicts[0].reward == 0.0 and verdicts[0].reason == "verifier worker died"
     assert [v.reward for v in verdicts[1:]] == [1.0] * 30
+
+
+def test_a_batch_with_code_stops_where_the_sandbox_cannot_isolate_programs(monkeypatch):
+    from m2rl.verifiers import sandbox
+
+    monkeypatch.setitem(sandbox._PROBLEMS, os.getpid(), "unshare: Operation not permitted")
+    math = generate("math", "test", 1, seed=9)
+    assert score_batch(math, [math[0]["metadata"]["solution"]], CONFIG)[0].reward == 1.0  # no code: runs
+    code = code_item("print(int(input()) * 2)")
+    with pytest.raises(UserError, match="verifiers.code.allow_unsandboxed=true"):
+        score_batch([code[0]], [code[1]], CONFIG)
+    allowed = dataclasses.replace(CONFIG, code_allow_unsandboxed=True)  # the workers' sandboxes isolate here
+    assert score_batch([code[0]], [code[1]], allowed)[0].reward == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from m2rl.data.builtin import generate
+from m2rl.data.schema import make_sample
 
 from cli_helpers import m2rl
 
@@ -51,3 +52,17 @@ def test_verify_rejects_a_sample_with_an_unknown_reward_type(tmp_path):
     source.write_text(json.dumps({"sample": sample, "response": "x"}) + "\n")
     done = m2rl("verify", str(source), "-o", str(target), "verifiers.workers=0")
     assert done.returncode == 2 and "line 1" in done.stderr and "unknown rm_type 'vibes'" in done.stderr
+
+
+def test_verify_scores_a_ten_option_item_answered_j(tmp_path):
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    options = [f"option {n}" for n in range(10)]
+    ten = make_sample(
+        "mmlu-pro-1", "science", "Pick one of ten.", "J", metadata={"valid_letters": "ABCDEFGHIJ"}
+    )
+    by_options = make_sample("mmlu-pro-2", "science", "Pick one of ten.", "J", metadata={"options": options})
+    records = [{"sample": sample, "response": "<think>t</think>Answer: J"} for sample in (ten, by_options)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    done = m2rl("verify", str(source), "-o", str(target), "verifiers.workers=0")
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["reward"] for line in target.read_text().splitlines()] == [1.0, 1.0]

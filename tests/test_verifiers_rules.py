@@ -58,6 +58,17 @@ def test_last_boxed_handles_nested_braces_and_takes_the_last_box():
     assert last_boxed("no box") is None
 
 
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("\\boxed {5}", "5"), ("\\boxed\t{\\frac{1}{2}}", "\\frac{1}{2}"), ("\\fbox {7}", "7"),
+        ("\\boxed 5$", "5"), ("$\\boxed{\\boxed{6}}$", "6"), ("\\boxed {", None),
+    ],
+)  # fmt: skip
+def test_math_box_formats(text, answer):
+    assert last_boxed(text) == answer
+
+
 def test_math_answer_is_taken_after_the_last_answer_marker():
     assert extract_answer("\\boxed{1}\nAnswer: \\boxed{2}") == "2"
     assert extract_answer("\\boxed{3}\nAnswer: 3") is None  # a box before "Answer:" does not count
@@ -123,8 +134,32 @@ def test_science_letter_extraction_respects_word_boundaries(text):
 
 def test_science_valid_letters_come_from_metadata_then_options_then_default():
     assert valid_letters(science_sample(valid_letters=["A", "B"])) == "AB"
+    assert valid_letters(science_sample(valid_letters="ABCDEFGHIJ")) == "ABCDEFGHIJ"
     assert valid_letters(science_sample(options=["x", "y", "z"])) == "ABC"
+    assert valid_letters(science_sample(options=list("0123456789"))) == "ABCDEFGHIJ"  # MMLU-Pro
     assert valid_letters(science_sample()) == "ABCDEFGH"
+
+
+@pytest.mark.parametrize(
+    ("text", "letter"),
+    [
+        ("Answer: J", "J"), ("answer: j", "J"), ("The answer is (J).", "J"), ("\\boxed{\\textbf{J}}", "J"),
+        ("the correct option is I", "I"), ("Answer: (I) because of X", "I"), ("**I**", "I"),
+        ("Answer: I think the answer is B", "B"), ("Answer: I think it is B.", None),
+        ("the answer is i think", None), ("Answer: E", "E"),
+    ],
+)  # fmt: skip
+def test_science_letters_beyond_h_are_read_when_the_item_has_them(text, letter):
+    assert extract_letter(text, "ABCDEFGHIJ") == letter
+
+
+def test_science_ten_option_items_score_every_letter():
+    ten = science_sample("J", valid_letters="ABCDEFGHIJ")
+    assert score(ten, "<think>t</think>Answer: J", FAST).reward == 1.0
+    assert score(ten, "<think>t</think>Answer: I", FAST).reward == 0.0
+    by_options = science_sample("I", options=[f"option {n}" for n in range(10)])
+    assert score(by_options, "<think>t</think>The correct option is I.", FAST).reward == 1.0
+    assert extract_letter("Answer: J") is None  # an A-H item does not read J as a letter
 
 
 def test_science_letter_outside_valid_letters_scores_zero():

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from m2rl.verifiers.config import VerifierConfig
-from m2rl.verifiers.forkserver import encode_frame, read_frames, write_frame
-from m2rl.verifiers.registry import check_sample, reward_type, score
+from m2rl.verifiers.frames import encode_frame, read_frames, write_frame
+from m2rl.verifiers.registry import check_runnable, check_sample, reward_type, score
 from m2rl.verifiers.verdict import Verdict, verdict
 
 START_TIMEOUT_S = 120.0
@@ -257,6 +257,7 @@ def score_batch_timed(
     config = config or VerifierConfig()
     samples, responses = list(samples), [r if isinstance(r, str) else "" for r in responses]
     validate_batch(samples, responses)
+    check_runnable(samples, config)  # a refused sandbox stops the batch, not one 0 per code item
     if not samples:
         return [], []
     # A GRPO group often holds the same completion several times (a small model's code answers

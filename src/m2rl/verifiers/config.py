@@ -23,6 +23,7 @@ class VerifierConfig:
     code_max_processes: int = 16  # processes/threads per test
     code_output_limit_mb: float = 16.0  # stdout and file-size cap per test
     sandbox_url: str | None = None  # SandboxFusion service instead of the local sandbox
+    code_allow_unsandboxed: bool = False  # run programs even where the kernel cannot isolate them
     if_strict: bool = True  # IFEval strict (True) or loose (False) semantics
 
     def __post_init__(self) -> None:
@@ -67,5 +68,6 @@ class VerifierConfig:
             code_max_processes=int(code.get("max_processes", default.code_max_processes)),
             code_output_limit_mb=float(code.get("output_limit_mb", default.code_output_limit_mb)),
             sandbox_url=code.get("sandbox_url") or None,
+            code_allow_unsandboxed=bool(code.get("allow_unsandboxed", default.code_allow_unsandboxed)),
             if_strict=bool(follow.get("strict", default.if_strict)),
         )

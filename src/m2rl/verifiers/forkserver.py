@@ -1,78 +1,102 @@
-"""Pre-warmed fork server that runs untrusted Python programs, one isolated child per run.
+"""Pre-warmed fork server that runs untrusted Python programs, isolated by the kernel, one child per test.
 
 Why hand-written: starting a fresh interpreter per unit test costs ~20-40 ms, most of it interpreter
 start-up; forking a small, already-initialised interpreter costs ~1 ms. No library offers a
 Python-only fork server with these limits, and container sandboxes need a daemon we cannot assume.
 
-A request is one program and its test inputs. The server's runner (its child, with the server's
-uid, never running a program itself) compiles the program once and forks one isolated child per
-test, stopping at the first failed test when the expected outputs are given, so a test pays only
-for its fork, the program and its exit. A runner that dies or overruns is replaced, and a fresh
-one takes over every RUNNER_PROGRAMS programs.
+Why our own namespaces rather than bubblewrap (`bwrap`): bwrap is a system package (Debian's
+`bubblewrap`), so a pip install of m2rl cannot rely on it, and it isolates one exec'd command:
+wrapping each test in it would pay interpreter start-up again (what this server exists to avoid),
+and wrapping the whole server in it would still leave the per-test PID, mount and IPC namespaces
+to code of our own. The calls bwrap makes (unshare, setns, mount, pivot_root, capset, prctl) are
+made here through libc with ctypes, the same way, at fork speed and with no dependency.
+
+Processes, and what each holds (a program can read whatever the process it was forked from held):
+- server (the judge): holds each request (program, inputs, expected outputs). It sends the runner
+  one test at a time as descriptors (the program, stdin, stdout and stderr as memfds, the first two
+  sealed read-only), reads the output through its own copy, compares it, and stops at the first
+  failed test. Nothing is forked from it after it has read a request.
+- runner: forked from the server after set-up and before the first request, so its memory holds
+  the standard library and the warmed compiler only; it never reads a program, an input or an
+  output, it only forks a test child with the descriptors it is sent and reports how it ended.
+- test child: PID 1 of a new PID namespace, in its own mount and IPC namespaces with a fresh /proc
+  and a fresh /tmp. It drops every capability, switches to the sandbox uid (as root), sets
+  no_new_privs, rlimits and the audit hook, then compiles and runs its program as __main__. When
+  it ends the kernel kills whatever it started (setsid, double forks and daemons included).
+
+Isolation (kernel-enforced unless said otherwise):
+- The server enters new mount and network namespaces (as root; otherwise inside a new user
+  namespace that maps only the server's own uid, so nothing gains a privilege outside it), forks
+  its runner as PID 1 of a new PID namespace, and pivots into a new root: read-only, nosuid binds
+  of /usr (and /bin, /lib... or their symlinks), a few /etc files, the Python installation and
+  import path, and /dev/{null,zero,full,random,urandom}.
+  Home directories, data and the rest of the file system are not in it. The network namespace
+  has a loopback that is down: no connection to anything.
+- Per test: a PID namespace (no process outside it is visible, so none can be signalled, traced or
+  read through /proc), a fresh /proc of it (an empty one where the kernel refuses that), an IPC
+  namespace (no SysV or POSIX IPC object outlives the test) and a fresh, empty, size-capped tmpfs
+  on /tmp (also /var/tmp and /dev/shm), the program's working directory.
+- The server and the runner are not dumpable (PR_SET_DUMPABLE=0): no process of the same uid can
+  read their memory, environment or descriptors through /proc.
+- Test child: no capabilities (effective, permitted, inheritable), no_new_privs (a setuid binary
+  gives nothing), as root a uid of this server's own (100000 + server pid); rlimits on CPU seconds,
+  address space, file size (caps stdout/stderr), processes, open files and core dumps; only its
+  three standard descriptors; environment PATH, HOME, TMPDIR, LANG; the wall-clock limit kills it.
+- Channels: the client and the server speak length-prefixed JSON frames, validated on both ends;
+  the server and the runner speak fixed-size structs over a SOCK_SEQPACKET pair. Nothing a program
+  could reach is unpickled.
+- Python audit hook (defence in depth only; a program can remove it, the kernel layers hold
+  without it): refuses sockets, process creation, signals, ctypes, writes outside the working
+  directory and other processes' /proc entries.
+Where the kernel refuses any namespace (some containers), the server says why in its hello and
+ends, and the client refuses to run programs unless `verifiers.code.allow_unsandboxed` accepts the
+risk; it then starts `forkserver.py --unsandboxed`: rlimits, the audit hook, a fresh directory per
+test under a directory of this server's (`m2rl-sandbox-PID-*` in the temporary directory; those of
+dead servers are removed when a server starts), a subreaper that kills what a test left behind and,
+as root, the sandbox uid.
 
 This file is run as a script (`python -I forkserver.py`) by `m2rl.verifiers.sandbox`, uses the
-standard library only and never imports m2rl, so the zygote stays small and the address-space
-limit measures the program, not the trainer. It speaks length-prefixed pickle frames on its
-stdin/stdout (it is only ever spawned by our own client, which is trusted).
-
-Isolation of every child (what is kernel-enforced and what is not, honestly):
-- Kernel, always: own session and process group, killed as a whole on the wall-clock limit;
-  rlimits on CPU seconds, address space, file size (this caps stdout/stderr: they go to files),
-  process/thread count, open files and core dumps; a fresh working directory removed afterwards;
-  stdin from a file; all inherited descriptors closed; an environment holding only PATH, HOME,
-  TMPDIR and LANG (the server itself is started with that environment, so /proc/self/environ
-  holds nothing either); parent-death signal, so a program never outlives its runner, nor a
-  runner its server.
-- Kernel, when the server runs as root: the child switches to a uid/gid that belongs to this
-  server alone (100000 + server pid). It then cannot write anything it does not own (only its
-  working directory, and world-writable places such as /tmp: see the audit hook), cannot read
-  other processes' /proc/PID/environ, cannot signal or trace its runner or any other process,
-  and RLIMIT_NPROC (ignored for root) applies.
-- The runner (and above it the server) is a child subreaper: whatever a program forked is
-  re-parented to it even after setsid or a double fork, and after each test every remaining
-  descendant is killed and reaped.
-- Kernel, as root: a private mount namespace with fresh tmpfs on /tmp, /dev/shm and /var/tmp, so
-  even world-writable places are private to the server and vanish with it; where a private
-  ancestor such as /root (0700) hides the Python installation from the sandbox uid, a tmpfs over
-  that ancestor holds read-only bind mounts of only the directories Python needs.
-  `ISOLATION` (sent to the client at start) reports which of these layers are active.
-- Kernel, network: at start the server moves itself into a new network namespace (as root, or
-  inside a new unprivileged user namespace where the kernel allows it). Children inherit it: no
-  interface but a loopback that is down, so no connection to anything, local or remote.
-  `ISOLATION["network"]` says whether this succeeded ("namespace") or not ("audit-hook").
-- Python audit hook, always (defence in depth; the only barrier for a check above that the kernel
-  could not give, e.g. no root and no user namespaces): refuses socket creation, process
-  creation (fork, exec, spawn, subprocess, system), sending signals, importing ctypes or
-  _posixsubprocess, writes and deletions outside the working directory, and reading any
-  /proc/*/environ or another process's /proc entries. An audit hook is not a security boundary against native code; refusing ctypes
-  closes the obvious bypass, and the kernel mechanisms above are the real boundary when active.
+standard library only and never imports m2rl, so the runner stays small and the address-space
+limit measures the program, not the trainer.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
-import pickle
 import select
 import shutil
 import signal
+import socket
 import struct
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
-HEADER = struct.Struct(">Q")
+# ---------------------------------------------------------------------------------------------
+# constants
+HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 31
-# Programs one runner serves before a fresh one replaces it (compiling leaves memory behind, and
-# the runner's size is what every test's fork copies).
-RUNNER_PROGRAMS = 200
 INTERNAL_ERROR_EXIT = 120
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-# Light modules imported once in the zygote so programs do not pay for them on every run. Kept
-# small on purpose: fork time grows with the zygote's memory (heavy modules cost more than they save).
+SANDBOX_DIR_PREFIX = "m2rl-sandbox-"
+LEGACY_PREFIXES = ("m2rl-sandbox-", "m2rl-stage-")  # untagged directories of servers before pid tags
+LEGACY_STALE_S = 3600.0
+TMP_OPTIONS = "size=64m,nr_inodes=4096,mode=1777"  # each test's /tmp
+RUNNER_MARGIN_S = 5.0  # what the runner may take beyond a test's wall limit to answer
+# Light modules imported once in the server (so in the runner and every test child) so programs do
+# not pay for them on every run. Kept small on purpose: fork time grows with the runner's memory.
 PRELOAD = (
     "array", "bisect", "collections", "functools", "heapq", "io", "itertools", "math", "operator",
     "random", "re", "resource", "string", "traceback", "types",
 )  # fmt: skip
+# The new root: system directories (bound, or their symlinks copied), /etc files and devices.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = ("passwd", "group", "hosts", "nsswitch.conf", "localtime", "ld.so.cache")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+ROLES = ("m2rl-sandbox", "m2rl-runner", "m2rl-test")  # process names
 BLOCKED_EVENTS = frozenset(
     {
         "socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo",
@@ -91,37 +115,38 @@ PATH_WRITE_EVENTS = frozenset(
 )  # fmt: skip
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
-ISOLATION: dict[str, str] = {"user": "same-uid", "network": "audit-hook"}
-_SANDBOX_UID: int | None = None
-_PRCTL = None  # libc prctl, kept after ctypes leaves sys.modules
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-CLONE_NEWNS = 0x00020000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 1, 2, 4, 8, 32, 4096
+MS_NOATIME, MS_NODIRATIME, MS_REC, MS_PRIVATE, MS_STRICTATIME = 1024, 2048, 16384, 1 << 18, 1 << 24
 MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME = 1, 4, 15
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 36, 38
+CAPABILITY_VERSION_3 = 0x20080522
+
+# What the server found it could do (sent to the client in the hello), set once before the runner.
+ISOLATION: dict[str, str] = {}
+_SANDBOX_UID: int | None = None  # as root: the uid programs run as
+_NAMESPACES = False  # per-test PID/mount/IPC namespaces inside a read-only new root
+_WORK = ""  # the test child's working directory (HOME and TMPDIR)
+KERNEL: Kernel  # made by serve()
 
 
 # ---------------------------------------------------------------------------------------------
-# framing (shared with the client and the verifier workers)
+# client <-> server frames: length-prefixed JSON (shared with the client in m2rl.verifiers.sandbox)
 def encode_frame(obj: object) -> bytes:
-    """One length-prefixed pickle frame."""
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    """One length-prefixed JSON frame (lone surrogates survive as escapes)."""
+    payload = json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"frame of {len(payload)} bytes is too large")
     return HEADER.pack(len(payload)) + payload
 
 
 def send_frame(fd: int, obj: object) -> None:
-    """Write one length-prefixed pickle frame to a file descriptor."""
-    write_frame(fd, encode_frame(obj))
-
-
-def write_frame(fd: int, frame: bytes) -> None:
-    """Write an encoded frame in full."""
-    data = memoryview(frame)
+    """Write one frame to a file descriptor in full."""
+    data = memoryview(encode_frame(obj))
     while data:
-        written = os.write(fd, data)
-        data = data[written:]
+        data = data[os.write(fd, data) :]
 
 
 def _read_exact(fd: int, size: int) -> bytes | None:
@@ -135,32 +160,8 @@ def _read_exact(fd: int, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def read_frames(fd: int, buffer: bytearray) -> list[object] | None:
-    """The frames complete after one read of what `fd` holds (the rest stays in `buffer`); None at end of file.
-
-    One read takes every reply a worker has written since the last one, so a caller woken once
-    handles many (each wake-up of a sleeping process costs tens of microseconds on a VM).
-    """
-    chunk = os.read(fd, 1 << 20)
-    if not chunk:
-        return None
-    buffer += chunk
-    frames, offset = [], 0
-    while len(buffer) - offset >= HEADER.size:
-        (size,) = HEADER.unpack_from(buffer, offset)
-        if size > MAX_FRAME:
-            raise ValueError(f"frame of {size} bytes is too large")
-        if len(buffer) - offset - HEADER.size < size:
-            break
-        start = offset + HEADER.size
-        frames.append(pickle.loads(buffer[start : start + size]))
-        offset = start + size
-    del buffer[:offset]
-    return frames
-
-
 def recv_frame(fd: int) -> object | None:
-    """Read one frame; None on end of file (the other side is gone)."""
+    """Read one frame; None on end of file (the other side is gone); ValueError if it is not JSON."""
     header = _read_exact(fd, HEADER.size)
     if header is None:
         return None
@@ -170,120 +171,241 @@ def recv_frame(fd: int) -> object | None:
     payload = _read_exact(fd, size)
     if payload is None:
         return None
-    return pickle.loads(payload)
+    return json.loads(payload)
+
+
+def unit_test_passed(status: str, stdout: bytes | str, expected: str) -> bool:
+    """The unit-test rule: the program ended normally ("ok") and its stripped stdout is the
+    stripped expected output."""
+    if isinstance(stdout, bytes):
+        stdout = stdout.decode("utf-8", "replace")
+    return status == "ok" and stdout.strip() == expected.strip()
+
+
+def _checked_request(req: object) -> dict:
+    """The request if it has the expected shape; ValueError naming the first bad field."""
+    numbers = ("time_limit", "wall_limit", "memory_mb", "output_limit", "max_processes")
+    if not isinstance(req, dict):
+        raise ValueError("a request must be an object")
+    if not isinstance(req.get("code"), str):
+        raise ValueError("code must be a string")
+    stdins, expected = req.get("stdins"), req.get("expected")
+    if not isinstance(stdins, list) or not all(isinstance(s, str) for s in stdins):
+        raise ValueError("stdins must be a list of strings")
+    if expected is not None and (
+        not isinstance(expected, list)
+        or len(expected) != len(stdins)
+        or not all(isinstance(s, str) for s in expected)
+    ):
+        raise ValueError("expected must be null or one string per input")
+    for name in numbers:
+        value = req.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1 << 62:
+            raise ValueError(f"{name} must be a positive number")
+    if not isinstance(req.get("audit_hook"), bool):
+        raise ValueError("audit_hook must be a boolean")
+    return req
+
+
+# ---------------------------------------------------------------------------------------------
+# server <-> runner messages: fixed-size structs with descriptors, over a SOCK_SEQPACKET pair
+class RunLimits(NamedTuple):
+    """A test's limits, as the TEST message carries them after its kind."""
+
+    time_limit: float
+    wall_limit: float
+    memory_mb: int
+    output_limit: int
+    max_processes: int
+    audit_hook: int
+
+    @classmethod
+    def of(cls, req: dict) -> RunLimits:
+        """The limits a (checked) request gives its tests."""
+        sizes = (int(req[name]) for name in ("memory_mb", "output_limit", "max_processes", "audit_hook"))
+        return cls(float(req["time_limit"]), float(req["wall_limit"]), *sizes)
+
+
+TEST = struct.Struct("<BddQQQB")  # kind, RunLimits; descriptors: program, stdin, stdout, stderr
+RESULT = struct.Struct("<BiBd")  # kind, exit code (negative: signal), timed out, wall seconds
+KIND_TEST, KIND_RESULT = 1, 2
+LAYOUT_OF = {KIND_TEST: (TEST.size, 4), KIND_RESULT: (RESULT.size, 0)}  # kind: (bytes, descriptors)
+
+
+def _send(sock: socket.socket, layout: struct.Struct, values: tuple, fds: list[int] | None = None) -> None:
+    socket.send_fds(sock, [layout.pack(*values)], fds or [])
+
+
+def _receive(sock: socket.socket) -> tuple[int, bytes, list[int]] | None:
+    """(kind, message, descriptors) of the next message; None at end of file; ValueError if malformed."""
+    message, fds, flags, _ = socket.recv_fds(sock, 64, 4)
+    if not message and not fds:
+        return None
+    kind = message[0] if message else 0
+    if flags & socket.MSG_CTRUNC or LAYOUT_OF.get(kind) != (len(message), len(fds)):
+        for fd in fds:
+            os.close(fd)
+        raise ValueError(f"malformed message (kind {kind}, {len(message)} bytes, {len(fds)} descriptors)")
+    return kind, message, fds
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel calls the standard library lacks
+class Kernel:
+    """unshare, setns, mount, umount, pivot_root, capset and prctl through libc (ctypes); OSError on failure.
+
+    Made once in the server before ctypes leaves sys.modules; what the test child passes to capset
+    and prctl is built here too.
+    """
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._errno = ctypes.get_errno
+        self._libc = libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+        libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+        libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self._no_capabilities = ((ctypes.c_uint32 * 2)(CAPABILITY_VERSION_3, 0), (ctypes.c_uint32 * 6)())
+        self._names = [ctypes.create_string_buffer(role.encode()) for role in ROLES]
+        self._name_of = {role: ctypes.addressof(b) for role, b in zip(ROLES, self._names, strict=True)}
+
+    def _check(self, result: int, what: str) -> None:
+        if result != 0:
+            errno = self._errno()
+            raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+    def prctl(self, option: int, value: int) -> None:
+        self._check(self._libc.prctl(option, value, 0, 0, 0), f"prctl({option})")
+
+    def set_name(self, role: str) -> None:
+        """The process name `ps` and `top` show: its role in the sandbox."""
+        self.prctl(PR_SET_NAME, self._name_of[role])
+
+    def unshare(self, flags: int) -> None:
+        self._check(self._libc.unshare(flags), "unshare")
+
+    def setns(self, fd: int, flags: int) -> None:
+        self._check(self._libc.setns(fd, flags), "setns")
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+    ) -> None:
+        def encoded(text: str | None) -> bytes | None:
+            return None if text is None else text.encode()
+
+        result = self._libc.mount(encoded(source), encoded(target), encoded(fstype), flags, encoded(data))
+        self._check(result, f"mount {target}")
+
+    def umount(self, target: str) -> None:
+        """Detach the mount at `target` (lazily, as `umount -l`)."""
+        self._check(self._libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
+
+    def pivot_root(self, new: str, old: str) -> None:
+        self._check(self._libc.pivot_root(new.encode(), old.encode()), "pivot_root")
+
+    def drop_capabilities(self) -> None:
+        """No effective, permitted or inheritable capability left (the ambient set goes with them)."""
+        self._check(self._libc.capset(*self._no_capabilities), "capset")
 
 
 # ---------------------------------------------------------------------------------------------
 # server set-up
-def _setup_isolation() -> None:
-    """Pick the sandbox uid, enter network (and, as root, mount) namespaces where the kernel allows."""
-    global _SANDBOX_UID, _PRCTL
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    _PRCTL = libc.prctl
-    _PRCTL.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    if os.geteuid() == 0:
-        if libc.unshare(CLONE_NEWNET) == 0:
-            ISOLATION["network"] = "namespace"
-        if libc.unshare(CLONE_NEWNS) == 0 and _private_mounts(libc):
-            ISOLATION["filesystem"] = "private /tmp and /dev/shm"
-        uid = 100000 + os.getpid()
-        if _uid_can_run_python(uid):
-            _SANDBOX_UID = uid
-            ISOLATION["user"] = f"uid {uid}"
+def _remove_stale_dirs() -> None:
+    """Remove fallback working directories of servers that are gone (named m2rl-sandbox-PID-...)."""
+    base = tempfile.gettempdir()
+    for entry in os.scandir(base):
+        if not entry.name.startswith(LEGACY_PREFIXES) or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid = entry.name[len(SANDBOX_DIR_PREFIX) :].split("-")[0]
+        if pid.isdigit() and entry.name.startswith(SANDBOX_DIR_PREFIX):
+            stale = not os.path.exists(f"/proc/{pid}")
         else:
-            ISOLATION["user"] = "same-uid (the Python installation is not readable by an unprivileged uid)"
-    else:
-        uid, gid = os.getuid(), os.getgid()
-        if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
-            ISOLATION["network"] = "namespace"
-            ISOLATION["user"] = "same-uid, user namespace"
-            try:
-                with open("/proc/self/setgroups", "w") as f:
-                    f.write("deny")
-                with open("/proc/self/uid_map", "w") as f:
-                    f.write(f"{uid} {uid} 1")
-                with open("/proc/self/gid_map", "w") as f:
-                    f.write(f"{gid} {gid} 1")
-            except OSError:
-                pass
-    # Programs must not reach ctypes through sys.modules; the hook refuses a fresh import.
-    del libc
-    for name in ("ctypes", "_ctypes", "ctypes._endian"):
-        sys.modules.pop(name, None)
-
-
-def _mount(
-    libc, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
-) -> bool:
-    def encoded(text: str | None) -> bytes | None:
-        return None if text is None else text.encode()
-
-    return libc.mount(encoded(source), encoded(target), encoded(fstype), flags, encoded(data)) == 0
+            stale = time.time() - entry.stat(follow_symlinks=False).st_mtime > LEGACY_STALE_S
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _python_dirs() -> list[str]:
-    """Directories a program needs to read: the installation and the import path."""
+    """Directories a program needs to read: the installation and the import path, as Python names them."""
     import sysconfig
 
-    dirs = {sys.base_prefix, sys.prefix, *sysconfig.get_paths().values()}
-    dirs.update(p for p in sys.path if p)
-    return sorted(d for d in {os.path.realpath(d) for d in dirs} if os.path.isdir(d))
+    dirs = {sys.base_prefix, sys.prefix, *sysconfig.get_paths().values(), *(p for p in sys.path if p)}
+    return sorted({os.path.normpath(d) for d in dirs if os.path.isdir(d)})
 
 
-def _blocking_ancestor(path: str) -> str | None:
-    """The first proper ancestor of `path` that other users cannot traverse, if any."""
-    parts = path.strip("/").split("/")
-    for i in range(len(parts) - 1):
-        ancestor = "/" + "/".join(parts[: i + 1])
-        if not os.stat(ancestor).st_mode & 0o001:
-            return ancestor
-    return None
+def _enter_namespaces() -> None:
+    """New mount and network namespaces (inside a new user namespace when not root)."""
+    uid, gid = os.getuid(), os.getgid()
+    if os.geteuid() == 0:
+        KERNEL.unshare(CLONE_NEWNS | CLONE_NEWNET)
+        return
+    KERNEL.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
 
 
-def _private_mounts(libc) -> bool:
-    """In this server's mount namespace: the Python installation reachable by the sandbox uid, and
-    fresh tmpfs on /tmp, /dev/shm and /var/tmp."""
-    if not _expose_python(libc):
-        return False
-    ok = True
-    for shared in ("/tmp", "/dev/shm", "/var/tmp"):
-        if os.path.isdir(shared):
-            ok = _mount(libc, "tmpfs", shared, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=512m") and ok
-    return ok
+def _locked_flags(path: str) -> int:
+    """The flags a read-only remount of `path` must keep (a user namespace may not clear them)."""
+    flags = os.statvfs(path).f_flag
+    kept = MS_NOSUID | MS_NODEV * bool(flags & os.ST_NODEV) | MS_NOEXEC * bool(flags & os.ST_NOEXEC)
+    kept |= MS_NOATIME * bool(flags & os.ST_NOATIME) | MS_NODIRATIME * bool(flags & os.ST_NODIRATIME)
+    if not flags & (os.ST_RELATIME | os.ST_NOATIME):
+        kept |= MS_STRICTATIME
+    return kept
 
 
-def _expose_python(libc) -> bool:
-    """Make mounts private, then where a private ancestor (e.g. /root 0700) hides the Python
-    installation, put a tmpfs over that ancestor holding read-only bind mounts of just the
-    directories Python needs."""
-    if not _mount(libc, None, "/", None, MS_REC | MS_PRIVATE):
-        return False
-    staging = tempfile.mkdtemp(prefix="m2rl-stage-")
-    try:
-        exposed: dict[str, list[tuple[str, str]]] = {}
-        for d in _python_dirs():
-            ancestor = _blocking_ancestor(d)
-            if ancestor is None or any(d.startswith(t + "/") for t, _ in exposed.get(ancestor, [])):
-                continue
-            stage = os.path.join(staging, str(sum(len(v) for v in exposed.values())))
-            os.mkdir(stage)
-            if not _mount(libc, d, stage, None, MS_BIND | MS_REC):
-                return False
-            exposed.setdefault(ancestor, []).append((d, stage))
-        for ancestor, binds in exposed.items():
-            if not _mount(libc, "tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m"):
-                return False
-            for target, stage in binds:
-                os.makedirs(target, 0o755, exist_ok=True)
-                if not _mount(libc, stage, target, None, MS_BIND | MS_REC):
-                    return False
-                _mount(libc, None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-                libc.umount2(stage.encode(), MNT_DETACH)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return True
+def _bind_read_only(source: str, target: str) -> None:
+    KERNEL.mount(source, target, None, MS_BIND | MS_REC)
+    KERNEL.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _locked_flags(target))
+
+
+def _build_root(new: str) -> None:
+    """Fill the tmpfs at `new` with the read-only view programs get, and pivot into it."""
+    covered: list[str] = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), new + path)
+            covered.append(path)
+        elif os.path.isdir(path):
+            os.mkdir(new + path)
+            _bind_read_only(path, new + path)
+            covered.append(path)
+    for path in _python_dirs():
+        if not any(path == c or path.startswith(c + "/") for c in covered):
+            os.makedirs(new + path, 0o755, exist_ok=True)
+            _bind_read_only(path, new + path)
+            covered.append(path)
+    os.makedirs(new + "/etc", 0o755, exist_ok=True)
+    for name in ETC_FILES:
+        path = "/etc/" + name
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), new + path)
+        elif os.path.isfile(path):
+            open(new + path, "w").close()
+            _bind_read_only(path, new + path)
+    os.mkdir(new + "/dev")
+    for name in DEVICES:
+        open(new + "/dev/" + name, "w").close()
+        KERNEL.mount("/dev/" + name, new + "/dev/" + name, None, MS_BIND)
+    for number, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{number}", f"{new}/dev/{name}")
+    os.symlink("/proc/self/fd", new + "/dev/fd")
+    os.mkdir(new + "/tmp", 0o1777)
+    os.symlink("/tmp", new + "/dev/shm")
+    os.makedirs(new + "/var", 0o755, exist_ok=True)
+    os.symlink("/tmp", new + "/var/tmp")
+    # Each test child mounts its own /proc over this one; the kernel allows that in a user namespace
+    # only while a full /proc is mounted somewhere in the namespace.
+    os.mkdir(new + "/proc")
+    KERNEL.mount("/proc", new + "/proc", None, MS_BIND | MS_REC)
+    os.mkdir(new + "/.old")
+    KERNEL.pivot_root(new, new + "/.old")
+    os.chdir("/")
+    KERNEL.umount("/.old")
+    os.rmdir("/.old")
+    KERNEL.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def _uid_can_run_python(uid: int) -> bool:
@@ -299,8 +421,46 @@ def _uid_can_run_python(uid: int) -> bool:
         except BaseException:
             pass
         os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def _setup_isolated() -> None:
+    """Enter new user (when not root), mount and network namespaces and the read-only new root."""
+    global _NAMESPACES, _WORK
+    _enter_namespaces()
+    KERNEL.mount(None, "/", None, MS_REC | MS_PRIVATE)  # first: no mount below may reach the host
+    new = tempfile.gettempdir()  # any directory: in this mount namespace only
+    KERNEL.mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    _build_root(new)
+    _NAMESPACES, _WORK = True, "/tmp"
+    ISOLATION["network"] = "namespace"
+    ISOLATION["filesystem"] = "read-only new root, fresh tmpfs per test"
+    ISOLATION["processes"] = "PID and IPC namespaces per test"
+
+
+def _setup_unsandboxed() -> None:
+    """No namespaces: each test gets a fresh directory, below this server's own in the temporary directory."""
+    global _WORK
+    base = tempfile.mkdtemp(prefix=f"{SANDBOX_DIR_PREFIX}{os.getpid()}-")
+    os.chmod(base, 0o711)  # the sandbox uid reaches its working directory, and nothing else here
+    _WORK = os.path.join(base, "work")
+    ISOLATION["network"] = "audit-hook"
+    ISOLATION["filesystem"] = "fresh directory per test"
+    ISOLATION["processes"] = "subreaper"
+
+
+def _setup_uid(required: bool) -> None:
+    """As root, the uid programs run as: this server's own; OSError if it cannot run Python and `required`."""
+    global _SANDBOX_UID
+    if os.geteuid() != 0:
+        ISOLATION["user"] = "same uid, no capabilities"
+    elif _uid_can_run_python(100000 + os.getpid()):
+        _SANDBOX_UID = 100000 + os.getpid()
+        ISOLATION["user"] = f"uid {_SANDBOX_UID}, no capabilities"
+    elif required:
+        raise OSError("the Python installation is not readable by an unprivileged uid")
+    else:
+        ISOLATION["user"] = "root without capabilities"
 
 
 def _preload() -> None:
@@ -314,7 +474,7 @@ def _preload() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the child
+# the test child
 def _inside(path: object, root: str) -> bool:
     try:
         if isinstance(path, int):
@@ -355,59 +515,84 @@ def _make_audit_hook(root: str):
     return hook
 
 
-def _set_limits(req: dict) -> None:
+def _set_limits(limits: RunLimits) -> None:
     import resource
 
-    cpu = max(1, int(req["time_limit"] + 0.999))
-    memory = int(req["memory_mb"]) << 20
-    output = int(req["output_limit"])
-    limits = {
+    cpu = max(1, int(limits.time_limit + 0.999))
+    memory = limits.memory_mb << 20
+    values = {
         resource.RLIMIT_CPU: (cpu, cpu + 1),
         resource.RLIMIT_AS: (memory, memory),
-        resource.RLIMIT_FSIZE: (output, output),
-        resource.RLIMIT_NPROC: (int(req["max_processes"]), int(req["max_processes"])),
+        resource.RLIMIT_FSIZE: (limits.output_limit, limits.output_limit),
+        resource.RLIMIT_NPROC: (limits.max_processes, limits.max_processes),
         resource.RLIMIT_NOFILE: (64, 64),
         resource.RLIMIT_CORE: (0, 0),
     }
-    for which, value in limits.items():
+    for which, value in values.items():
         resource.setrlimit(which, value)
 
 
-def _test_child(req: dict, code: object, workdir: str, in_fd: int, out_fd: int, err_fd: int) -> None:
-    """The child that runs one test, never returns: isolate itself, run the program as __main__.
+def _drop_privileges() -> None:
+    """The sandbox uid (as root), no capabilities, and no way to gain any through exec."""
+    if _SANDBOX_UID is not None:
+        os.setgroups([])
+        os.setgid(_SANDBOX_UID)
+        os.setuid(_SANDBOX_UID)
+    KERNEL.drop_capabilities()
+    KERNEL.prctl(PR_SET_NO_NEW_PRIVS, 1)
 
-    `code` is the program compiled by the runner, or None when that failed: the child compiles
-    it again to fail as the program would (a traceback and exit status 1).
-    """
+
+def _enter_test_namespaces() -> None:
+    """In a new test child (PID 1 of a new PID namespace): own mount and IPC namespaces, /proc and /tmp."""
+    KERNEL.unshare(CLONE_NEWNS | CLONE_NEWIPC)
+    try:
+        KERNEL.mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:  # the kernel refuses a fresh /proc here (some containers): none at all, then
+        KERNEL.mount("tmpfs", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
+    KERNEL.mount("tmpfs", _WORK, "tmpfs", MS_NOSUID | MS_NODEV, TMP_OPTIONS)
+
+
+def _read_program(fd: int) -> str:
+    """The program in the memfd `fd` (read from offset 0: the server sends the same one to every test)."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks).decode("utf-8", "surrogatepass")
+
+
+def _test_child(limits: RunLimits, fds: list[int]) -> None:
+    """The child of one test, never returns: isolate itself, compile its program, run it as __main__."""
     status = INTERNAL_ERROR_EXIT
     try:
-        os.setsid()
-        os.dup2(in_fd, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(err_fd, 2)
-        os.closerange(3, 1 << 20)  # the runner's pipes and files, and whatever the server held
-        os.chdir(workdir)
+        KERNEL.set_name("m2rl-test")
+        os.setpgid(0, 0)  # its own group, killed as one (not setsid: a new session costs ~3 ms here)
+        program = _read_program(fds[0])
+        for number, fd in enumerate(fds[1:]):
+            os.dup2(fd, number)
+        os.closerange(3, 1 << 20)  # the runner's socket and the descriptors' originals
+        if _NAMESPACES:
+            _enter_test_namespaces()
+        os.chdir(_WORK)
         os.umask(0o077)
-        if _SANDBOX_UID is not None:
-            os.setgroups([])
-            os.setgid(_SANDBOX_UID)
-            os.setuid(_SANDBOX_UID)
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _drop_privileges()
+        if not _NAMESPACES:  # with them, the runner's death (the server's) ends its PID namespace
+            KERNEL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import random
         import types
 
         random.seed()
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = __builtins__
-        main.__file__ = os.path.join(workdir, "solution.py")
-        _set_limits(req)
+        main.__file__ = os.path.join(_WORK, "solution.py")
+        _set_limits(limits)
         sys.modules["__main__"] = main
-        if req.get("audit_hook", True):
-            sys.addaudithook(_make_audit_hook(os.path.realpath(workdir)))
+        if limits.audit_hook:
+            sys.addaudithook(_make_audit_hook(os.path.realpath(_WORK)))
         status = 0
         try:
-            exec(code or compile(req["code"], "solution.py", "exec"), main.__dict__)
+            exec(compile(program, "solution.py", "exec"), main.__dict__)
         except SystemExit as exc:
             status = _exit_status(exc.code)
         except BaseException:
@@ -454,20 +639,11 @@ def _finish(status: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# one run in the server
-def _kill_descendants() -> None:
-    """Kill and reap every remaining child of this process.
-
-    The server and the runner are child subreapers, so anything a program forked (and that outlived
-    it, even after setsid or a double fork) is re-parented to them; an empty child list and nothing
-    left to wait for prove that nothing survived.
-    """
+# the runner: forked before the first request, it never holds a program, an input or an output
+def _kill_leftovers() -> None:
+    """Without namespaces (a subreaper): kill and reap whatever the test left behind."""
     me = os.getpid()
     while True:
-        try:
-            os.waitpid(-1, os.WNOHANG)  # the common case, no child at all, without reading /proc
-        except ChildProcessError:
-            return
         try:
             with open(f"/proc/{me}/task/{me}/children") as f:
                 pids = [int(p) for p in f.read().split()]
@@ -478,108 +654,91 @@ def _kill_descendants() -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for pid in pids:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
                 pass
-        if not pids:
-            time.sleep(0.001)
+        except ChildProcessError:
+            return
+        time.sleep(0.0005)
 
 
-def _read_output(fd: int, limit: int) -> tuple[bytes, bool]:
-    """Up to `limit` bytes of an output file, read through the runner's own descriptor; and
-    whether it reached the limit (RLIMIT_FSIZE stops it there)."""
-    size = os.fstat(fd).st_size
-    data = os.pread(fd, min(size, limit), 0)
-    return data, size >= limit
+def _fork_test(pid_namespace: int | None) -> int:
+    """Fork a test child: PID 1 of a new PID namespace below the runner's own (whose descriptor is given)."""
+    if pid_namespace is not None:
+        KERNEL.setns(pid_namespace, CLONE_NEWPID)  # undo the last test's unshare
+        KERNEL.unshare(CLONE_NEWPID)
+    return os.fork()
 
 
-def unit_test_passed(status: str, stdout: bytes | str, expected: str) -> bool:
-    """The unit-test rule: the program ended normally ("ok") and its stripped stdout is the
-    stripped expected output."""
-    if isinstance(stdout, bytes):
-        stdout = stdout.decode("utf-8", "replace")
-    return status == "ok" and stdout.strip() == expected.strip()
-
-
-def run_test(req: dict, code: object, run_dir: str, stdin: str) -> dict:
-    """In the runner: run the program on one input in a fresh child and working directory."""
-    workdir = os.path.join(run_dir, "work")  # the same path each time (HOME and TMPDIR point to it)
-    os.mkdir(workdir, 0o700)
-    if _SANDBOX_UID is not None:
-        os.chown(workdir, _SANDBOX_UID, _SANDBOX_UID)
-    paths = [os.path.join(run_dir, name) for name in ("stdin", "stdout", "stderr")]
-    with open(paths[0], "wb") as f:
-        f.write(stdin.encode("utf-8", "surrogatepass"))
-    fds = [os.open(paths[0], os.O_RDONLY)]
-    fds += [os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600) for path in paths[1:]]
+def _run_test(sock: socket.socket, limits: RunLimits, fds: list[int], pid_namespace: int | None) -> tuple:
+    """Run the test child on these descriptors; (exit code, timed out, wall seconds)."""
+    if pid_namespace is None:
+        os.mkdir(_WORK, 0o700)
+        if _SANDBOX_UID is not None:
+            os.chown(_WORK, _SANDBOX_UID, _SANDBOX_UID)
     start = time.monotonic()
-    pid = os.fork()
+    pid = _fork_test(pid_namespace)
     if pid == 0:
-        _test_child(req, code, workdir, *fds)
-    os.close(fds[0])
-    timed_out = False
+        _test_child(limits, fds)
+    for fd in fds:
+        os.close(fd)
     pidfd = os.pidfd_open(pid)
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if not poller.poll(float(req["wall_limit"]) * 1000):
-            timed_out = True
-    finally:
-        os.close(pidfd)
-    _kill_group(pid)  # before reaping: the zombie keeps the group id from being reused
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(sock, select.POLLIN)  # the server never writes during a test: it is gone
+    events = dict(poller.poll(limits.wall_limit * 1000))
+    os.close(pidfd)
+    # With namespaces the child is PID 1 of its own: when it dies the kernel kills (and reaps)
+    # everything it started before the wait below returns. Its group goes before reaping it: the
+    # zombie keeps the group id from being reused.
+    for kill in (os.kill, os.killpg):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     _, wait_status = os.waitpid(pid, 0)
     wall = time.monotonic() - start
-    _kill_descendants()
-    stdout, over = _read_output(fds[1], int(req["output_limit"]))
-    stderr = os.pread(fds[2], 4096, max(0, os.fstat(fds[2]).st_size - 4096))
-    for fd in fds[1:]:
-        os.close(fd)
+    if pid_namespace is None:
+        _kill_leftovers()
+        shutil.rmtree(_WORK, ignore_errors=True)
+    if sock.fileno() in events:
+        raise ConnectionError("the server is gone")
+    return os.waitstatus_to_exitcode(wait_status), pidfd not in events, wall
+
+
+def _probe(pid_namespace: int | None) -> bytes:
+    """b"ok" if a test child can get its namespaces here, else why not."""
+    if pid_namespace is None:
+        return b"ok"
     try:
-        os.rmdir(workdir)  # most programs write nothing
-    except OSError:
-        shutil.rmtree(workdir, ignore_errors=True)
-    exit_code = os.waitstatus_to_exitcode(wait_status)
-    if timed_out:
-        status = "timeout"
-    elif over:
-        status = "output_limit"
-    elif exit_code < 0:
-        status = "timeout" if -exit_code in (signal.SIGXCPU, signal.SIGKILL) else "signal"
-    elif exit_code == INTERNAL_ERROR_EXIT:
-        status = "sandbox_error"
-    elif exit_code != 0:
-        status = "error"
-    else:
-        status = "ok"
-    return {
-        "status": status,
-        "exit_code": exit_code,
-        "stdout": stdout,
-        "stderr": stderr[-1000:].decode("utf-8", "replace"),
-        "wall_s": wall,
-    }
+        pid = _fork_test(pid_namespace)
+        if pid == 0:
+            try:
+                _enter_test_namespaces()
+                os._exit(0)
+            except OSError as exc:
+                os._exit(exc.errno or 1)
+        status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    except OSError as exc:
+        status = exc.errno or 1
+    return b"ok" if status == 0 else f"no namespaces per test ({os.strerror(status)})".encode()
 
 
-def _runner(control_fd: int, result_fd: int, run_dir: str) -> None:
-    """The runner, never returns: for each program it is sent, run its tests and send the results.
+def _runner(sock: socket.socket) -> None:
+    """The runner, never returns: fork a test child for each test it is sent, answer how it ended.
 
-    It stays with the server's uid and never runs a program itself: it compiles each program once
-    and forks a fresh child per test, which switches to the sandbox uid (so a program cannot signal
-    or trace the runner that judges it). As their subreaper it kills whatever a test left behind
-    before the next one starts.
+    It first tells the server whether a test child can get its namespaces (b"ok", or why not).
     """
     try:
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            _PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        workdir = os.path.join(run_dir, "work")
+        KERNEL.set_name("m2rl-runner")
+        KERNEL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        signal.signal(
+            signal.SIGINT, signal.SIG_IGN
+        )  # not interruptible by a program (same uid, unprivileged)
         os.environ.clear()
-        os.environ.update({"PATH": SAFE_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"})
-        tempfile.tempdir = workdir
+        os.environ.update({"PATH": SAFE_PATH, "HOME": _WORK, "TMPDIR": _WORK, "LANG": "C.UTF-8"})
+        tempfile.tempdir = _WORK
         import io
-        import resource
 
         # Made once here and inherited: the test child's fds 0-2 are its own files by then.
         sys.stdin = io.TextIOWrapper(
@@ -593,135 +752,172 @@ def _runner(control_fd: int, result_fd: int, run_dir: str) -> None:
         )
         sys.argv = ["solution.py"]
         sys.dont_write_bytecode = True
-        while True:
-            req = recv_frame(control_fd)
-            if not isinstance(req, dict):
-                break  # the server is gone or retired this runner
-            # What compiling a program may take (the soft limit, so a later, larger one can raise it).
-            hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-            resource.setrlimit(resource.RLIMIT_AS, (int(req["memory_mb"]) << 20, hard))
-            try:
-                code = compile(req["code"], "solution.py", "exec")  # once for all its tests
-            except BaseException:
-                code = None
-            runs = []
-            expected = req.get("expected")
-            for number, stdin in enumerate(req["stdins"]):
-                run = run_test(req, code, run_dir, stdin)
-                runs.append(run)
-                if expected is not None and not unit_test_passed(
-                    run["status"], run["stdout"], expected[number]
-                ):
-                    break  # the program failed: its remaining tests cannot change the verdict
-            del code
-            send_frame(result_fd, {"runs": runs})
+        if _NAMESPACES:
+            pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY)
+        else:
+            pid_namespace = None
+            KERNEL.prctl(PR_SET_CHILD_SUBREAPER, 1)  # whatever a program forks is re-parented here
+        sock.send(_probe(pid_namespace))
+        while (message := _receive(sock)) is not None:
+            result = _run_test(sock, RunLimits(*TEST.unpack(message[1])[1:]), message[2], pid_namespace)
+            _send(sock, RESULT, (KIND_RESULT, *result))
     except BaseException:
         pass
     os._exit(0)
 
 
+# ---------------------------------------------------------------------------------------------
+# the server: the judge
+class RunnerFailed(Exception):
+    """The runner died, overran or broke the protocol: the server must end (a new runner would be
+    forked from a server that has read requests)."""
+
+
 class Runner:
-    """The server's runner process and its pipes; replaced when it fails or has served its share."""
+    """The server's runner, seen from the server."""
 
-    def __init__(self, base: str) -> None:
-        self.run_dir = tempfile.mkdtemp(dir=base)
-        os.chmod(self.run_dir, 0o711)
-        control_read, self.control = os.pipe()
-        self.results, result_write = os.pipe()
-        self.served = 0
-        self.failed = False  # died, overran or sent garbage: replace it
-        self.pid = os.fork()
-        if self.pid == 0:
-            os.close(self.control)
-            os.close(self.results)
-            _runner(control_read, result_write, self.run_dir)
-        for fd in (control_read, result_write):
-            os.close(fd)
+    def __init__(self) -> None:
+        """Fork it (PID 1 of a new PID namespace when isolated); OSError if its test children cannot start."""
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if _NAMESPACES:
+            KERNEL.unshare(CLONE_NEWPID)
+        if os.fork() == 0:
+            self.sock.close()
+            keep = theirs.fileno()  # nothing else of the server's: its pipes to the client least of all
+            os.closerange(3, keep)
+            os.closerange(keep + 1, 1 << 20)
+            _runner(theirs)
+        theirs.close()
+        ready = self.sock.recv(256) if select.select([self.sock], [], [], 30.0)[0] else b""
+        if ready != b"ok":
+            self.sock.close()
+            raise OSError(ready.decode(errors="replace") or "the sandbox runner did not start")
 
-    def alive(self) -> bool:
+    def run_test(self, limits: RunLimits, program: int, stdin: str) -> dict:
+        """Run the program (a sealed memfd) on one input; the run's status and output."""
+        fds = [_memfd("stdin", stdin.encode("utf-8", "surrogatepass"), seal=True), _memfd("stdout")]
+        fds.append(_memfd("stderr"))
         try:
-            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
-        except ChildProcessError:
-            return False
-
-    def run(self, req: dict) -> dict:
-        """The program's results; the runner must answer within every test's wall limit and a margin."""
-        self.served += 1
-        send_frame(self.control, req)
-        deadline_s = len(req["stdins"]) * (float(req["wall_limit"]) + 1.0) + 5.0
-        if select.select([self.results], [], [], deadline_s)[0]:
-            reply = recv_frame(self.results)
-            if isinstance(reply, dict):
-                return reply
-        self.failed = True
-        return {"error": f"the program's runner gave no result within {deadline_s:g}s"}
-
-    @property
-    def spent(self) -> bool:
-        return self.failed or self.served >= RUNNER_PROGRAMS
-
-    def close(self) -> None:
-        """Stop the runner, kill whatever is left below the server, remove the run directory."""
-        for fd in (self.control, self.results):
-            try:
+            _send(self.sock, TEST, (KIND_TEST, *limits), [program, *fds])
+            exit_code, timed_out, wall = self._result(limits.wall_limit + RUNNER_MARGIN_S)
+            size = os.fstat(fds[1]).st_size
+            stdout = os.pread(fds[1], min(size, limits.output_limit), 0)
+            stderr_size = os.fstat(fds[2]).st_size
+            stderr = os.pread(fds[2], 4096, max(0, stderr_size - 4096))
+        except OSError as exc:
+            raise RunnerFailed(f"the sandbox runner failed: {exc}") from None
+        finally:
+            for fd in fds:
                 os.close(fd)
-            except OSError:
-                pass
+        if timed_out:
+            status = "timeout"
+        elif size >= limits.output_limit:
+            status = "output_limit"
+        elif exit_code < 0:
+            status = "timeout" if -exit_code in (signal.SIGXCPU, signal.SIGKILL) else "signal"
+        elif exit_code == INTERNAL_ERROR_EXIT:
+            status = "sandbox_error"
+        else:
+            status = "error" if exit_code else "ok"
+        return {
+            "status": status,
+            "exit_code": exit_code,
+            "stdout": stdout.decode("utf-8", "replace"),
+            "stderr": stderr.decode("utf-8", "replace")[-1000:],
+            "wall_s": wall,
+        }
+
+    def _result(self, within_s: float) -> tuple[int, bool, float]:
+        if not select.select([self.sock], [], [], within_s)[0]:
+            raise RunnerFailed(f"the sandbox runner gave no result within {within_s:g}s")
         try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _kill_descendants()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+            message = _receive(self.sock)
+        except (OSError, ValueError) as exc:
+            raise RunnerFailed(f"the sandbox runner broke the protocol: {exc}") from None
+        if message is None or message[0] != KIND_RESULT:
+            raise RunnerFailed("the sandbox runner died")
+        _, exit_code, timed_out, wall = RESULT.unpack(message[1])
+        return exit_code, bool(timed_out), wall
 
 
-def _kill_group(pid: int) -> None:
+def _memfd(name: str, data: bytes = b"", seal: bool = False) -> int:
+    """An anonymous in-memory file holding `data`, at offset 0; sealed read-only when asked."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    if seal:
+        seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    return fd
+
+
+def run_item(runner: Runner, req: dict) -> dict:
+    """Run a program's tests in order, stopping at the first failed test when expected outputs are given."""
+    limits = RunLimits.of(req)
+    program = _memfd("program", req["code"].encode("utf-8", "surrogatepass"), seal=True)
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        runs = []
+        for number, stdin in enumerate(req["stdins"]):
+            runs.append(runner.run_test(limits, program, stdin))
+            expected = req["expected"]
+            if expected is not None and not unit_test_passed(
+                runs[-1]["status"], runs[-1]["stdout"], expected[number]
+            ):
+                break  # the program failed: its remaining tests cannot change the verdict
+        return {"runs": runs}
+    finally:
+        os.close(program)
 
 
-def serve() -> None:
-    """Answer program requests on stdin/stdout until the client closes the pipe."""
+def serve(isolated: bool) -> None:
+    """Answer program requests on stdin/stdout until the client closes the pipe.
+
+    A server that cannot set up what was asked (isolated: a layer the kernel refuses) says why in
+    its hello and ends; so does one whose runner fails.
+    """
+    global KERNEL
     in_fd, out_fd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(2, 1)
-    _setup_isolation()
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        _PRCTL(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    _preload()
-    import gc
-
-    gc.collect()
-    gc.freeze()  # keep the collector from touching (and copying) the zygote's pages in every child
-    base = tempfile.mkdtemp(prefix="m2rl-sandbox-")
-    os.chmod(base, 0o711)
-    runner = Runner(base)
+    KERNEL = Kernel()
+    KERNEL.set_name("m2rl-sandbox")
+    _remove_stale_dirs()
+    hello = {"pid": os.getpid(), "isolation": ISOLATION, "sandboxed": isolated, "problem": None}
     try:
-        send_frame(out_fd, {"isolation": dict(ISOLATION), "pid": os.getpid()})
-        while True:
-            req = recv_frame(in_fd)
-            if req is None:
-                break
-            if not runner.alive():  # e.g. killed from outside: a program cannot (other uid, or the hook)
-                runner.close()
-                runner = Runner(base)
+        _setup_isolated() if isolated else _setup_unsandboxed()
+        _setup_uid(required=isolated)
+        KERNEL.prctl(PR_SET_DUMPABLE, 0)
+        KERNEL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # Programs must not reach ctypes through sys.modules; the hook refuses a fresh import.
+        for name in ("ctypes", "_ctypes", "ctypes._endian"):
+            sys.modules.pop(name, None)
+        _preload()
+        import gc
+
+        gc.collect()
+        gc.freeze()  # keep the collector from touching (and copying) the runner's pages in every child
+        runner = Runner()  # before the first request: nothing of any request is ever in its memory
+    except OSError as exc:  # a server that cannot run programs as asked says why and ends
+        send_frame(out_fd, hello | {"sandboxed": False, "problem": str(exc)})
+        return
+    try:
+        send_frame(out_fd, hello)
+        while (req := recv_frame(in_fd)) is not None:
             try:
-                reply = runner.run(req)  # type: ignore[arg-type]
-            except Exception as exc:  # a broken request or a dead runner must not take the server down
-                reply = {"error": repr(exc)}
-                runner.failed = True
+                reply = run_item(runner, _checked_request(req))
+            except ValueError as exc:
+                reply = {"error": f"malformed request: {exc}"}
             send_frame(out_fd, reply)
-            if runner.spent:  # replaced after replying: the client is busy meanwhile
-                runner.close()
-                runner = Runner(base)
+    except (RunnerFailed, ValueError) as exc:
+        send_frame(out_fd, {"error": str(exc), "ended": True})
     finally:
-        runner.close()
-        shutil.rmtree(base, ignore_errors=True)
+        runner.sock.close()
+        if not _NAMESPACES:
+            shutil.rmtree(os.path.dirname(_WORK), ignore_errors=True)
 
 
 if __name__ == "__main__":
-    serve()
+    serve(isolated="--unsandboxed" not in sys.argv[1:])

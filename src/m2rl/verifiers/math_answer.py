@@ -37,15 +37,17 @@ def answer_region(text: str) -> str:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (nested braces) or `\\boxed x`; None if there is none."""
+    """Content of the last `\\boxed{...}` (nested braces, spaces before the brace allowed) or
+    `\\boxed x`; None if there is none."""
     start = max(text.rfind(cmd) for cmd in BOX_COMMANDS)
     if start < 0:
         return None
     rest = text[start:]
     rest = rest[len("\\boxed") :] if rest.startswith("\\boxed") else rest[len("\\fbox") :]
-    if rest.startswith(" ") or rest.startswith("\t"):
+    if rest[:1] in (" ", "\t") and not rest.lstrip(" \t").startswith("{"):
         token = rest.strip().split("$")[0].split()
         return token[0] if token else None
+    rest = rest.lstrip(" \t")  # "\\boxed {5}" is "\\boxed{5}" in LaTeX
     if not rest.startswith("{"):
         return None
     depth = 0

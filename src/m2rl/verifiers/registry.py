@@ -17,7 +17,7 @@ from m2rl.verifiers.config import VerifierConfig
 from m2rl.verifiers.gate import scored_text
 from m2rl.verifiers.math_answer import score_math
 from m2rl.verifiers.multiple_choice import score_choice, valid_letters
-from m2rl.verifiers.sandbox import Limits, make_sandbox
+from m2rl.verifiers.sandbox import Limits, make_sandbox, require_isolation
 from m2rl.verifiers.unit_tests import score_code, unit_tests_of
 from m2rl.verifiers.verdict import Verdict, verdict
 
@@ -92,7 +92,7 @@ def code_limits(config: VerifierConfig) -> Limits:
 
 
 def _score_code(sample: dict[str, Any], text: str, config: VerifierConfig) -> Verdict:
-    sandbox = make_sandbox(config.sandbox_url)
+    sandbox = make_sandbox(config.sandbox_url, config.code_allow_unsandboxed)
     return score_code(sample, text, sandbox, code_limits(config), config.code_max_tests, config.seed)
 
 
@@ -185,6 +185,13 @@ def reward_type(sample: dict[str, Any], where: str = "sample") -> RewardType:
             f"{where} (id {sample.get('id')!r}): unknown rm_type {name!r}; choose from {', '.join(RM_TYPES)}"
         )
     return RM_TYPES[name]
+
+
+def check_runnable(samples: list[dict[str, Any]], config: VerifierConfig) -> None:
+    """UserError if code samples would run in a local sandbox that cannot isolate them here
+    (unless `verifiers.code.allow_unsandboxed`); probed once per process."""
+    if config.sandbox_url is None and any(reward_type(s).domain == "code" for s in samples):
+        require_isolation(config.code_allow_unsandboxed)
 
 
 def check_sample(sample: dict[str, Any], where: str) -> None:

@@ -1,8 +1,10 @@
 """Where untrusted programs run: the local fork-server sandbox, or a SandboxFusion service.
 
 `LocalSandbox` talks to `forkserver.py`, a small pre-warmed interpreter started with a scrubbed
-environment (see that module for exactly which isolation is kernel-enforced). Starting it with
-`subprocess` (fork+exec) keeps it safe to use from a process that has torch or CUDA loaded.
+environment (see that module for exactly which isolation is kernel-enforced), in validated JSON
+frames. Starting it with `subprocess` (fork+exec) keeps it safe to use from a process that has
+torch or CUDA loaded. Where the kernel gives the server no isolation it refuses to run programs
+unless `verifiers.code.allow_unsandboxed` accepts the risk.
 `FusionSandbox` posts to a SandboxFusion `/run_code` endpoint over plain HTTP (stdlib urllib, so no
 client dependency). Both return an `Execution` per run; `run_tests` runs a program's unit tests in
 order and stops after the first failure (the local server does this in one round trip).
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from m2rl.errors import UserError
 from m2rl.verifiers.forkserver import recv_frame, send_frame, unit_test_passed
 
 FORKSERVER = Path(__file__).with_name("forkserver.py")
@@ -72,22 +75,96 @@ class Sandbox(Protocol):
         ...
 
 
+def refusal(problem: str) -> str:
+    """The one line that refuses to run model-written code without isolation."""
+    return (
+        f"the code sandbox cannot isolate model-written programs on this machine ({problem}); "
+        "set verifiers.code.allow_unsandboxed=true to run them anyway, at your own risk"
+    )
+
+
+def _hello(frame: object) -> tuple[int, dict[str, str], str | None]:
+    """(server pid, isolation report, problem) of the server's first frame; ValueError if malformed.
+
+    A problem means the server could not set up what it was asked for and has ended.
+    """
+    if not isinstance(frame, dict) or not isinstance(frame.get("pid"), int):
+        raise ValueError("the sandbox fork server sent no valid hello")
+    isolation, problem = frame.get("isolation"), frame.get("problem")
+    if not isinstance(isolation, dict) or not all(isinstance(v, str) for v in isolation.values()):
+        raise ValueError("the sandbox fork server sent no valid isolation report")
+    if not isinstance(frame.get("sandboxed"), bool) or not isinstance(problem, (str, type(None))):
+        raise ValueError("the sandbox fork server sent no valid isolation verdict")
+    return frame["pid"], isolation, problem
+
+
+def _execution(run: object) -> Execution:
+    """One run of a reply frame; ValueError if it is not exactly what the server sends."""
+    if not isinstance(run, dict):
+        raise ValueError("malformed run in the sandbox server's reply")
+    status, exit_code, stdout, stderr, wall_s = (
+        run.get(key) for key in ("status", "exit_code", "stdout", "stderr", "wall_s")
+    )
+    if (
+        status not in STATUSES
+        or not isinstance(exit_code, (int, type(None)))
+        or not isinstance(stdout, str)
+        or not isinstance(stderr, str)
+        or not isinstance(wall_s, (int, float))
+    ):
+        raise ValueError("malformed run in the sandbox server's reply")
+    return Execution(status, exit_code, stdout, stderr, float(wall_s))
+
+
+def _executions(reply: object) -> list[Execution]:
+    """The runs of a reply frame (one sandbox_error run for a reported error); ValueError if malformed."""
+    if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+        return [Execution("sandbox_error", None, "", reply["error"], 0.0)]
+    runs = reply.get("runs") if isinstance(reply, dict) else None
+    if not isinstance(runs, list):
+        raise ValueError("malformed reply from the sandbox server")
+    return [_execution(run) for run in runs]
+
+
 class LocalSandbox:
     """A client of one fork server, started on first use and restarted if it dies; thread-safe.
 
     `audit_hook=False` leaves only the kernel-enforced isolation (used by tests to prove it holds).
+    Where the server reports no kernel isolation, starting it raises UserError unless
+    `allow_unsandboxed`.
     """
 
-    def __init__(self, audit_hook: bool = True) -> None:
+    def __init__(self, audit_hook: bool = True, allow_unsandboxed: bool = False) -> None:
         self.audit_hook = audit_hook
+        self.allow_unsandboxed = allow_unsandboxed
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.isolation: dict[str, str] = {}
+        self.problem: str | None = None  # why programs are not isolated here, if they are not
         self.server_pid: int | None = None
 
+    def start(self) -> None:
+        """Start the fork server now (UserError if it cannot isolate programs and that is not allowed)."""
+        with self._lock:
+            self._server()
+
     def _start(self) -> subprocess.Popen[bytes]:
+        """An isolated server; where the kernel refuses one, an unsandboxed one if allowed, else UserError."""
+        if self.problem is None:
+            proc, self.problem = self._launch(isolated=True)
+            if self.problem is None:
+                return proc
+        if not self.allow_unsandboxed:
+            raise UserError(refusal(self.problem))
+        proc, problem = self._launch(isolated=False)
+        if problem is not None:
+            raise RuntimeError(f"the sandbox fork server could not start: {problem}")
+        return proc
+
+    def _launch(self, isolated: bool) -> tuple[subprocess.Popen[bytes], str | None]:
+        """Start a fork server; it and the problem it reports (when it has one, it has ended)."""
         proc = subprocess.Popen(
-            [sys.executable, "-I", str(FORKSERVER)],
+            [sys.executable, "-I", str(FORKSERVER), *([] if isolated else ["--unsandboxed"])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -96,16 +173,20 @@ class LocalSandbox:
             start_new_session=True,
         )
         assert proc.stdout is not None
-        if not select.select([proc.stdout.fileno()], [], [], 60.0)[0]:
+        try:
+            if not select.select([proc.stdout.fileno()], [], [], 60.0)[0]:
+                raise ValueError("the sandbox fork server did not start within 60 s")
+            frame = recv_frame(proc.stdout.fileno())
+            if frame is None:
+                raise ValueError("the sandbox fork server exited at start-up")
+            self.server_pid, self.isolation, problem = _hello(frame)
+        except ValueError as exc:
             proc.kill()
-            raise RuntimeError("the sandbox fork server did not start within 60 s")
-        hello = recv_frame(proc.stdout.fileno())
-        if not isinstance(hello, dict):
-            proc.kill()
-            raise RuntimeError("the sandbox fork server exited at start-up")
-        self.isolation = hello["isolation"]
-        self.server_pid = hello["pid"]
-        return proc
+            proc.wait()
+            raise RuntimeError(str(exc)) from None
+        if problem is not None:
+            proc.wait()
+        return proc, problem
 
     def _server(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
@@ -136,28 +217,17 @@ class LocalSandbox:
                 proc = self._server()
                 assert proc.stdin is not None and proc.stdout is not None
                 send_frame(proc.stdin.fileno(), request)
-                wait_s = len(stdins) * (limits.wall_limit_s + 1.0) + 30.0
+                wait_s = len(stdins) * (limits.wall_limit_s + 6.0) + 30.0
                 ready = select.select([proc.stdout.fileno()], [], [], wait_s)[0]
                 reply = recv_frame(proc.stdout.fileno()) if ready else None
-            except (OSError, ValueError, EOFError) as exc:
-                reply, error = None, repr(exc)
-            else:
-                error = "no reply from the sandbox server"
-            if not isinstance(reply, dict):
+                if reply is None:
+                    raise ValueError("no reply from the sandbox server")
+                if isinstance(reply, dict) and reply.get("ended"):
+                    self._kill()  # it said why and ended: the next call starts a new one
+                return _executions(reply)
+            except (OSError, ValueError) as exc:
                 self._kill()
-                return [Execution("sandbox_error", None, "", error, 0.0)]
-        if "error" in reply:
-            return [Execution("sandbox_error", None, "", str(reply["error"]), 0.0)]
-        return [
-            Execution(
-                status=run["status"],
-                exit_code=run["exit_code"],
-                stdout=run["stdout"].decode("utf-8", "replace"),
-                stderr=run["stderr"],
-                wall_s=run["wall_s"],
-            )
-            for run in reply["runs"]
-        ]
+                return [Execution("sandbox_error", None, "", str(exc), 0.0)]
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -226,18 +296,38 @@ class FusionSandbox:
         return runs
 
 
-_LOCAL: dict[int, LocalSandbox] = {}
+_LOCAL: dict[tuple[int, bool], LocalSandbox] = {}
+_PROBLEMS: dict[int, str | None] = {}  # per process: why the local sandbox cannot isolate programs
 
 
-def local_sandbox() -> LocalSandbox:
+def local_sandbox(allow_unsandboxed: bool = False) -> LocalSandbox:
     """This process's shared local sandbox (one fork server per process)."""
-    pid = os.getpid()
-    if pid not in _LOCAL:
-        _LOCAL.clear()  # a forked child must not share its parent's server pipes
-        _LOCAL[pid] = LocalSandbox()
-    return _LOCAL[pid]
+    key = (os.getpid(), allow_unsandboxed)
+    if key not in _LOCAL:
+        if any(pid != key[0] for pid, _ in _LOCAL):
+            _LOCAL.clear()  # a forked child must not share its parent's server pipes
+        _LOCAL[key] = LocalSandbox(allow_unsandboxed=allow_unsandboxed)
+    return _LOCAL[key]
 
 
-def make_sandbox(sandbox_url: str | None) -> Sandbox:
+def require_isolation(allow_unsandboxed: bool) -> None:
+    """UserError unless the local sandbox isolates programs here or the risk is accepted (probed once)."""
+    if allow_unsandboxed:
+        return
+    if os.getpid() not in _PROBLEMS:
+        probe = LocalSandbox()
+        try:
+            probe.start()
+        except UserError:
+            pass  # its problem says why
+        finally:
+            probe.close()
+        _PROBLEMS[os.getpid()] = probe.problem
+    problem = _PROBLEMS[os.getpid()]
+    if problem is not None:
+        raise UserError(refusal(problem))
+
+
+def make_sandbox(sandbox_url: str | None, allow_unsandboxed: bool = False) -> Sandbox:
     """The sandbox the config asks for: SandboxFusion at `sandbox_url`, else the local one."""
-    return FusionSandbox(sandbox_url) if sandbox_url else local_sandbox()
+    return FusionSandbox(sandbox_url) if sandbox_url else local_sandbox(allow_unsandboxed)

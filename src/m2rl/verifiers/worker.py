@@ -14,7 +14,7 @@ import pickle
 import signal
 import time
 
-from m2rl.verifiers.forkserver import recv_frame, send_frame
+from m2rl.verifiers.frames import recv_frame, send_frame
 
 
 def main() -> None:
