@@ -81,7 +81,9 @@ def test_ifbench_rows_convert_and_unsupported_instruction_ids_are_user_errors(tm
         json.dumps({"key": "x", "prompt": "p", "instruction_id_list": ["no_such:rule"], "kwargs": [{}]})
         + "\n"
     )
-    with pytest.raises(UserError, match=r"benchmark ifbench item ifbench-x .*no_such:rule"):
+    with pytest.raises(
+        UserError, match=r"ifbench.jsonl line 1 \(benchmark ifbench\) \(id 'ifbench-x'.*no_such:rule"
+    ):
         load_benchmark({"name": "ifbench", "source": str(bad), "split": None})
 
 
@@ -148,3 +150,19 @@ def test_paper_benchmark_specs_are_complete():
     k = {s["name"]: s["k"] for s in PAPER_BENCHMARKS}
     assert (k["aime24"], k["gpqa_diamond"], k["ifeval"], k["ifbench"]) == (16, 4, 1, 1)
     assert fill("{a} {b} {a}", a="x") == "x {b} x"
+
+
+def test_a_wrong_value_type_in_a_benchmark_row_names_its_file_and_line(tmp_path):
+    good = {
+        "question_id": "a",
+        "question_content": "q",
+        "contest_date": "2024-09-01",
+        "public_test_cases": "[]",
+    }
+    bad = {**good, "question_id": "b", "public_test_cases": "[1]"}  # a test case that is not an object
+    path = tmp_path / "lcb.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
+    with pytest.raises(
+        UserError, match=rf"^{path} line 3: a field has the wrong type or shape \(AttributeError"
+    ):
+        load_benchmark({"name": "lcb_v5", "source": str(path), "split": None})

@@ -134,14 +134,14 @@ def test_unavailable_placeholder_sources_are_reported_not_dropped_silently(tmp_p
     )
 
 
-def test_a_bad_row_raises_a_user_error_naming_file_row_and_problem(tmp_path):
+def test_a_bad_row_raises_a_user_error_naming_file_line_and_problem(tmp_path):
     rows = [json.loads(line) for line in BLEND.read_text().splitlines()]
     rows[2]["verifier_metadata"]["unit_tests"]["outputs"].pop()
     bad = tmp_path / "train.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(
         UserError,
-        match=r"train.jsonl row 2 \(nano_v3_sft_profiled_comp_coding_50tests\): unit_tests has 3 inputs and 2 outputs",
+        match=r"train.jsonl line 3 \(nano_v3_sft_profiled_comp_coding_50tests\): unit_tests has 3 inputs and 2 outputs",
     ):
         read_rl_blend(rl_cfg(source=str(bad)), ["code"])
 
@@ -164,7 +164,7 @@ def test_agent_rows_convert_but_have_no_verifier_to_validate_them():
     assert agent["domain"] == "agent" and agent["rm_type"] == "workbench"
     assert agent["metadata"]["ground_truth_tool_calls"][0]["name"] == "email_send_email"
     assert [m["role"] for m in agent["prompt"]] == ["system", "user"]
-    with pytest.raises(UserError, match=r"train.jsonl row 6 .*unknown rm_type 'workbench'"):
+    with pytest.raises(UserError, match=r"train.jsonl line 7 .*unknown rm_type 'workbench'"):
         read_rl_blend(rl_cfg(), ["agent"])
 
 
@@ -275,3 +275,14 @@ def test_sft_blend_trains_with_trl_on_the_tiny_model(tmp_path):
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=args, train_dataset=dataset,
                          processing_class=AutoTokenizer.from_pretrained(path))  # fmt: skip
     assert trainer.train().training_loss > 0
+
+
+def test_a_bad_sft_row_is_a_user_error_naming_file_and_line_not_a_datasets_wrapper(tmp_path):
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"messages": [{"role": 5, "content": "x"}]}) + "\n")
+    cfg = OmegaConf.create(
+        {"name": "nemotron", "sft": {"subsets": {"chat": {"source": str(path)}}, "cache_dir": str(tmp_path)}}
+    )
+    with pytest.raises(UserError, match=rf"^{path} line 2 \(chat\): message 0 needs a role$"):
+        load_sft_conversations(cfg)

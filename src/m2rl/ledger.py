@@ -1,10 +1,24 @@
 """Run directories and their `run.json` manifests: lineage, status, stage times and device-hours.
 
 Every command writes one run directory under the runs root. The manifest is rewritten atomically
-(temp file + rename) at every change, so a reader never sees a half-written file, and a run that
-raises, is interrupted or is terminated is recorded as `failed`, never `completed`. A run whose
-process was killed outright (SIGKILL, power loss) is detected by its dead pid and reported failed.
-A run the study executor created but has not started yet is `queued`.
+(temp file + rename, the temp name unique per host and process) at every change, by the attempt's
+main process only, so a reader never sees a half-written file, and a run that raises, is interrupted
+or is terminated is recorded as `failed`, never `completed`. A run the study executor created but
+has not started yet is `queued`.
+
+An attempt owns its run through an exclusive `flock` on `<run>/run.lock`, held for the attempt's
+life; the kernel drops it when the process dies, however it dies. `running` means "the lock is
+held": a manifest that says `running` while nobody holds the lock belongs to a process that was
+killed (SIGKILL, OOM killer, power loss, a lost node), and is read as `failed` with its last attempt
+`killed`, resumable from any machine. pid, host, boot id and process start time are kept for display
+only: pids repeat across PID namespaces and nodes, and host names repeat or change across
+containers. A reader probes the lock with a shared lock, held only while it re-reads the manifest.
+flock is shared between machines where the filesystem shares lock semantics (local disks, NFSv4,
+Lustre mounted with `-o flock`).
+
+The ledger reads what it can: a manifest that is not valid JSON or not shaped like one is named on
+stderr, one line each, and left out, so one bad file never stops a command; `Ledger.check` lists
+every problem under the root with what to do about it.
 
 Two costs are recorded per attempt: wall seconds x devices (`device_hours`, the GPU-hours of a
 dedicated allocation) and the CPU time its processes used (`cpu_seconds`: user + system of this
@@ -14,25 +28,37 @@ process and every descendant, live or reaped), which does not grow when other lo
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
+import errno
+import fcntl
 import json
 import os
 import platform
+import secrets
+import shutil
 import signal
 import socket
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from m2rl.errors import Interrupted, UserError
+from m2rl.provenance import provenance
 
 MANIFEST = "run.json"
 METRICS = "metrics.jsonl"
-RUN_KINDS = ("sft", "rl", "merge")
+LOCK = "run.lock"
+RUN_KINDS = ("sft", "rl", "merge", "analyze")
+MODEL_KINDS = ("sft", "rl", "merge")  # the kinds whose runs hold a model (an analyze run holds a report)
+STATUSES = ("queued", "running", "completed", "failed")
 PROGRESS_DIR = "progress"
+CLAIM_WAIT_S = 5.0  # a reader holds a run's lock for an instant; an attempt retries this long
+STALE_TEMP_S = 600.0  # a temp file this old was left by a write that never finished
 
 
 class Terminated(BaseException):
@@ -43,14 +69,279 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
+# -- atomic writes ---------------------------------------------------------------------------------
+def temp_sibling(path: Path) -> Path:
+    """A hidden temp name beside `path`, unique per host and process (pids repeat across nodes)."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[IO[str]]:
+    """A text handle on a temp sibling that replaces `path` once the block ends without error."""
+    tmp = temp_sibling(path)
+    try:
+        with open(tmp, "w") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temp file in the same directory and rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
+    with _replacing(path) as handle:
         json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text through a temp file in the same directory and rename it into place."""
+    with _replacing(path) as handle:
+        handle.write(text)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2); False where the system or filesystem cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_cwd = -100
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(ctypes.get_errno(), f"cannot swap {a} and {b}")
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Put the finished folder `tmp` at its sibling `target`, so readers see the old folder or the new one."""
+    try:
+        os.rename(tmp, target)  # nothing there yet
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+    if _exchange(tmp, target):  # one step where the filesystem can
+        shutil.rmtree(tmp)  # now the previous output
+        return
+    old = temp_sibling(target)  # else two renames, the old folder moving aside first
+    os.rename(target, old)
+    os.rename(tmp, target)
+    shutil.rmtree(old)
+
+
+# -- locks -----------------------------------------------------------------------------------------
+_HELD: dict[Path, int] = {}  # lock files this process holds -> their descriptors
+
+
+def _forget_inherited_locks() -> None:
+    """In a forked child: drop the inherited descriptors, so a lock lives no longer than its owner."""
+    for fd in _HELD.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
+def try_lock(path: Path) -> bool:
+    """Take the exclusive flock on `path` (created if missing) without waiting; False if another holds it."""
+    path = path.resolve()
+    if path in _HELD:
+        return True
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise UserError(
+                f"{path}: this filesystem does not support file locks; put the runs root on one that does "
+                "(a local disk, NFSv4, Lustre mounted with -o flock)"
+            ) from None
+        raise
+    except BaseException:
+        os.close(fd)
+        raise
+    _HELD[path] = fd
+    return True
+
+
+def unlock(path: Path) -> None:
+    """Release a lock this process took with `try_lock` (nothing if it holds none)."""
+    fd = _HELD.pop(path.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _while_free(path: Path) -> Iterator[bool]:
+    """Yield whether nobody holds the lock on `path`; a shared lock meanwhile keeps anyone from taking it."""
+    if path.resolve() in _HELD:
+        yield False
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # never locked: nobody holds it
+        yield True
+        return
+    except OSError:  # cannot tell: a reader does not declare a run dead on a guess
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def lock_held(path: Path) -> bool:
+    """Whether some process (this one included) holds the lock on `path`."""
+    with _while_free(path) as free:
+        return not free
+
+
+# -- the manifest's shape ----------------------------------------------------------------------------
+_NONE = type(None)
+_SHAPE: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "kind": (str,),
+    "name": (str,),
+    "status": (str,),
+    "created": (str,),
+    "finished": (str, _NONE),
+    "error": (str, _NONE),
+    "study": (str, _NONE),
+    "seed": (int, _NONE),
+    "config_hash": (str, _NONE),
+    "pid": (int, _NONE),
+    "host": (str, _NONE),
+    "parents": (list,),
+    "attempts": (list,),
+    "domains": (list, _NONE),
+    "metrics": (dict,),
+    "device": (dict,),
+    "artifacts": (dict,),
+    "stage_seconds": (dict,),
+    "device_hours": (int, float),
+    "wall_seconds": (int, float),
+    "cpu_seconds": (int, float),
+}
+_REQUIRED = ("id", "kind", "name", "status")
+_WORDS = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    _NONE: "null",
+}
+
+
+def _shape_problem(manifest: Any) -> str | None:
+    """What makes `manifest` unusable as a run manifest, or None."""
+    if not isinstance(manifest, dict):
+        return f"expected a JSON object, found {_WORDS.get(type(manifest), type(manifest).__name__)}"
+    missing = [key for key in _REQUIRED if key not in manifest]
+    if missing:
+        return f"no {', '.join(repr(k) for k in missing)} field"
+    for key, types in _SHAPE.items():
+        value = manifest.get(key)
+        if key in manifest and (not isinstance(value, types) or isinstance(value, bool)):
+            expected = " or ".join(dict.fromkeys(_WORDS[t] for t in types))
+            return f"{key!r} is {json.dumps(value, default=str)[:40]}, expected {expected}"
+    if manifest["kind"] not in RUN_KINDS:
+        return f"unknown kind {manifest['kind']!r} (known: {', '.join(RUN_KINDS)})"
+    if manifest["status"] not in STATUSES:
+        return f"unknown status {manifest['status']!r} (known: {', '.join(STATUSES)})"
+    if not all(isinstance(p, str) for p in manifest.get("parents", [])):
+        return "'parents' must be a list of run ids"
+    if not all(isinstance(a, dict) for a in manifest.get("attempts", [])):
+        return "'attempts' must be a list of objects"
+    return None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong under a runs root: where, what, and what to do about it."""
+
+    path: Path
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what}; {self.fix}"
+
+
+class ManifestError(UserError):
+    """A run.json that cannot be used (unreadable, not JSON, or not shaped like a manifest)."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of `run_dir`, checked for the shape every command relies on (ManifestError if not)."""
+    path = Path(run_dir) / MANIFEST
+    fix = "fix the file or move its folder out of the runs root"
+    try:
+        manifest = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ManifestError(Problem(path, f"unreadable ({exc.strerror or exc})", fix)) from None
+    except ValueError as exc:  # invalid JSON or invalid UTF-8
+        raise ManifestError(Problem(path, f"not valid JSON ({str(exc).splitlines()[0]})", fix)) from None
+    problem = _shape_problem(manifest)
+    if problem is not None:
+        raise ManifestError(Problem(path, f"not a run manifest: {problem}", fix))
+    return manifest
+
+
+# -- who runs an attempt -------------------------------------------------------------------------------
+def _boot_id() -> str | None:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return None
+
+
+def _owner() -> dict[str, Any]:
+    """This process, for display: pid, host, boot id and start time (liveness is the lock's job)."""
+    import psutil
+
+    started = dt.datetime.fromtimestamp(psutil.Process().create_time(), dt.UTC)
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "boot_id": _boot_id(),
+        "process_started": started.isoformat(timespec="seconds"),
+    }
+
+
+def describe_owner(manifest: dict[str, Any]) -> str:
+    """`process 123 on host-a (started ...)`: who last ran the run, as its manifest records."""
+    started = f", started {manifest['process_started']}" if manifest.get("process_started") else ""
+    return f"process {manifest.get('pid')} on {manifest.get('host')}{started}"
+
+
+def _read_as_killed(manifest: dict[str, Any]) -> None:
+    """A `running` manifest nobody holds the lock of: its process died without closing the run."""
+    manifest["status"] = "failed"
+    manifest["error"] = f"killed: {describe_owner(manifest)} ended without closing the run"
+    if manifest.get("attempts") and manifest["attempts"][-1].get("status") == "running":
+        manifest["attempts"][-1]["status"] = "killed"
 
 
 def cpu_name() -> str:
@@ -99,22 +390,14 @@ def process_tree_cpu_seconds() -> float:
     return total
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Run:
     """One run directory and its manifest; mutate through methods so the manifest stays current."""
 
     def __init__(self, path: Path, manifest: dict[str, Any]):
         self.path = path
         self.manifest = manifest
+        self.writes_manifest = True  # False on accelerate ranks other than 0: one writer per run
+        self.killed = False  # read as killed: `running` on disk, but nobody held its lock
         self._attempt_started: float | None = None  # perf_counter at the start of the live attempt
         self._cpu_started = 0.0  # process-tree CPU seconds at the start of the live attempt
 
@@ -142,13 +425,32 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({self.id!r}, kind={self.kind!r}, status={self.status!r})"
 
+    # -- ownership --------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Own the run for an attempt: take its lock (UserError while a live attempt holds it), re-read it."""
+        deadline = time.monotonic() + CLAIM_WAIT_S
+        while not try_lock(self.path / LOCK):
+            if time.monotonic() > deadline:
+                owner = describe_owner(read_manifest(self.path))
+                raise UserError(f"run {self.id} is running ({owner}): wait for it or stop that process")
+            time.sleep(0.05)
+        self.manifest = read_manifest(self.path)
+        attempts = self.manifest.get("attempts") or []
+        if attempts and attempts[-1].get("status") == "running":  # we hold the lock: its owner died
+            attempts[-1]["status"] = "killed"
+
     # -- persistence ------------------------------------------------------------------------
     def save(self) -> None:
         """Write the manifest, first bringing the live attempt's wall time and device-hours up to date,
-        so a run killed outright still accounts for the time it ran until its last save."""
+        so a run killed outright still accounts for the time it ran until its last save. A status other
+        than `running` gives up the run's lock."""
+        if not self.writes_manifest:
+            return
         if self._attempt_started is not None:
             self._account(time.perf_counter() - self._attempt_started)
         write_json_atomic(self.path / MANIFEST, self.manifest)
+        if self.manifest["status"] != "running":
+            unlock(self.path / LOCK)
 
     def _account(self, wall: float) -> None:
         attempts = self.manifest["attempts"]
@@ -163,27 +465,20 @@ class Run:
 
     @classmethod
     def load(cls, path: Path) -> Run:
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path / MANIFEST}: unreadable run manifest ({exc})") from exc
+        """The run at `path` (ManifestError if unusable); `running` with its lock free reads as killed."""
+        path = Path(path)
+        manifest = read_manifest(path)
+        killed = False
+        if manifest["status"] == "running":
+            with _while_free(path / LOCK) as free:
+                if free:  # re-read while no attempt can start: it may have closed the run meanwhile
+                    manifest = read_manifest(path)
+                    killed = manifest["status"] == "running"
+        if killed:
+            _read_as_killed(manifest)
         run = cls(path, manifest)
-        run._mark_if_orphaned()
+        run.killed = killed
         return run
-
-    def _mark_if_orphaned(self) -> None:
-        """A `running` run whose process is gone on this host died without closing: mark it failed."""
-        m = self.manifest
-        if m.get("status") != "running" or m.get("host") != socket.gethostname():
-            return
-        if not _pid_alive(int(m.get("pid", -1))):
-            m["status"] = "failed"
-            m["error"] = f"process {m.get('pid')} ended without closing the run (killed?)"
-            m["finished"] = m.get("finished") or _now()
-            if m.get("attempts") and m["attempts"][-1].get("status") == "running":
-                m["attempts"][-1]["status"] = "killed"
-            with contextlib.suppress(OSError):
-                self.save()
 
     # -- recording --------------------------------------------------------------------------
     def add_stage_seconds(self, seconds: dict[str, float]) -> None:
@@ -245,18 +540,86 @@ def _new_id(kind: str, name: str) -> str:
     return f"{stamp}-{safe}-{uuid.uuid4().hex[:6]}"
 
 
+_WARNED: set[Path] = set()
+
+
+def warn_once(problem: Problem) -> None:
+    """Name a run the ledger leaves out on stderr, once per process."""
+    if problem.path not in _WARNED:
+        _WARNED.add(problem.path)
+        print(f"m2rl: warning: skipped {problem} (`m2rl runs --check` lists every problem)", file=sys.stderr)
+
+
+def _resume_hint(run: Run) -> str:
+    study = f", or run the study {run.manifest['study']} again" if run.manifest.get("study") else ""
+    if run.kind in ("sft", "rl"):
+        return f"resume it with `m2rl {run.kind} --resume {run.id}`{study}"
+    return f"run the command that made it again (a {run.kind} restarts whole){study}"
+
+
+def _run_problems(run: Run) -> list[Problem]:
+    """What is wrong with one readable run."""
+    problems = []
+    if run.killed:
+        problems.append(Problem(run.path, run.manifest["error"], _resume_hint(run)))
+    holds_model = run.kind in MODEL_KINDS
+    if run.status == "completed" and holds_model and not (run.model_dir / "config.json").is_file():
+        problems.append(
+            Problem(run.model_dir, "the completed run's model is missing", "delete the run and make it again")
+        )
+    return problems
+
+
+def _stale_temps(folder: Path) -> list[Problem]:
+    """Temp files and folders a killed write left in `folder`."""
+    cutoff = time.time() - STALE_TEMP_S
+    return [
+        Problem(p, "left by a write that never finished", "delete it")
+        for p in sorted(folder.glob(".*.tmp"))
+        if p.lstat().st_mtime < cutoff
+    ]
+
+
 class Ledger:
     """All runs under one runs root."""
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, report: Callable[[Problem], None] | None = warn_once):
         self.root = Path(root).expanduser().resolve()
+        self.report = report  # told about each run folder left out
 
     def runs(self) -> list[Run]:
-        """Every run under the root, oldest first."""
+        """Every readable run under the root, oldest first; each unreadable one is reported."""
         if not self.root.is_dir():
             return []
-        found = [Run.load(p.parent) for p in sorted(self.root.glob(f"*/{MANIFEST}"))]
+        found = []
+        for manifest in sorted(self.root.glob(f"*/{MANIFEST}")):
+            try:
+                found.append(Run.load(manifest.parent))
+            except ManifestError as exc:
+                if self.report is not None:
+                    self.report(exc.problem)
         return sorted(found, key=lambda r: (r.manifest.get("created", ""), r.id))
+
+    def check(self) -> list[Problem]:
+        """Every problem under the root (unusable manifests, killed runs, missing models, leftovers)."""
+        if not self.root.is_dir():
+            return []
+        problems = _stale_temps(self.root)
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not (folder / MANIFEST).exists():
+                if (folder / "config.yaml").is_file():  # Ledger.create writes it just before run.json
+                    problems.append(
+                        Problem(
+                            folder, "a run folder without run.json (its creation was cut short)", "delete it"
+                        )
+                    )
+                continue
+            try:
+                problems += _run_problems(Run.load(folder))
+            except ManifestError as exc:
+                problems.append(exc.problem)
+            problems += _stale_temps(folder) + _stale_temps(folder / PROGRESS_DIR)
+        return problems
 
     def get(self, ref: str) -> Run:
         """A run by id, by unique id prefix, by directory path, or by name (the newest of that name)."""
@@ -303,13 +666,15 @@ class Ledger:
         study: str | None = None,
         status: str = "running",
     ) -> Run:
-        """A new run directory with a `running` (or `queued`) manifest and its resolved config."""
+        """A new run directory and its config: `running` (owned by this process until then) or `queued`."""
         if kind not in RUN_KINDS:
             raise ValueError(f"unknown run kind {kind!r}")
         device = device or Device()
         run_id = _new_id(kind, name)
         path = self.root / run_id
         path.mkdir(parents=True, exist_ok=False)
+        if status == "running":
+            try_lock(path / LOCK)  # a new folder: nobody else can hold it
         from omegaconf import OmegaConf
 
         (path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
@@ -334,9 +699,9 @@ class Ledger:
             "metrics": {},
             "artifacts": {"config": "config.yaml", "metrics": METRICS, "model": "model"},
             "config_hash": config_hash,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
+            **_owner(),
             "error": None,
+            "provenance": provenance(),
         }
         run = Run(path, manifest)
         run.save()
@@ -361,35 +726,38 @@ def _sigterm_raises() -> Iterator[None]:
 
 @contextlib.contextmanager
 def attempt(run: Run) -> Iterator[Run]:
-    """Run one attempt of `run`: on success `completed`, on any exception or signal `failed`.
-
-    Wall time and device-hours of every attempt (a resumed run has several) are summed.
-    """
-    run.manifest.setdefault("attempts", []).append(
-        {"started": _now(), "wall_seconds": 0.0, "device_hours": 0.0, "status": "running"}
-    )
-    run._attempt_started = time.perf_counter()
-    run._cpu_started = process_tree_cpu_seconds()
-    run.update(status="running", pid=os.getpid(), host=socket.gethostname(), error=None, finished=None)
-    status, error = "failed", None
+    """Run one attempt of `run`, owning it (its lock) throughout: on success `completed`, on any
+    exception or signal `failed`. Wall time and device-hours of every attempt (a resumed run has
+    several) are summed."""
+    run.claim()
     try:
-        with _sigterm_raises():
-            yield run
-        status = "completed"
-    except (KeyboardInterrupt, Terminated) as exc:
-        signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-        error = f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'})"
-        resume = (
-            f"m2rl {run.kind} --resume {run.id}"
-            if run.kind in ("sft", "rl")
-            else "run the same command again"
+        run.manifest.setdefault("attempts", []).append(
+            {"started": _now(), "wall_seconds": 0.0, "device_hours": 0.0, "status": "running"}
         )
-        raise Interrupted(signum, [run.id], resume) from None
-    except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        raise
+        run._attempt_started = time.perf_counter()
+        run._cpu_started = process_tree_cpu_seconds()
+        run.update(status="running", **_owner(), error=None, finished=None)
+        status, error = "failed", None
+        try:
+            with _sigterm_raises():
+                yield run
+            status = "completed"
+        except (KeyboardInterrupt, Terminated) as exc:
+            signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+            error = f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'})"
+            resume = (
+                f"m2rl {run.kind} --resume {run.id}"
+                if run.kind in ("sft", "rl")
+                else "run the same command again"
+            )
+            raise Interrupted(signum, [run.id], resume) from None
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            raise
+        finally:
+            run._account(time.perf_counter() - run._attempt_started)
+            run._attempt_started = None
+            run.manifest["attempts"][-1]["status"] = status
+            run.update(status=status, error=error, finished=_now())
     finally:
-        run._account(time.perf_counter() - run._attempt_started)
-        run._attempt_started = None
-        run.manifest["attempts"][-1]["status"] = status
-        run.update(status=status, error=error, finished=_now())
+        unlock(run.path / LOCK)

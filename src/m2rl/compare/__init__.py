@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,29 +49,51 @@ class CompareResult:
         return [self.markdown_path, self.csv_path, self.differences_path, self.json_path, *self.plot_paths]
 
 
+OUTPUT_STEMS = ("compare", "differences", "score_vs_hours", "transfer_heatmap")
+
+
+def _holds_only_outputs(folder: Path) -> bool:
+    """Whether `folder` holds nothing but files `write_outputs` writes."""
+    return all(p.is_file() and p.name.split(".")[0] in OUTPUT_STEMS for p in folder.iterdir())
+
+
 def write_outputs(comparison: Comparison, out_dir: Path) -> CompareResult:
-    """Write compare.md, compare.csv, differences.csv, compare.json and the plots into `out_dir`."""
+    """Write compare.md, compare.csv, differences.csv, compare.json and the plots into `out_dir` at once."""
     from m2rl.compare.export import write_csv, write_differences_csv, write_json
     from m2rl.compare.markdown import to_markdown
     from m2rl.compare.plots import plot_score_vs_hours, plot_transfer
     from m2rl.compare.render import rich_renderable
+    from m2rl.ledger import replace_dir, temp_sibling
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    markdown_path = out_dir / "compare.md"
-    markdown_path.write_text(to_markdown(comparison))
-    csv_path, differences_path, json_path = (
+    out_dir = Path(out_dir).resolve()
+    # into a temp sibling that then takes the folder's place; in a folder holding other files too (an
+    # `--out` chosen by hand), each file replaces its own
+    whole = not out_dir.exists() or _holds_only_outputs(out_dir)
+    tmp = temp_sibling(out_dir if whole else out_dir / "compare")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir()
+    try:
+        (tmp / "compare.md").write_text(to_markdown(comparison))
+        write_csv(comparison, tmp / "compare.csv")
+        write_differences_csv(comparison, tmp / "differences.csv")
+        write_json(comparison, tmp / "compare.json")
+        plots = plot_score_vs_hours(comparison, tmp / "score_vs_hours")
+        plots += plot_transfer(comparison, tmp / "transfer_heatmap")
+        if whole:
+            replace_dir(tmp, out_dir)
+        else:
+            for path in tmp.iterdir():
+                path.replace(out_dir / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # left only when a write failed
+    return CompareResult(
+        comparison,
+        rich_renderable(comparison),
+        out_dir / "compare.md",
         out_dir / "compare.csv",
         out_dir / "differences.csv",
         out_dir / "compare.json",
-    )
-    write_csv(comparison, csv_path)
-    write_differences_csv(comparison, differences_path)
-    write_json(comparison, json_path)
-    plots = plot_score_vs_hours(comparison, out_dir / "score_vs_hours")
-    plots += plot_transfer(comparison, out_dir / "transfer_heatmap")
-    return CompareResult(
-        comparison, rich_renderable(comparison), markdown_path, csv_path, differences_path, json_path, plots
+        [out_dir / p.name for p in plots],
     )
 
 

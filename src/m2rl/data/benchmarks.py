@@ -9,6 +9,7 @@ A benchmark spec is a dict: `name`, `source` (hub id or local path), `split`, op
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import pickle
@@ -22,7 +23,7 @@ from typing import Any
 
 from m2rl.data.nemotron import normalize_if_kwargs
 from m2rl.data.schema import make_sample, validate_sample
-from m2rl.data.sources import Record, iter_records
+from m2rl.data.sources import Record, RecordCursor, iter_records
 from m2rl.errors import UserError
 
 MATH_TEMPLATE = (
@@ -404,7 +405,7 @@ def _records(spec: dict[str, Any], fmt: str) -> Iterator[Record]:
         if not is_local(source):  # one hub config per subject
             for subject in MMLU_SUBJECTS:
                 for record in iter_records(source, split, subject):
-                    yield Record(record.where, record.index, {"subject": subject, **record.row})
+                    yield dataclasses.replace(record, row={"subject": subject, **record.row})
             return
         config = None
     if isinstance(config, list):
@@ -424,12 +425,14 @@ def load_benchmark(spec: dict[str, Any]) -> list[dict[str, Any]]:
         if not spec.get(key):
             raise UserError(f"benchmark spec {spec!r} needs a {key!r}")
     fmt = benchmark_format(spec)
-    limit = spec.get("limit")
+    limit = None if spec.get("limit") is None else int(spec["limit"])
     samples: list[dict[str, Any]] = []
-    for sample in LOADERS[fmt](spec, _records(spec, fmt)):
-        if limit is not None and len(samples) >= int(limit):
-            break
-        samples.append(validate_sample(sample, f"benchmark {spec['name']} item {sample['id']}"))
+    cursor = RecordCursor(_records(spec, fmt))
+    with cursor.reading():  # each loader converts one record per sample it yields
+        for sample in LOADERS[fmt](spec, cursor):
+            if limit is not None and len(samples) >= limit:
+                break
+            samples.append(validate_sample(sample, f"{cursor.current.location} (benchmark {spec['name']})"))
     if not samples:
         raise UserError(f"benchmark {spec['name']} ({spec['source']}) has no usable items")
     return samples

@@ -14,6 +14,7 @@ sampled to the paper's per-subset counts.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import random
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from m2rl.data.schema import make_sample, validate_sample
-from m2rl.data.sources import Record, iter_records, load_indexed
+from m2rl.data.sources import Record, RecordCursor, iter_records, load_indexed
 from m2rl.errors import UserError
 
 # The paper's routing table: blend `dataset` -> (domain, reward type).
@@ -338,13 +339,15 @@ def read_rl_blend(data_cfg: Any, domains: list[str]) -> BlendResult:
     report = BlendReport()
     samples: dict[str, list[dict[str, Any]]] = {d: [] for d in domains}
     files = rl.get("files")
-    for record in iter_records(
-        str(rl["source"]), rl.get("split"), rl.get("name"), list(files) if files else None
-    ):
+    cursor = RecordCursor(
+        iter_records(str(rl["source"]), rl.get("split"), rl.get("name"), list(files) if files else None)
+    )
+    for record in cursor:
         report.rows += 1
         category = record.row.get("dataset")
         if not isinstance(category, str):
-            raise UserError(f"{record.location}: no 'dataset' field (the blend category)")
+            found = "missing" if category is None else f"{type(category).__name__}, not a string"
+            raise UserError(f"{record.location}: 'dataset' (the blend category) is {found}")
         if category in DROPPED_CATEGORIES or category not in BLEND_CATEGORIES:
             report.dropped[category] += 1
             continue
@@ -354,15 +357,16 @@ def read_rl_blend(data_cfg: Any, domains: list[str]) -> BlendResult:
             continue
         if limit is not None and len(samples[domain]) >= int(limit):
             continue
-        if record.row.get("_hf_placeholder") is not None:
-            restored, reason = resolver.resolve(record, category)
-            if restored is None:
-                report.add_unresolved(category, reason)
-                continue
-            record = Record(record.where, record.index, restored)
-        sample_id = f"nemotron-{domain}-{report.rows - 1}"
-        sample = blend_row_to_sample(record, category, sample_id, report)
-        samples[domain].append(validate_sample(sample, f"{record.location} ({category})"))
+        with cursor.reading():
+            if record.row.get("_hf_placeholder") is not None:
+                restored, reason = resolver.resolve(record, category)
+                if restored is None:
+                    report.add_unresolved(category, reason)
+                    continue
+                record = dataclasses.replace(record, row=restored)
+            sample_id = f"nemotron-{domain}-{report.rows - 1}"
+            sample = blend_row_to_sample(record, category, sample_id, report)
+            samples[domain].append(validate_sample(sample, f"{record.location} ({category})"))
         report.kept[domain] += 1
     return BlendResult(samples, report)
 
@@ -476,8 +480,12 @@ def _sft_features(reasoning: str):
 def _generate(subset: str, spec: dict[str, Any], reasoning: str, signature: str) -> Iterator[dict[str, Any]]:
     """Rows of one subset for `Dataset.from_generator` (`signature` only keys its cache); skips are reported."""
     skipped: Counter = Counter()
-    for record in iter_records(str(spec["source"]), spec.get("split"), spec.get("name"), spec.get("files")):
-        row, reason = normalize_conversation(record.row, f"{record.location} ({subset})", reasoning)
+    cursor = RecordCursor(
+        iter_records(str(spec["source"]), spec.get("split"), spec.get("name"), spec.get("files"))
+    )
+    for record in cursor:
+        with cursor.reading():
+            row, reason = normalize_conversation(record.row, f"{record.location} ({subset})", reasoning)
         if row is None:
             skipped[reason] += 1
             continue
@@ -540,17 +548,22 @@ def load_sft_conversations(data_cfg: Any):
     for subset, spec in sft_subsets(data_cfg).items():
         if spec.get("count") == 0:
             continue
-        part = datasets.Dataset.from_generator(
-            _generate,
-            features=features,
-            cache_dir=sft.get("cache_dir"),
-            gen_kwargs={
-                "subset": subset,
-                "spec": spec,
-                "reasoning": reasoning,
-                "signature": _source_signature(spec),
-            },
-        )
+        try:
+            part = datasets.Dataset.from_generator(
+                _generate,
+                features=features,
+                cache_dir=sft.get("cache_dir"),
+                gen_kwargs={
+                    "subset": subset,
+                    "spec": spec,
+                    "reasoning": reasoning,
+                    "signature": _source_signature(spec),
+                },
+            )
+        except datasets.exceptions.DatasetGenerationError as exc:
+            if isinstance(exc.__cause__, UserError):  # a bad row: its one-line message, not the wrapper's
+                raise exc.__cause__ from None
+            raise
         if len(part) == 0:
             raise UserError(f"SFT subset {subset} ({spec['source']}) has no usable conversations")
         parts.append(part.select(sample_indices(len(part), spec.get("count"), seed=f"{seed}:{subset}")))

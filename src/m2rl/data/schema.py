@@ -23,6 +23,13 @@ DOMAINS = ("math", "code", "science", "if")
 # Default reward type of each domain, used when a sample has no rm_type.
 DEFAULT_RM_TYPE = {"math": "deepscaler", "code": "unit_test", "science": "gpqa", "if": "ifevalg"}
 REQUIRED_FIELDS = ("id", "domain", "prompt")
+FIELD_TYPES = (
+    ("id", (str, int), "a string or an integer"),
+    ("domain", str, "a string"),
+    ("rm_type", (str, type(None)), "a string or null"),
+    ("label", (str, int, float, type(None)), "a string, a number or null"),
+    ("metadata", (dict, type(None)), "an object or null"),
+)
 
 
 def make_sample(
@@ -52,6 +59,11 @@ def validate_sample(sample: Any, where: str = "sample") -> dict[str, Any]:
     missing = [f for f in REQUIRED_FIELDS if f not in sample]
     if missing:
         raise UserError(f"{where}: missing field(s) {', '.join(missing)}")
+    for name, types, expected in FIELD_TYPES:
+        value = sample.get(name)
+        if name in sample and (not isinstance(value, types) or isinstance(value, bool)):
+            found = "null" if value is None else type(value).__name__
+            raise UserError(f"{where} (id {sample.get('id')!r}): {name!r} must be {expected}, found {found}")
     prompt = sample["prompt"]
     if not isinstance(prompt, list) or not prompt:
         raise UserError(
@@ -61,7 +73,7 @@ def validate_sample(sample: Any, where: str = "sample") -> dict[str, Any]:
         if (
             not isinstance(message, dict)
             or not isinstance(message.get("content"), str)
-            or "role" not in message
+            or not isinstance(message.get("role"), str)
         ):
             raise UserError(
                 f"{where} (id {sample.get('id')!r}): prompt message {i} needs 'role' and string 'content'"
@@ -82,5 +94,5 @@ def validate_sample(sample: Any, where: str = "sample") -> dict[str, Any]:
 
 
 def validate_samples(samples: Iterable[Any], source: str) -> list[dict[str, Any]]:
-    """Validate every sample, naming the source and row of the first bad one."""
-    return [validate_sample(s, f"{source} row {i}") for i, s in enumerate(samples)]
+    """Validate every sample, naming the source and row (from 1) of the first bad one."""
+    return [validate_sample(s, f"{source} row {i}") for i, s in enumerate(samples, 1)]

@@ -8,9 +8,11 @@ reason.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,54 @@ FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 @dataclass(frozen=True)
 class Record:
-    """One raw row and where it came from (file or hub id, and row number), for error messages."""
+    """One raw row and where it came from: file or hub id, row number (from 0), line in a text file."""
 
     where: str
     index: int
     row: dict[str, Any]
+    line: int | None = None
 
     @property
     def location(self) -> str:
-        """`file row N`, the phrase used in every error about this row."""
-        return f"{self.where} row {self.index}"
+        """`file line N` (text files) or `source row N` (parquet, hub): counted from 1, in every error."""
+        return (
+            f"{self.where} line {self.line}"
+            if self.line is not None
+            else f"{self.where} row {self.index + 1}"
+        )
+
+
+class RecordCursor:
+    """Iterates records, remembering the one being read so that an error can name its file and line."""
+
+    def __init__(self, records: Iterable[Record]):
+        self._records = iter(records)
+        self.current: Record | None = None
+
+    def __iter__(self) -> RecordCursor:
+        return self
+
+    def __next__(self) -> Record:
+        self.current = next(self._records)
+        return self.current
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """A value of the wrong type or shape in the current row becomes a UserError naming the row."""
+        try:
+            yield
+        except json.JSONDecodeError as exc:  # its position is within the field, not the file
+            raise UserError(f"{self.where}: a field holds text that is not valid JSON ({exc.msg})") from exc
+        except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            raise UserError(
+                f"{self.where}: a field has the wrong type or shape ({type(exc).__name__}: {detail})"
+            ) from exc
+
+    @property
+    def where(self) -> str:
+        """The current record's location."""
+        return self.current.location if self.current is not None else "data"
 
 
 def is_local(source: str) -> bool:
@@ -77,42 +117,130 @@ def local_files(source: str, split: str | None = None) -> list[Path]:
     return files
 
 
-def _read_file(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of one local file, in file order."""
+def _decoded(path: Path, data: bytes, first_line: int = 1) -> str:
+    """`data` as UTF-8 text, without a leading byte-order mark; an invalid byte: an error naming its line."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = first_line + before.count(b"\n")
+        column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        raise UserError(
+            f"{path} line {line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {column}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _json_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, row) for each row of a `.json` file: a list of objects, or an object holding one such list."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} line {exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from None
+    if isinstance(data, dict):
+        keys = [k for k, v in data.items() if isinstance(v, list)]
+        if len(keys) != 1:
+            raise UserError(f"{path}: expected a list of rows (or an object holding one list of rows)")
+        start = _member_start(text, keys[0])
+        data = data[keys[0]]
+    elif isinstance(data, list):
+        start = len(text) - len(text.lstrip())
+    else:
+        raise UserError(f"{path}: expected a list of rows, found {_kind(data)}")
+    lines, counted = 1, 0
+    for row, at in zip(data, _element_starts(text, start), strict=True):
+        lines, counted = lines + text.count("\n", counted, at), at
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {lines}: expected an object per row, found {_kind(row)}")
+        yield lines, row
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
+
+
+def _member_start(text: str, key: str) -> int:
+    """Where the value of the top-level object's last member named `key` starts (as json keeps the last)."""
+    found, at = 0, _skip_space(text, 0) + 1
+    while True:
+        at = _skip_space(text, at)
+        if text[at] == "}":
+            return found
+        name, at = _DECODER.raw_decode(text, at)
+        at = _skip_space(text, _skip_space(text, at) + 1)  # past the colon
+        if name == key:
+            found = at
+        _, at = _DECODER.raw_decode(text, at)
+        at = _skip_space(text, at)
+        if text[at] == ",":
+            at += 1
+
+
+def _element_starts(text: str, at: int) -> Iterator[int]:
+    """Where each element of the JSON list opening at `at` starts."""
+    at += 1
+    while True:
+        at = _skip_space(text, at)
+        if text[at] == "]":
+            return
+        yield at
+        _, at = _DECODER.raw_decode(text, at)
+        at = _skip_space(text, at)
+        if text[at] == ",":
+            at += 1
+
+
+def _read_file(path: Path) -> Iterator[tuple[int | None, dict[str, Any]]]:
+    """(line the row starts on, or None for parquet; row) for each row of one local file, in file order."""
     name = path.name
     if name.endswith(".jsonl"):
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle):
+        with path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, 1):
+                line = _decoded(path, raw, line_number)
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise UserError(f"{path} line {line_number + 1}: invalid JSON ({exc.msg})") from exc
+                    raise UserError(
+                        f"{path} line {line_number}: invalid JSON ({exc.msg}, column {exc.colno})"
+                    ) from None
                 if not isinstance(row, dict):
-                    raise UserError(f"{path} line {line_number + 1}: expected a JSON object per line")
-                yield row
+                    raise UserError(
+                        f"{path} line {line_number}: expected a JSON object per line, found {_kind(row)}"
+                    )
+                yield line_number, row
     elif name.endswith(".json"):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
-        if isinstance(data, dict):
-            lists = [v for v in data.values() if isinstance(v, list)]
-            if len(lists) != 1:
-                raise UserError(f"{path}: expected a list of rows (or an object holding one list of rows)")
-            data = lists[0]
-        if not isinstance(data, list):
-            raise UserError(f"{path}: expected a list of rows")
-        yield from data
+        yield from _json_rows(path, _decoded(path, path.read_bytes()))
     elif name.endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            yield from batch.to_pylist()
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+            for batch in batches:
+                for row in batch.to_pylist():
+                    yield None, row
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(f"{path}: not a readable parquet file ({str(exc).splitlines()[0]})") from None
     elif name.endswith(".csv"):
-        with path.open(encoding="utf-8", newline="") as handle:
-            yield from csv.DictReader(handle)
+        reader = csv.DictReader(io.StringIO(_decoded(path, path.read_bytes()), newline=""))
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as exc:
+            raise UserError(f"{path} line {reader.line_num}: not valid CSV ({exc})") from None
 
 
 def _hub_error(source: str, exc: Exception) -> UserError:
@@ -150,8 +278,8 @@ def iter_records(
         yield from _iter_hub(source, split, name)
         return
     for path in paths:
-        for index, row in enumerate(_read_file(path)):
-            yield Record(str(path), index, row)
+        for index, (line, row) in enumerate(_read_file(path)):
+            yield Record(str(path), index, row, line)
 
 
 def _iter_hub(source: str, split: str | None, name: str | None) -> Iterator[Record]:

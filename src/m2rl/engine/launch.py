@@ -6,13 +6,23 @@ DeepSpeed section when ZeRO is configured) into the run directory and starts
 from the run's job spec (job.json), rank 0 writes metrics and the model, and this process owns the
 manifest (status, attempts, device-hours). On a machine with no GPU the processes use gloo on CPU,
 which is how the distributed path is tested here.
+
+Stopping: accelerate runs in a session of its own and dies with this process (parent-death signal);
+its ranks, which torchrun starts in sessions of their own, die with it (see engine/entry.py). SIGTERM
+or Ctrl-C here is passed on to accelerate's process group, which stops its ranks; whatever is left
+after `STOP_GRACE_S` is killed. A resume never meets a leftover's rendezvous port: a busy port is
+replaced by a free one on a single machine, and named as an error across machines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +30,24 @@ import yaml
 
 from m2rl.errors import UserError
 from m2rl.specs import LauncherSpec
+
+STOP_GRACE_S = 30.0
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal(signum: int) -> Callable[[], None]:
+    """A call asking the kernel for `signum` when the caller's parent dies (Linux), safe in a fork's child."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (AttributeError, OSError):  # not Linux
+        return lambda: None
+    # resolved here, in the parent: a forked child then only calls it before it execs
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return lambda: prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
 def _use_cpu(launcher: LauncherSpec) -> bool:
@@ -90,15 +118,78 @@ def accelerate_command(launcher: LauncherSpec, run_dir: Path, entry_args: list[s
     ]
 
 
+def _port_free(port: int) -> bool:
+    """Whether a rendezvous server could listen on `port` here (as torch's TCPStore binds it)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError:
+            return False
+    return True
+
+
+def rendezvous_port(launcher: LauncherSpec) -> int:
+    """The configured `main_process_port` when free; on one machine, else a free port the kernel picks."""
+    port = launcher.main_process_port
+    if launcher.machine_rank != 0 or _port_free(port):
+        return port
+    if launcher.num_machines > 1:
+        raise UserError(
+            f"launcher.main_process_port={port} is in use on this machine (ranks left from an earlier "
+            f"attempt? `ss -ltnp 'sport = :{port}'` names the process): stop it, or set another port on "
+            "every machine"
+        )
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def stop_launch(process: subprocess.Popen, signum: int, grace: float = STOP_GRACE_S) -> None:
+    """Pass `signum` to the launcher's group, wait up to `grace` seconds, then kill all it started."""
+    import psutil
+
+    try:  # ranks live in sessions of their own, out of the group's reach
+        started = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        started = []
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    for leftover in started:
+        with contextlib.suppress(psutil.Error):  # psutil checks the pid still names that process
+            leftover.kill()
+    psutil.wait_procs(started, timeout=10)
+    process.wait()
+
+
 def launch_accelerate(launcher: LauncherSpec, run_dir: Path, entry_args: list[str]) -> None:
-    """Run the entry under accelerate and wait; a failed rank is an error naming the log file."""
-    command = accelerate_command(launcher, run_dir, entry_args)
+    """Run the entry under accelerate and wait (a failed rank: an error naming the log); signals stop all."""
+    port = rendezvous_port(launcher)
+    command = accelerate_command(launcher.model_copy(update={"main_process_port": port}), run_dir, entry_args)
     log_path = Path(run_dir) / "launch.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "w") as log:
-        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
-    if completed.returncode != 0:
-        tail = log_path.read_text().strip().splitlines()[-1:] or [""]
-        raise RuntimeError(
-            f"accelerate launch exited {completed.returncode} (see {log_path}): {tail[0][:300]}"
+        if port != launcher.main_process_port:
+            log.write(f"m2rl: port {launcher.main_process_port} is in use; rendezvous on port {port}\n")
+            log.flush()
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=parent_death_signal(signal.SIGTERM),  # accelerate then stops its ranks
         )
+        try:
+            code = process.wait()
+        except BaseException as exc:  # SIGTERM (raised by the run's attempt) or Ctrl-C
+            stop_launch(process, signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+            raise
+    if code != 0:
+        tail = log_path.read_text().strip().splitlines()[-1:] or [""]
+        raise RuntimeError(f"accelerate launch exited {code} (see {log_path}): {tail[0][:300]}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from m2rl.errors import UserError
-from m2rl.ledger import Run, attempt
+from m2rl.ledger import METRICS, Run, attempt, describe_owner, read_manifest, write_text_atomic
 from m2rl.specs import RLJob, SFTJob
 
 TrainFn = Callable[[Any, Run, str | None], dict[str, Any]]
@@ -42,10 +42,7 @@ def checkpoint_step(checkpoint: str) -> int:
 def drop_metrics_after(run: Run, step: int) -> None:
     """Forget metrics logged after `step` (a resumed attempt logs those steps again)."""
     records = [r for r in run.read_metrics() if int(r.get("step", 0)) <= step]
-    text = "".join(json.dumps(r, default=float) + "\n" for r in records)
-    tmp = run.path / ".metrics.jsonl.tmp"
-    tmp.write_text(text)
-    tmp.replace(run.path / "metrics.jsonl")
+    write_text_atomic(run.path / METRICS, "".join(json.dumps(r, default=float) + "\n" for r in records))
 
 
 def is_rank_zero() -> bool:
@@ -72,17 +69,17 @@ def run_training(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume: bool) -
     """One attempt of a training run with the configured launcher; resume continues from a checkpoint."""
     from m2rl.engine.launch import launch_accelerate
 
-    resume_from = last_checkpoint(run) if resume else None
-    if resume_from is not None:
-        drop_metrics_after(run, checkpoint_step(resume_from))
-    with attempt(run):
+    with attempt(run):  # the checkpoint is chosen once this attempt owns the run: nobody else writes it
+        resume_from = last_checkpoint(run) if resume else None
+        if resume_from is not None:
+            drop_metrics_after(run, checkpoint_step(resume_from))
         run.update(resumed_from=resume_from)
         if spec.launcher.name == "local":
             train_on_this_rank(spec, run, train, resume_from)
         else:
             args = ["--run-dir", str(run.path)] + (["--resume-from", resume_from] if resume_from else [])
             launch_accelerate(spec.launcher, run.path, args)
-            run.manifest = json.loads((run.path / "run.json").read_text())  # rank 0 wrote metrics
+            run.manifest = read_manifest(run.path)  # rank 0 wrote metrics
     return run
 
 
@@ -93,4 +90,4 @@ def check_resumable(run: Run, kind: str, ref: str) -> None:
     if run.status == "completed":
         raise UserError(f"--resume {ref}: run {run.id} already completed")
     if run.status == "running":
-        raise UserError(f"--resume {ref}: run {run.id} is still running (pid {run.manifest.get('pid')})")
+        raise UserError(f"--resume {ref}: run {run.id} is still running ({describe_owner(run.manifest)})")

@@ -3,15 +3,22 @@
 A stage is ready when its dependencies completed. Before starting one, the executor builds its job
 spec from the finished runs and looks in the ledger: a completed run of the same name and identity is
 reused; a failed or queued one of the same identity is resumed (from its last complete checkpoint);
-otherwise a new run is created (`queued`) and submitted. A failed stage stops its dependents, never
-its siblings. Ctrl-C or SIGTERM cancels every running stage, waits for them to close their runs as
-failed, and raises `Interrupted`.
+one that another command's attempt is running is followed until it ends (then reused, or resumed
+here if it failed); otherwise a new run is created (`queued`) and submitted. A failed stage stops its
+dependents, never its siblings. Ctrl-C or SIGTERM cancels every running stage, waits for them to
+close their runs as failed, and raises `Interrupted`.
+
+Two commands on one runs root serialise on a stage rather than both doing it: the executor takes a
+lock per stage name and identity (`<runs>/.locks/`) before it looks in the ledger, and holds it until
+the stage's attempt holds its run's own lock (eval stages, which have none: until the stage ends).
+A command that finds the stage lock taken tries again at its next poll.
 
 Sharing a machine (local executor): on CPU, every stage gets `threads` torch threads so that all
 stages together never use more than the cores this process may use (a stage that runs alone gets
 them all); two single-thread stages use two cores better than one two-thread stage (the tiny
 model's matmuls are too small to split), and threads never spin against each other. When other
-processes already load the machine, the executor starts fewer stages. On a GPU node each stage gets
+processes already keep cores busy when the study starts (CPU use over half a second, not the lagging
+load average), the executor starts fewer stages. On a GPU node each stage gets
 its own `devices_per_job` GPUs (a CUDA_VISIBLE_DEVICES slice).
 """
 
@@ -23,16 +30,18 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from m2rl import jobs
 from m2rl.errors import Interrupted, UserError
-from m2rl.ledger import Ledger, Run
+from m2rl.ledger import LOCK, Ledger, Run, lock_held, try_lock, unlock
 from m2rl.specs import JobSpec, StudySettings
 from m2rl.study.backends import Backend, Handle, LocalBackend, Resources, SlurmBackend
 from m2rl.study.plan import Stage
 
 POLL_S = 0.5
 CANCEL_GRACE_S = 20.0
+LOCKS_DIR = ".locks"
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,13 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def busy_cores(seconds: float = 0.5) -> float:
+    """Cores other processes keep busy right now (CPU use over a short window; the study is idle)."""
+    import psutil
+
+    return psutil.cpu_percent(interval=seconds) / 100 * (psutil.cpu_count() or 1)
+
+
 def machine_share(
     settings: StudySettings, cores: int | None = None, load: float | None = None
 ) -> MachineShare:
@@ -65,7 +81,7 @@ def machine_share(
         cpus = settings.slurm.cpus_per_job
         return MachineShare(slots=slots, threads=cpus, per_stage_threads=cpus)
     cores = usable_cores() if cores is None else cores
-    load = os.getloadavg()[0] if load is None else load
+    load = busy_cores() if load is None else load
     devices: tuple[int, ...] = ()
     try:
         import torch
@@ -97,6 +113,23 @@ class StageState:
     seconds: float = 0.0
     error: str = ""
     devices: tuple[int, ...] = ()
+    lock: Path | None = None  # the stage lock, while this executor holds it
+
+
+@dataclass
+class RunElsewhere:
+    """A stage's run that another command's attempt is running, followed until its lock is free."""
+
+    path: Path
+
+    def finished(self) -> bool:
+        return not lock_held(self.path / LOCK)
+
+    def error(self) -> str | None:
+        return None  # the run's own status says how it ended
+
+    def cancel(self) -> None:
+        """Not this command's to stop."""
 
 
 @dataclass
@@ -148,21 +181,34 @@ class Executor:
 
     # -- starting a stage ------------------------------------------------------------------
     def _previous_attempt(self, spec: JobSpec) -> Run | None:
-        """An unfinished run of this stage (same name and identity) to resume instead of starting over."""
+        """An unfinished run of this stage (same name and identity): to resume, or to follow while it runs."""
         for run in reversed(self.ledger.runs()):
             if (
                 run.name == spec.name
                 and run.kind == spec.kind
-                and run.status in ("failed", "queued")
+                and run.status in ("failed", "queued", "running")
                 and run.manifest.get("config_hash") == spec.identity()
             ):
                 return run
         return None
 
     def _start(self, state: StageState, threads: int) -> None:
+        """Start a stage under its stage lock (left pending while another command holds that lock)."""
         stage = state.stage
         spec = jobs.resolve(stage.build(self.finished_runs()), self.ledger)
         spec = spec.model_copy(update={"torch_threads": spec.torch_threads or threads})
+        lock = self.ledger.root / LOCKS_DIR / f"{stage.name}.{spec.identity()}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        if not try_lock(lock):
+            return
+        state.lock = lock
+        try:
+            self._start_locked(state, spec, threads)
+        finally:
+            self._hand_over(state)
+
+    def _start_locked(self, state: StageState, spec: JobSpec, threads: int) -> None:
+        stage = state.stage
         if stage.kind == "eval":
             run = jobs.create(spec, self.ledger)
             if _eval_saved(run, spec):
@@ -177,6 +223,11 @@ class Executor:
                 self.on_event(state)
                 return
             run = self._previous_attempt(spec)
+            if run is not None and run.status == "running":
+                state.run, state.status, state.handle = run, "running", RunElsewhere(run.path)
+                state.started = time.monotonic()
+                self.on_event(state)
+                return
             resume = run is not None
             if run is None:
                 run = jobs.create(spec, self.ledger, config=self.config, queued=True)
@@ -195,12 +246,30 @@ class Executor:
             return 0
         return max(1, len(self.share.devices) // max(1, self.share.slots))
 
+    def _hand_over(self, state: StageState, ended: bool = False) -> None:
+        """Give up the stage lock once the stage did not start, ended, or its run is owned by an attempt."""
+        if state.lock is None:
+            return
+        owned = (
+            state.run is not None
+            and state.stage.kind != "eval"
+            and (isinstance(state.handle, RunElsewhere) or lock_held(state.run.path / LOCK))
+        )
+        if ended or state.status != "running" or owned:
+            unlock(state.lock)
+            state.lock = None
+
     def _finish(self, state: StageState) -> None:
         assert state.handle is not None and state.run is not None
+        self._hand_over(state, ended=True)
         error = state.handle.error()
         state.seconds = time.monotonic() - state.started
         self.free_devices.extend(state.devices)
         run = Run.load(state.run.path)
+        if isinstance(state.handle, RunElsewhere) and run.status != "completed":
+            state.status, state.run, state.handle = "pending", None, None  # its owner failed: go on here
+            self.on_event(state)
+            return
         state.run = run
         if error is None and (state.stage.kind == "eval" or run.status == "completed"):
             state.status = "completed"
@@ -218,6 +287,8 @@ class Executor:
                     for state in self.running():
                         if state.handle is not None and state.handle.finished():
                             self._finish(state)
+                        else:
+                            self._hand_over(state)
                     self.skip_dependents()
                     self._launch_ready()
                     if not self.running() and not self.ready():
@@ -247,17 +318,20 @@ class Executor:
                 ready = self.ready()
 
     def cancel(self) -> None:
-        """Stop every running stage and close its run as failed."""
+        """Stop every running stage and close its run as failed (runs other commands run go on)."""
         running = self.running()
-        for state in running:
+        own = [s for s in running if not isinstance(s.handle, RunElsewhere)]
+        for state in own:
             assert state.handle is not None
             state.handle.cancel()
         deadline = time.monotonic() + CANCEL_GRACE_S
-        while time.monotonic() < deadline and any(not s.handle.finished() for s in running if s.handle):
+        while time.monotonic() < deadline and any(not s.handle.finished() for s in own if s.handle):
             time.sleep(0.2)
         for state in running:
             state.status, state.error = "failed", "interrupted"
-            if state.run is not None and state.stage.kind != "eval":
+            self._hand_over(state, ended=True)
+            followed = isinstance(state.handle, RunElsewhere)
+            if state.run is not None and state.stage.kind != "eval" and not followed:
                 run = Run.load(state.run.path)
                 if run.status in ("running", "queued"):
                     run.update(status="failed", error="interrupted (the study was stopped)")
