@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from typing import Annotated
 
 import typer
 
 from m2rl.errors import Interrupted, StudyFailed, UserError
+from m2rl.ledger import Terminated
+from m2rl.provenance import command_line
 
 app = typer.Typer(
     name="m2rl",
@@ -24,6 +29,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from m2rl import __version__
+
+        print(f"m2rl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[  # noqa: ARG001 (handled by its callback)
+        bool,
+        typer.Option(
+            "--version", help="Print m2rl's version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Options of `m2rl` itself (before the command)."""
 
 
 def _register() -> None:
@@ -48,6 +73,9 @@ def _register() -> None:
 
     app.command("eval", help=eval_command.__doc__)(eval_command.command)
     app.command("compare", help=compare.__doc__)(compare.command)
+    from m2rl.commands import analyze
+
+    app.command("analyze", help=analyze.__doc__)(analyze.command)
     from m2rl.commands import pipeline
 
     app.command("pipeline", help=pipeline.__doc__)(pipeline.command)
@@ -57,22 +85,36 @@ _register()
 
 
 def _usage_error(exc: BaseException) -> str | None:
-    """The message of a command-line usage error (typer bundles its own click), else None."""
-    from typer._click import exceptions as bundled
+    """The one-line message of a command-line usage error ("" when help was shown instead), else None."""
+    from typer._click import exceptions as bundled  # typer bundles its own click
 
     if isinstance(exc, bundled.NoArgsIsHelpError):
-        return ""
-    if isinstance(exc, bundled.UsageError | bundled.FileError):
+        return ""  # typer printed the help while raising it
+    if isinstance(exc, bundled.UsageError):
+        command = exc.ctx.command_path if exc.ctx is not None else "m2rl"
+        return f"{exc.format_message()} (see `{command} --help`)"
+    if isinstance(exc, bundled.FileError):
         return exc.format_message()
-    import click
-
-    return exc.format_message() if isinstance(exc, click.exceptions.UsageError) else None
+    return None
 
 
 def _say_interrupted(exc: Interrupted) -> None:
-    what = f"stopped {', '.join(exc.stopped)} (marked failed)" if exc.stopped else "stopped"
+    """One line: the signal, what it stopped (marked failed) and the command that resumes it."""
+    key = " (Ctrl-C)" if exc.signum == signal.SIGINT else ""
+    runs = f"run{'s' if len(exc.stopped) > 1 else ''} {', '.join(exc.stopped)}"
+    what = f": stopped {runs}, marked failed" if exc.stopped else ""
     resume = f"; resume with: {exc.resume}" if exc.resume else ""
-    print(f"m2rl: {exc}: {what}{resume}", file=sys.stderr)
+    print(f"m2rl: {exc}{key}{what}{resume}", file=sys.stderr)
+
+
+def _raise_on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
+    raise Terminated(f"terminated by signal {signum}")  # a BaseException: `except Exception` lets it pass
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not fail again on a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def main() -> None:
@@ -80,6 +122,8 @@ def main() -> None:
     debug = "--debug" in sys.argv
     if debug:
         sys.argv.remove("--debug")
+    # SIGTERM outside a run's attempt (start-up, eval, printing) ends as cleanly as Ctrl-C does
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         status = app(standalone_mode=False)
     except UserError as exc:
@@ -88,16 +132,24 @@ def main() -> None:
         print(f"m2rl: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
+        if exc.stopped and not exc.resume:  # a study's stages: the same command again resumes them
+            exc.resume = command_line(sys.argv)
         _say_interrupted(exc)
         sys.exit(exc.exit_status)
     except KeyboardInterrupt:
-        print("m2rl: interrupted (Ctrl-C)", file=sys.stderr)
+        _say_interrupted(Interrupted(signal.SIGINT))
         sys.exit(130)
+    except Terminated:
+        _say_interrupted(Interrupted(signal.SIGTERM))
+        sys.exit(143)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("m2rl: interrupted (Ctrl-C)", file=sys.stderr)
-        sys.exit(130)
+    except SystemExit as exc:
+        # typer exits 1 when our output's reader went away (`m2rl runs --json | head`): not an error
+        if isinstance(exc.__context__, BrokenPipeError):
+            _quiet_stdout()
+            sys.exit(0)
+        raise
     except StudyFailed as exc:
         print(f"m2rl: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -105,17 +157,18 @@ def main() -> None:
         message = _usage_error(exc)
         if message is not None and not debug:
             if message:
-                print(f"m2rl: error: {message} (see `m2rl --help`)", file=sys.stderr)
-            else:
-                app(["--help"], standalone_mode=False)
+                print(f"m2rl: error: {message}", file=sys.stderr)
             sys.exit(2)
         if debug:
             raise
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
         print(
-            f"m2rl: error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (rerun with --debug for the traceback)",
+            f"m2rl: error: {type(exc).__name__}: {first_line} (rerun with --debug for the traceback)",
             file=sys.stderr,
         )
         sys.exit(1)
+    if status == 130:  # typer turns Ctrl-C outside a run's attempt into this status
+        _say_interrupted(Interrupted(signal.SIGINT))
     if isinstance(status, int) and status:
         sys.exit(status)
 

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
+from rich.console import RenderableType
 from rich.table import Table
 
-from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, RunsDir, load_config, print_config
+from m2rl.commands.common import (
+    DEFAULT_RUNS_DIR,
+    DryRun,
+    RunsDir,
+    first_fitting,
+    load_config,
+    print_config,
+    say,
+)
 from m2rl.console import console, quiet_libraries
 from m2rl.errors import UserError
 
+if TYPE_CHECKING:
+    from m2rl.evaluate.settings import BenchmarkSpec
+    from m2rl.ledger import Run
+
 EVALUABLE_KINDS = ("model", "sft", "rl", "merge")
+RESULT_COLUMNS = ("benchmark", "domain", "items", "K", "Avg@K %", "95% CI", "pass@K %", "tokens")
 
 
 def split_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
@@ -38,6 +53,7 @@ def command(
     dry_run: DryRun = False,
 ) -> None:
     """Evaluate runs: `m2rl eval RUN [RUN...] [overrides]`; saved results with the same config are reused."""
+    from m2rl.compare.selection import resolve_run
     from m2rl.evaluate.runner import check_evaluable, eval_plan
     from m2rl.evaluate.settings import EvalSettings
     from m2rl.ledger import Ledger
@@ -48,7 +64,7 @@ def command(
     if all_runs:
         runs = [r for r in ledger.runs() if r.status == "completed" and r.kind in EVALUABLE_KINDS]
     else:
-        runs = [ledger.get(ref) for ref in refs]
+        runs = [resolve_run(ledger, ref) for ref in refs]
     if not runs:
         raise UserError("no runs to evaluate: name runs (see `m2rl runs`) or pass --all")
     for run in runs:
@@ -70,34 +86,71 @@ def command(
     from m2rl.jobs.build import eval_job
 
     for run in runs:
+        say_plan(run, eval_plan(run, cfg))
         done = jobs.execute(eval_job(cfg, run.id), run)
         metrics = {
             b: done.manifest["metrics"]["eval"][b]
             for b in (s.name for s in EvalSettings.from_cfg(cfg).benchmarks)
         }
-        console.print(results_table(run.name, run.id, metrics, run.path))
+        console.print(results(run.name, run.id, metrics, run.path, console.width))
 
 
-def results_table(name: str, run_id: str, metrics: dict[str, dict], run_dir: Path) -> Table:
-    """One run's eval metrics as a table (scores in %)."""
+def say_plan(run: Run, plan: list[tuple[BenchmarkSpec, str, dict[str, Any] | None]]) -> None:
+    """Which benchmarks of `run` are evaluated and which reuse saved results of the same config."""
+    reused = [bench.name for bench, _digest, saved in plan if saved is not None]
+    todo = [bench.name for bench, _digest, saved in plan if saved is None]
+    parts = []
+    if reused:
+        parts.append(f"reusing saved results for {', '.join(reused)} (same model, eval and verifier config)")
+    if todo:
+        parts.append(f"evaluating {', '.join(todo)}")
+    say(f"eval {run.name} ({run.id}): {'; '.join(parts)}")
+
+
+def results_table(
+    name: str, run_id: str, metrics: dict[str, dict], run_dir: Path, columns: tuple[str, ...] = RESULT_COLUMNS
+) -> Table:
+    """One run's eval metrics as a table (scores in %), with these `columns`."""
+    caption = f"per-item results in {run_dir / 'eval'}"
     table = Table(
         title=f"eval {name} ({run_id})",
-        caption=f"tokens = mean response length; per-item results in {run_dir / 'eval'}",
+        title_justify="left",
+        caption=f"tokens = mean response length; {caption}" if "tokens" in columns else caption,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        header_style="bold",
     )
-    for column in ("benchmark", "domain", "items", "K", "Avg@K %", "95% CI", "pass@K %", "tokens"):
+    for column in columns:
         table.add_column(
             column, justify="left" if column in ("benchmark", "domain") else "right", no_wrap=True
         )
     for bench, m in metrics.items():
         lo, hi = m["ci95"]
-        table.add_row(
-            bench,
-            m["domain"],
-            str(m["n_items"]),
-            str(m["k"]),
-            f"{100 * m['avg_at_k']:.2f}",
-            f"[{100 * lo:.1f}, {100 * hi:.1f}]",
-            f"{100 * m['pass_at_k']:.2f}",
-            f"{m.get('mean_tokens', float('nan')):.1f}",
-        )
+        cells = {
+            "benchmark": bench,
+            "domain": m["domain"],
+            "items": str(m["n_items"]),
+            "K": str(m["k"]),
+            "Avg@K %": f"{100 * m['avg_at_k']:.2f}",
+            "95% CI": f"[{100 * lo:.1f}, {100 * hi:.1f}]",
+            "pass@K %": f"{100 * m['pass_at_k']:.2f}",
+            "tokens": f"{m.get('mean_tokens', float('nan')):.1f}",
+        }
+        table.add_row(*(cells[c] for c in columns))
     return table
+
+
+def results(
+    name: str, run_id: str, metrics: dict[str, dict], run_dir: Path, width: int | None
+) -> RenderableType:
+    """The results table with every column, or without domain and tokens where that does not fit `width`."""
+    narrow = tuple(c for c in RESULT_COLUMNS if c not in ("domain", "tokens"))
+    return first_fitting(
+        [
+            lambda: results_table(name, run_id, metrics, run_dir),
+            lambda: results_table(name, run_id, metrics, run_dir, narrow),
+        ],
+        width,
+    )

@@ -8,8 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, Overrides, RunsDir, load_config, print_config
-from m2rl.commands.sft import report, resume_run
+from m2rl.commands.common import (
+    DEFAULT_RUNS_DIR,
+    DryRun,
+    Name,
+    Overrides,
+    RunsDir,
+    load_config,
+    print_config,
+    resume_hint,
+)
+from m2rl.commands.sft import report, resume_run, start_run
 from m2rl.console import console, quiet_libraries
 
 Domains = Annotated[
@@ -33,7 +42,6 @@ def command(
 ) -> None:
     """GRPO with verifiable rewards: `m2rl rl --domains math --from sft` (an expert) or
     `--domains math,code,science,if` (the mixed run). Each sample is scored by its own domain's verifier."""
-    from m2rl import jobs
     from m2rl.errors import UserError
     from m2rl.jobs.build import check_config, rl_job
     from m2rl.jobs.rl import parse_domains
@@ -42,7 +50,8 @@ def command(
     ledger = Ledger(runs_dir)
     if resume:
         quiet_libraries()
-        report(resume_run(ledger, resume, "rl"))
+        with resume_hint(runs_dir):
+            report(resume_run(ledger, resume, "rl"))
         return
     if not domains:
         raise UserError(
@@ -59,7 +68,9 @@ def command(
     quiet_libraries()
     from m2rl.config import to_container
 
-    report(jobs.start(spec, ledger, config=to_container(cfg)))
+    what = f"{spec.steps} GRPO steps on {'+'.join(spec.domains)}"
+    with resume_hint(runs_dir):
+        report(start_run(spec, ledger, to_container(cfg), what))
 
 
 def trl_mapping_table(spec) -> Table:

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, Overrides, RunsDir, load_config, print_config
+from m2rl.commands.common import (
+    DEFAULT_RUNS_DIR,
+    DryRun,
+    Name,
+    Overrides,
+    RunsDir,
+    hours_rows,
+    load_config,
+    print_config,
+    resume_hint,
+    say,
+)
 from m2rl.console import console, quiet_libraries
+
+if TYPE_CHECKING:
+    from m2rl.ledger import Ledger, Run
+    from m2rl.specs import RLJob, SFTJob
 
 Resume = Annotated[
     str | None, typer.Option("--resume", help="Continue this interrupted SFT run from its last checkpoint.")
@@ -24,14 +41,14 @@ def command(
     dry_run: DryRun = False,
 ) -> None:
     """Supervised fine-tuning of the base model: `m2rl sft [overrides]` (e.g. `sft.epochs=1`)."""
-    from m2rl import jobs
     from m2rl.jobs.build import check_config, sft_job
     from m2rl.ledger import Ledger
 
     ledger = Ledger(Path(runs_dir))
     if resume:
         quiet_libraries()
-        report(resume_run(ledger, resume, "sft"))
+        with resume_hint(runs_dir):
+            report(resume_run(ledger, resume, "sft"))
         return
     cfg = load_config(overrides)
     check_config(cfg)
@@ -42,10 +59,21 @@ def command(
     quiet_libraries()
     from m2rl.config import to_container
 
-    report(jobs.start(spec, ledger, config=to_container(cfg)))
+    with resume_hint(runs_dir):
+        report(start_run(spec, ledger, to_container(cfg), "training"))
 
 
-def resume_run(ledger, ref: str, kind: str):
+def start_run(spec: SFTJob | RLJob, ledger: Ledger, config: dict[str, Any], what: str) -> Run:
+    """Resolve, create and run a training job, naming the run and its folder before the first step."""
+    from m2rl import jobs
+
+    spec = jobs.resolve(spec, ledger)
+    run = jobs.create(spec, ledger, config=config)
+    say(f"{run.kind} run {run.id}: {what}; folder {run.path}")
+    return jobs.execute(spec, run)
+
+
+def resume_run(ledger: Ledger, ref: str, kind: str) -> Run:
     """Continue an interrupted SFT or RL run from its last complete checkpoint, with its saved spec."""
     from m2rl import jobs
     from m2rl.errors import UserError
@@ -58,20 +86,49 @@ def resume_run(ledger, ref: str, kind: str):
         raise UserError(
             f"--resume {ref}: run {run.id} saved no complete checkpoint ({kind}.save_steps); start it again instead"
         )
-    console.print(f"resuming {run.id} from {Path(checkpoint).name}", style="yellow")
+    where = f"{Path(checkpoint).name} ({_steps_done(Path(checkpoint))})"
+    say(f"resuming {kind} run {run.id} from {where}; folder {run.path}")
     return jobs.execute(jobs.read_spec(run), run, resume=True)
 
 
-def report(run) -> None:
+def _steps_done(checkpoint: Path) -> str:
+    """`step N of M` from a checkpoint's trainer state."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    total = state.get("max_steps")
+    return f"step {state['global_step']}" + (f" of {total}" if total and total > 0 else "")
+
+
+def tracker_logs(run: Run) -> list[tuple[str, str]]:
+    """(tracker, where its logs are) for each tracker the run reported to (`sft.report_to`, `rl.report_to`)."""
+    from m2rl import jobs
+
+    spec = jobs.read_spec(run)
+    recipe = getattr(spec, run.kind, None)
+    places = []
+    for tracker in getattr(recipe, "report_to", []):
+        if tracker == "tensorboard":
+            # transformers writes to <output_dir>/runs/<date>_<host>/ unless TENSORBOARD_LOGGING_DIR is set
+            where = os.environ.get("TENSORBOARD_LOGGING_DIR") or str(run.path / "checkpoints" / "runs")
+        else:
+            where = f"{tracker}'s own store (its environment settings)"
+        places.append((f"{tracker} logs", where))
+    return places
+
+
+def report(run: Run) -> None:
     """A finished training run's summary table."""
     table = Table(title=f"{run.kind} run {run.id}", show_header=False)
+    table.add_column("what", no_wrap=True)
+    table.add_column("value", overflow="fold")  # paths fold whole rather than end in an ellipsis
     table.add_row("status", run.status)
     if run.manifest.get("domains"):
         table.add_row("domains", ", ".join(run.manifest["domains"]))
-    table.add_row(run.manifest["device_hours_label"], f"{run.device_hours:.4f}")
-    table.add_row("CPU-hours (process CPU time)", f"{run.manifest.get('cpu_seconds', 0.0) / 3600:.4f}")
+    for label, value in hours_rows(run.manifest):
+        table.add_row(label, value)
     for key, value in sorted(run.manifest.get("metrics", {}).items()):
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     table.add_row("model", str(run.model_dir))
     table.add_row("metrics", str(run.path / "metrics.jsonl"))
+    for label, where in tracker_logs(run):
+        table.add_row(label, where)
     console.print(table)

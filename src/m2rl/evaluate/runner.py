@@ -190,7 +190,7 @@ def evaluate_run(
                 seconds=round(seconds, 3),
             )
             bar.update(
-                task, description=f"{run.name} · {bench.name}: Avg@{bench.k} {metrics['avg_at_k']:.3f}"
+                task, description=f"{run.name} · {bench.name}: Avg@{bench.k} {100 * metrics['avg_at_k']:.2f}%"
             )
             _record(run, bench.name, metrics, seconds, generator)
             results[bench.name] = metrics
