@@ -45,6 +45,7 @@ def test_reduced_pipeline_end_to_end_is_consistent_and_idempotent(tmp_path):
             "mini-s0-rl-mixed",
             "mini-s0-merge-paper_ties",
             "mini-s0-merge-ties",
+            "mini-s0-analyze",
         ]
     )
     assert all(r.status == "completed" for r in runs)
@@ -54,7 +55,9 @@ def test_reduced_pipeline_end_to_end_is_consistent_and_idempotent(tmp_path):
     by_id = {r.id: r for r in runs}
     with open(out / "compare.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == len(runs)
+    assert len(rows) == len(runs) - 1  # every model; the analyze run has its report in mini-analysis/
+    assert (tmp_path / "mini-analysis" / "analysis.md").is_file()
+    assert "(../mini-analysis/analysis.md)" in (out / "compare.md").read_text()
     for row in rows:
         run = by_id[row["run_id"]]
         assert float(row["own_hours"]) == pytest.approx(run.device_hours, rel=1e-3, abs=1e-6)

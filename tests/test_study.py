@@ -30,8 +30,10 @@ SLURM_STANDINS = Path(__file__).parent / "fixtures" / "slurm"
 
 # ------------------------------------------------------------------------------------- the plan
 def test_tiny_plan_replicates_the_lineage_per_seed():
-    stages = plan(compose_config(["study.seeds=2"]), "s")
+    cfg = compose_config(["study.seeds=2"])
+    stages = plan(cfg, "s")
     names = {s.name: s for s in stages}
+    models = 1 + 4 + 1 + len(cfg.study.merge_methods)  # SFT, experts, the mixed run, merges
     for seed in (0, 1):
         assert names[f"s-s{seed}-rl-mixed"].domains == ("math", "code", "science", "if")
         assert names[f"s-s{seed}-rl-math"].deps == (f"s-s{seed}-sft",)
@@ -40,9 +42,8 @@ def test_tiny_plan_replicates_the_lineage_per_seed():
             *(f"s-s{seed}-rl-{d}" for d in ("math", "code", "science", "if")),
         }
         assert all(names[f"s-s{seed}-{m}-eval"].kind == "eval" for m in ("sft", "rl-mixed", "merge-paper_ta"))
-    assert (
-        len(stages) == 2 * (1 + 4 + 1 + 3) * 2
-    )  # per seed: 9 models, each trained or merged, then evaluated
+        assert len(names[f"s-s{seed}-analyze"].deps) == models  # after the eval of every model of the seed
+    assert len(stages) == 2 * (2 * models + 1)  # per seed: each model made and evaluated, then analyze
     order = [s.name for s in stages]
     assert all(order.index(d) < order.index(s.name) for s in stages for d in s.deps)
 

@@ -1,6 +1,6 @@
 """Typed job specs: everything one run needs, validated before any work starts.
 
-Each run kind (sft, rl, merge, eval) is one frozen pydantic model, as mergekit's
+Each run kind (sft, rl, merge, eval, analyze) is one frozen pydantic model, as mergekit's
 `MergeConfiguration` is: values are coerced and range-checked when the spec is built, unknown keys
 are rejected, and a spec pickles, so the same object travels to a worker process, an accelerate rank
 or a Slurm job. `m2rl.jobs.build` makes them from the Hydra config in one place; the engine builders
@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from m2rl.errors import UserError
 
@@ -189,6 +189,7 @@ class StudySettings(Strict):
     cpu_threads: int | Literal["auto"] = "auto"  # torch threads across all local stages (CPU)
     paper_gpu_hours_per_step: dict[str, float] = {}
     slurm: SlurmSettings = SlurmSettings()
+    analyze: bool = True  # an analyze stage per seed after its evals (m2rl analyze)
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -268,7 +269,73 @@ class EvalJob(JobSpec):
     verifiers: dict[str, Any]
 
 
-SPEC_TYPES: dict[str, type[JobSpec]] = {cls.kind: cls for cls in (SFTJob, RLJob, MergeJob, EvalJob)}
+class NeighbourhoodSettings(Strict):
+    """`analyze.neighbourhoods`: KL(pi_expert || pi_mixed) on each domain's prompts, sampled from the expert."""
+
+    enabled: bool = True
+    prompts: int = Field(ge=2)  # eval prompts per domain (two at least: the standard error is over prompts)
+    samples: int = Field(ge=1)  # samples from the expert per prompt (temperature 1, top-p 1)
+    max_new_tokens: int = Field(ge=1)
+    score_tokens: int = Field(ge=64)  # padded tokens per log-prob scoring batch
+    score_dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class SelfVerificationSettings(Strict):
+    """`analyze.self_verification`: each model judging trajectories of its own domains."""
+
+    enabled: bool = True
+    trajectories: int = Field(ge=2)  # per model and domain, half verified correct where there are enough
+    modes: list[Literal["outcome", "process"]] = Field(["outcome", "process"], min_length=1)
+    max_new_tokens: int = Field(ge=1)
+
+
+class AnalyzeRecipe(Strict):
+    """`analyze/`: what `m2rl analyze` computes and how much of it."""
+
+    threshold: float = Field(gt=0, lt=1)  # eta of |w_RL - w_SFT| > eta * max(|w_RL|, |w_SFT|)
+    projection_dim: int = Field(ge=2)
+    projection_block: int = Field(ge=2)  # a power of two >= projection_dim (see m2rl.analysis.projection)
+    projection_seed: int = 0
+    chunk_elements: int = Field(ge=1024)  # elements per streamed read of one tensor
+    bootstrap_samples: int = Field(ge=100)
+    neighbourhoods: NeighbourhoodSettings
+    self_verification: SelfVerificationSettings
+
+    @field_validator("projection_block")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError("must be a power of two")
+        return value
+
+    @model_validator(mode="after")
+    def _block_holds_projection(self) -> AnalyzeRecipe:
+        if self.projection_block < self.projection_dim:
+            raise ValueError(f"projection_block must be >= projection_dim ({self.projection_dim})")
+        return self
+
+
+class AnalyzeJob(JobSpec):
+    """The analyses of a study's models (geometry, consistency, neighbourhoods, self-verification)."""
+
+    kind: ClassVar[str] = "analyze"
+    runs: list[str] = Field(min_length=1)  # the analysed runs (their SFT bases are added by resolve)
+    analyze: AnalyzeRecipe
+    eval: dict[str, Any]  # the eval section: benchmarks (prompts, results) and the generation backend
+    verifiers: dict[str, Any]  # with `eval` and the seed: which saved eval results the analyses read
+    publish: str | None = None  # a folder under the runs root that also receives the report
+
+    NOT_IDENTITY: ClassVar[frozenset[str]] = JobSpec.NOT_IDENTITY | {"publish"}
+
+    @field_validator("publish")
+    @classmethod
+    def _valid_publish(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
+
+
+SPEC_TYPES: dict[str, type[JobSpec]] = {
+    cls.kind: cls for cls in (SFTJob, RLJob, MergeJob, EvalJob, AnalyzeJob)
+}
 
 
 def load_spec(text: str) -> JobSpec:

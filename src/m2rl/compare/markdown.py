@@ -82,6 +82,32 @@ def _per_seed(estimate: Estimate) -> str:
     return ", ".join(signed(v) for v in estimate.per_seed) if len(estimate.per_seed) > 1 else ""
 
 
+def _analysis_links(comparison: Comparison) -> list[str]:
+    """Links to the study's analysis reports (`m2rl analyze`), in their folders beside this one."""
+    from m2rl.analysis import REPORT_NAME, analysis_folder
+
+    def link(folder: str) -> str:
+        return f"[`{folder}/{REPORT_NAME}`](../{folder}/{REPORT_NAME})"
+
+    lines = []
+    for study in comparison.studies:
+        if len(comparison.seeds) > 1:
+            per_seed = ", ".join(link(analysis_folder(study, seed)) for seed in comparison.seeds)
+            where = (
+                f"per seed {per_seed} (the pipeline's analyze stages); all seeds pooled "
+                f"{link(analysis_folder(study))} (`m2rl analyze {study}`)"
+            )
+        else:
+            where = (
+                f"{link(analysis_folder(study))} (the pipeline's analyze stage, or `m2rl analyze {study}`)"
+            )
+        lines.append(
+            f"- Study {study}: weight-update geometry, skill consistency, policy neighbourhoods and "
+            f"self-verification in {where}."
+        )
+    return ["", "## Analysis: why mixing works", "", *lines] if lines else []
+
+
 def to_markdown(comparison: Comparison) -> str:
     """The whole comparison as a Markdown document."""
     out = ["# m2rl compare", "", header_line(comparison)]
@@ -180,6 +206,7 @@ def to_markdown(comparison: Comparison) -> str:
                 ],
             )
         )
+    out += _analysis_links(comparison)
     out += ["", "## Method", "", METHOD.format(hours_label=comparison.hours_label)]
     if comparison.notes:
         out += ["", *[f"> note: {n}" for n in comparison.notes]]

@@ -1,4 +1,4 @@
-"""Jobs: one module per run kind (sft, rl, merge, eval), each of one shape.
+"""Jobs: one module per run kind (sft, rl, merge, eval, analyze), each of one shape.
 
 `resolve(spec, ledger)` names every input run by id (a job without inputs has none);
 `create(spec, ledger, ...)` checks the resolved spec against the ledger (parents exist and are
@@ -19,7 +19,7 @@ from m2rl.ledger import Ledger, Run
 from m2rl.specs import JobSpec, load_spec
 
 JOB_FILE = "job.json"
-KINDS = ("sft", "rl", "merge", "eval")
+KINDS = ("sft", "rl", "merge", "eval", "analyze")
 
 
 def module(kind: str) -> ModuleType:

@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from m2rl.errors import UserError
 from m2rl.specs import (
+    AnalyzeJob,
     EvalJob,
     LauncherSpec,
     MergeJob,
@@ -126,3 +127,27 @@ def check_domains(cfg: DictConfig, domains: list[str]) -> None:
         raise UserError(
             f"unknown domain(s) {', '.join(unknown)}; data={cfg.data.name} has {', '.join(known)}"
         )
+
+
+def analyze_job(
+    cfg: DictConfig,
+    runs: list[str],
+    name: str = "analyze",
+    study: str | None = None,
+    publish: str | None = None,
+) -> AnalyzeJob:
+    """The analyses of `runs` (their SFT bases are added) with this config's analyze and eval settings."""
+    from m2rl.evaluate.settings import EvalSettings
+
+    EvalSettings.from_cfg(cfg)  # validate before any work
+    if cfg.get("analyze") is None:
+        raise UserError("config has no `analyze` group (expected conf/analyze/*.yaml, e.g. analyze=tiny)")
+    values = _common(cfg, name, study)
+    values |= {
+        "runs": list(runs),
+        "analyze": section(cfg, "analyze"),
+        "eval": section(cfg, "eval"),
+        "verifiers": section(cfg, "verifiers") or {},
+        "publish": publish,
+    }
+    return validated(AnalyzeJob, values)

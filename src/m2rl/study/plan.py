@@ -1,5 +1,6 @@
 """The study as a graph of jobs: per seed, SFT -> an expert per domain and the mixed run -> merges,
-and an eval of every model; the comparison over all seeds closes it (run by the executor's caller).
+an eval of every model, then (`study.analyze`) an analyze stage over the seed's evaluated models; the
+comparison over all seeds closes it (run by the executor's caller).
 
 A stage's job spec is built when its dependencies have finished, from their runs (an RL stage starts
 from the SFT run's id, a merge names its experts' ids), so a stage's identity pins its inputs.
@@ -13,13 +14,13 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig
 
 from m2rl.errors import UserError
-from m2rl.jobs.build import check_config, eval_job, merge_job, rl_job, sft_job
+from m2rl.jobs.build import analyze_job, check_config, eval_job, merge_job, rl_job, sft_job
 from m2rl.ledger import Run
 from m2rl.specs import JobSpec
 
 MIXED = "mixed"
 # Rough cost of a stage in "RL step" units, for longest-first scheduling and the ETA.
-SFT_COST, EVAL_COST, MERGE_COST = 60.0, 8.0, 0.5
+SFT_COST, EVAL_COST, MERGE_COST, ANALYZE_COST = 60.0, 8.0, 0.5, 8.0
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Stage:
     """One job of the study graph."""
 
     name: str  # unique in the study; the run name for training and merge stages
-    kind: str  # sft | rl | merge | eval
+    kind: str  # sft | rl | merge | eval | analyze
     seed: int
     deps: tuple[str, ...]
     build: Callable[[dict[str, Run]], JobSpec] = field(repr=False)  # the spec, from finished stages' runs
@@ -41,7 +42,8 @@ class Stage:
         """Estimated cost (longest first; ETA weights)."""
         if self.kind == "rl":
             return float(self.steps or 1)
-        return {"sft": SFT_COST, "eval": EVAL_COST, "merge": MERGE_COST}.get(self.kind, 1.0)
+        costs = {"sft": SFT_COST, "eval": EVAL_COST, "merge": MERGE_COST, "analyze": ANALYZE_COST}
+        return costs.get(self.kind, 1.0)
 
 
 def study_seeds(cfg: DictConfig) -> list[int]:
@@ -148,7 +150,29 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 models.append(merge)
         for model in models:
             add_eval(model)
+        if cfg.study.get("analyze", False):
+            stages.append(_analyze_stage(cfg, study, seed, [sft, *models], several=len(seeds) > 1))
     return stages
+
+
+def _analyze_stage(cfg: DictConfig, study: str, seed: int, models: list[Stage], several: bool) -> Stage:
+    """The analyses of one seed's models, after all their evals; its report is also published under
+    the runs root (m2rl.analysis.analysis_folder), where compare.md links it."""
+    from m2rl.analysis import analysis_folder
+
+    name = f"{study}-s{seed}-analyze"
+    publish = analysis_folder(study, seed if several else None)
+    analyze_job(cfg, ["unused"], name, study, publish)  # validate the analyze settings before any work
+    # the root config, as the eval stages use: its seed is part of the eval results the analyses read
+    return Stage(
+        name,
+        "analyze",
+        seed,
+        tuple(f"{m.name}-eval" for m in models),
+        lambda runs, ms=tuple(m.name for m in models): analyze_job(
+            cfg, [runs[m].id for m in ms], name, study, publish
+        ),
+    )
 
 
 def estimated_gpu_hours(cfg: DictConfig, stage: Stage) -> float | None:
