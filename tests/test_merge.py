@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from m2rl.errors import UserError
-from m2rl.ledger import Ledger, Run, attempt
 from m2rl.jobs.merge import merge_experts
+from m2rl.ledger import Ledger, Run, attempt
 from m2rl.merge import available_methods
 from m2rl.merge import paper as paper_engine
 from m2rl.merge.paper import dare_keep_mask

@@ -13,11 +13,11 @@ import pytest
 
 from m2rl.config import compose_config
 from m2rl.data.builtin import generate
-from m2rl.jobs.build import section
-from m2rl.specs import RLRecipe
 from m2rl.engine.grpo import build_grpo_config, interleave_domains, reward_summary
 from m2rl.engine.rewards import DomainRoutedReward, StepClock
+from m2rl.jobs.build import section
 from m2rl.ledger import Ledger, attempt
+from m2rl.specs import RLRecipe
 from m2rl.verifiers import VerifierConfig
 
 from cli_helpers import FAST_RL, m2rl
@@ -37,6 +37,13 @@ def test_paper_recipe_maps_onto_grpo_config(tmp_path):
     assert args.use_vllm and args.vllm_importance_sampling_mode == "token_truncate"
     assert (args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max) == (0.0, 2.0)
     assert args.max_completion_length == 32768 and args.temperature == 1.0 and args.top_p == 1.0
+
+
+def test_readme_recipe_table_is_the_mapping():
+    from m2rl.engine.grpo import mapping_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert mapping_markdown() in readme
 
 
 def test_inconsistent_batch_is_a_user_error(tmp_path):

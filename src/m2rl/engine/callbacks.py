@@ -99,6 +99,10 @@ class RichProgressBar(TrainerCallback):
             self.progress.update(self.task, summary=self.summarize(logs))
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop drawing (also when training raises: the terminal gets its cursor back)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None

@@ -410,8 +410,12 @@ def train_grpo(
     trainer.add_callback(LedgerMetricsCallback(run))
     trainer.add_callback(StageSeconds())
     trainer.add_callback(LedgerProgressCallback(run, "rl", _summary(domains)))
-    trainer.add_callback(RichProgressBar("grpo " + ",".join(domains), _summary(domains)))
-    trainer.train(resume_from_checkpoint=resume_from)
+    bar = RichProgressBar("grpo " + ",".join(domains), _summary(domains))
+    trainer.add_callback(bar)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        bar.stop()
     with run.stage("save"):
         trainer.save_model(str(run.model_dir))  # collective under ZeRO-3: every rank takes part
         if trainer.accelerator.is_main_process:

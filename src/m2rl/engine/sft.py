@@ -108,9 +108,13 @@ def train_sft(spec: SFTJob, run: Run, model_path: str, resume_from: str | None =
     summarize = lambda logs: f"loss {logs['loss']:.3f}" if "loss" in logs else ""  # noqa: E731
     trainer.add_callback(LedgerMetricsCallback(run))
     trainer.add_callback(LedgerProgressCallback(run, "sft", summarize))
-    trainer.add_callback(RichProgressBar("sft", summarize))
+    bar = RichProgressBar("sft", summarize)
+    trainer.add_callback(bar)
     with run.stage("training"):
-        result = trainer.train(resume_from_checkpoint=resume_from)
+        try:
+            result = trainer.train(resume_from_checkpoint=resume_from)
+        finally:
+            bar.stop()
     with run.stage("save"):
         trainer.save_model(str(run.model_dir))  # collective under ZeRO-3: every rank takes part
         if trainer.accelerator.is_main_process:

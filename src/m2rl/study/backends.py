@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from m2rl.errors import Interrupted
 from m2rl.jobs import run_job
 from m2rl.specs import SlurmSettings
 
@@ -146,9 +147,8 @@ def _stage_process(spec_json: str, run_dir: str, resume: bool, devices: tuple[in
 
         traceback.print_exc()
         (Path(logs) / ERROR_FILE).write_text(last_error_line(traceback.format_exc()) or repr(exc))
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
+        # SystemExit lets multiprocessing run its exit handlers (semaphores a library made are released)
+        raise SystemExit(130 if isinstance(exc, KeyboardInterrupt | Interrupted) else 1) from None
 
 
 @dataclass
