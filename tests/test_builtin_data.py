@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from m2rl.data.builtin import GENERATORS, SPLITS, generate
@@ -54,9 +56,11 @@ def family(sample) -> str:
     return sample["metadata"]["key"].split(":")[1]
 
 
-def test_code_difficulty_3_adds_the_compositional_families():
+def test_code_difficulty_3_is_mostly_the_compositional_families():
     assert not {"filter", "branch"} & {family(s) for s in generate("code", "rl", 100, difficulty=2)}
-    assert {"filter", "branch"} <= {family(s) for s in generate("code", "rl", 100, difficulty=3)}
+    hard = [family(s) for s in generate("code", "test", 256, difficulty=3)]
+    assert set(hard) == {"filter", "branch", "sum2", "max3"}
+    assert sum(f in ("filter", "branch") for f in hard) > 0.6 * len(hard)
 
 
 @pytest.mark.parametrize("difficulty", [2, 3])
@@ -79,22 +83,51 @@ def test_code_reference_programs_pass_their_tests(difficulty):
             assert out.stdout.strip() == expected.strip()
 
 
-@pytest.mark.parametrize("difficulty", [1, 2, 3])
+@pytest.mark.parametrize("difficulty", [2, 3])
 def test_science_difficulty_sets_the_fact_base(difficulty):
-    from m2rl.data.builtin import ELEMENTS, FACT_BASE_SIZES, UNITS
+    from m2rl.data.builtin import ELEMENTS, FACT_BASE_SIZES, PHASES, UNITS
 
     element_count, unit_count = FACT_BASE_SIZES[difficulty]
     known = {str(x) for row in ELEMENTS[:element_count] for x in row} | {u for _, u in UNITS[:unit_count]}
-    for sample in generate("science", "rl", 80, difficulty=difficulty):
-        options = sample["metadata"]["options"]
-        assert set(options) <= known, options
+    facts = [
+        s
+        for s in generate("science", "rl", 120, difficulty=difficulty)
+        if "melts" not in s["prompt"][0]["content"] and "Four samples" not in s["prompt"][0]["content"]
+    ]
+    assert facts and all(set(s["metadata"]["options"]) <= known for s in facts)
+    assert all(set(s["metadata"]["options"]) != set(PHASES) for s in facts)
+
+
+def test_science_difficulty_1_is_the_phase_from_two_comparisons():
+    for sample in generate("science", "test", 60, difficulty=1):
+        text, solution = sample["prompt"][0]["content"], sample["metadata"]["solution"]
+        correct = sample["metadata"]["options"]["ABCD".index(sample["label"])]
+        melt, boil, temperature = (int(w) for w in re.findall(r"(\d+) K", text))
+        phase = "solid" if temperature < melt else "liquid" if temperature < boil else "gas"
+        assert correct == phase and f"so it is {phase}." in solution
+
+
+def test_science_difficulty_2_adds_the_greatest_or_least_measurement():
+    extremes = [
+        s
+        for s in generate("science", "test", 120, difficulty=2)
+        if "Four samples" in s["prompt"][0]["content"]
+    ]
+    assert extremes
+    for sample in extremes:
+        text, solution = sample["prompt"][0]["content"], sample["metadata"]["solution"]
+        correct = sample["metadata"]["options"]["ABCD".index(sample["label"])]
+        values = [int(o.split()[0]) for o in sample["metadata"]["options"]]
+        best = max(values) if "greatest" in text else min(values)
+        assert int(correct.split()[0]) == best and f"is {best}." in solution
 
 
 def test_science_reasoning_reads_the_options_up_to_the_answer():
     for sample in generate("science", "test", 20):
         options, letter = sample["metadata"]["options"], sample["label"]
         last = "ABCD".index(letter)
-        scan = ", ".join(f"{'ABCD'[i]}) {options[i]}" for i in range(last + 1))
+        shown = [o.split()[0] if o[0].isdigit() else o for o in options]
+        scan = ", ".join(f"{'ABCD'[i]}) {shown[i]}" for i in range(last + 1))
         assert f"{scan}. That is option {letter}." in sample["metadata"]["solution"]
 
 

@@ -76,17 +76,24 @@ def column_steps(a: int, b: int, op: str) -> str:
 
 
 def math_problem(rng: random.Random, difficulty: int) -> Problem:
-    """Arithmetic; `difficulty` 1: +/- of numbers up to 99 with column working; 2 adds
-    multiplication; 3: three-digit operands."""
+    """Arithmetic with column working. `difficulty` 1: a two-digit number plus or minus one up to 19;
+    2: both two-digit; 3: adds multiplication and three-digit operands.
+
+    At difficulty 2 the built-in model's SFT scored 9-32% depending on the machine and seed (float order
+    decides which digit facts it learns first), too rare a success for GRPO groups on some draws; with a
+    second operand up to 19 its tens column is at most a digit plus one and a carry, and RL has partial
+    skill to sharpen.
+    """
     level = max(1, min(3, difficulty))
-    op = rng.choice(["+", "-"] if level == 1 else ["+", "-", "*"])
+    op = rng.choice(["+", "-", "*"] if level == 3 else ["+", "-"])
     high = 999 if level == 3 else 99
     if op == "*":
         a, b = rng.randint(2, 9), rng.randint(2, high // 2)
         answer = str(a * b)
         working = f"{a} * {b} = {answer}"
     else:
-        a, b = rng.randint(1, high), rng.randint(1, high)
+        a = rng.randint(10, high)
+        b = rng.randint(1, 19) if level == 1 else rng.randint(1, high)
         if op == "-" and b > a:
             a, b = b, a
         answer = str(a + b if op == "+" else a - b)
@@ -96,7 +103,7 @@ def math_problem(rng: random.Random, difficulty: int) -> Problem:
 
 
 # ---------------------------------------------------------------------------------------------
-# science (gpqa): four-option multiple choice from a small fact base
+# science (gpqa): four-option multiple choice: states of matter and measurements compared, and facts
 ELEMENTS = [
     ("Hydrogen", "H", 1),
     ("Helium", "He", 2),
@@ -152,8 +159,7 @@ UNITS = [
 LETTERS = "ABCD"
 
 
-# Facts per science difficulty (elements, units): a small base is learnable by the built-in model
-# within its SFT budget, so RL has a skill to sharpen rather than facts it never saw enough.
+# Facts per science difficulty (elements, units) for the fact questions of difficulty 2 and 3.
 FACT_BASE_SIZES = {1: (10, 6), 2: (20, 12), 3: (len(ELEMENTS), len(UNITS))}
 
 
@@ -177,19 +183,70 @@ def _fact_question(rng: random.Random, difficulty: int) -> tuple[str, str, list[
     return f"What is the atomic number of {name}?", str(number), pool, f"{name} has atomic number {number}."
 
 
+PHASES = ["solid", "liquid", "gas", "plasma"]
+QUANTITIES = [("mass", "kg"), ("length", "m"), ("volume", "L"), ("temperature", "K"), ("speed", "m/s")]
+
+
+def _phase_question(rng: random.Random, difficulty: int) -> tuple[str, str, list[str], str]:
+    """The state of a substance at a temperature, from its melting and boiling points (two comparisons)."""
+    top = 99 if difficulty <= 2 else 999
+    melt = rng.randint(5, top // 2)
+    boil = rng.randint(melt + 5, top)
+    temperature = rng.randint(1, top)
+    if temperature < melt:
+        phase, why = "solid", f"{temperature} is below {melt}"
+    elif temperature < boil:
+        phase, why = "liquid", f"{temperature} is above {melt} and below {boil}"
+    else:
+        phase, why = "gas", f"{temperature} is above {boil}"
+    question = f"A substance melts at {melt} K and boils at {boil} K. What is its state at {temperature} K?"
+    reason = f"It melts at {melt} and boils at {boil}. {why}, so it is {phase}."
+    return question, phase, [p for p in PHASES if p != phase], reason
+
+
+def _extreme_question(rng: random.Random, difficulty: int) -> tuple[str, str, list[str], str]:
+    """Which of four measured samples has the greatest or least quantity (comparisons of numbers)."""
+    quantity, unit = rng.choice(QUANTITIES)
+    top = 99 if difficulty <= 2 else 999
+    values = rng.sample(range(2, top + 1), 4)
+    word, pick = rng.choice([("greatest", max), ("least", min)])
+    best = pick(values)
+    question = f"Four samples were measured. Which has the {word} {quantity}?"
+    others = [f"{v} {unit}" for v in values if v != best]
+    reason = f"Compare {{values}}: the {word} is {best}."  # the values in the options' order, filled in later
+    return question, f"{best} {unit}", others, reason
+
+
 def science_problem(rng: random.Random, difficulty: int) -> Problem:
-    """A fact question with four shuffled options; `difficulty` 1-3 sets the size of the fact base."""
-    question, correct, pool, reason = _fact_question(rng, difficulty)
+    """Four shuffled options. Difficulty 1: the state of a substance from its melting and boiling points,
+    reasoned by two comparisons; 2 adds the greatest/least of four measurements and fact questions on a
+    small fact base; 3: three-digit values and every fact.
+
+    A fact the model has not memorised is a guess RL cannot improve; two comparisons of two-digit numbers
+    are a skill it partly has after SFT, which RL sharpens, as column sums are for math. (Products such as
+    F = m x a were tried: the model copied the formula and operands but multiplied and read the options at
+    chance, 24.7% after SFT. Mixing in the greatest/least questions at difficulty 1 left SFT at chance on
+    science, 27.7%, in one study: the two kinds competed for the same 800 SFT conversations.)
+    """
+    kinds = [_phase_question] + ([_extreme_question, _fact_question] if difficulty >= 2 else [])
+    question, correct, pool, reason = rng.choice(kinds)(rng, difficulty)
     options = rng.sample(pool, 3) + [correct]
     rng.shuffle(options)
+    reason = reason.replace("{values}", ", ".join(o.split()[0] for o in options))
     letter = LETTERS[options.index(correct)]
     body = "\n".join(f"{LETTERS[i]}) {opt}" for i, opt in enumerate(options))
     prompt = f"Answer the following multiple choice question step by step.\n\n{question}\n{body}"
     # The reasoning reads the options in order up to the match: copying the next option line is
-    # easy for a small model, finding a letter behind a word in the prompt is not.
-    scan = ", ".join(f"{LETTERS[i]}) {opt}" for i, opt in enumerate(options[: options.index(correct) + 1]))
+    # easy for a small model, finding a letter behind a word in the prompt is not. A quantity's unit
+    # is left out of the scan, which keeps the response within the RL completion budget.
+    scan = ", ".join(
+        f"{LETTERS[i]}) {opt.split(' ')[0] if opt[0].isdigit() else opt}"
+        for i, opt in enumerate(options[: options.index(correct) + 1])
+    )
     solution = f"<think>{reason} {scan}. That is option {letter}.</think>\nAnswer: {letter}"
-    key = f"science:{question}|{'|'.join(options)}"
+    # a question and its set of options belong to one split, whatever their order (another order would
+    # otherwise leak the answer into the test set)
+    key = f"science:{question}|{'|'.join(sorted(options))}"
     return Problem(key, prompt, letter, solution, {"valid_letters": list(LETTERS), "options": options})
 
 
@@ -200,13 +257,16 @@ def _code_task(
 ) -> tuple[str, str, str, Callable[[random.Random], tuple[str, str]]]:
     """(key, statement, program, test maker) for one task family.
 
-    Difficulty 3 adds two compositional families (filter-then-aggregate over a list, a branch on a
-    property of n) where the program follows from two or three choices in the statement: the built-in
-    model gets these partly right after SFT, which leaves RL room to improve code.
+    Difficulty 3 is mostly two compositional families (filter-then-aggregate over a list, a branch on a
+    property of n) where the program follows from two or three choices in the statement, and drops the
+    one-line formulas the built-in model always gets right after SFT (linear, square, mod: 100% in a
+    study). A third of it is filter (51-58% after SFT in two studies, 95% after RL in one; branch
+    99-100%), which leaves RL room to improve code.
     """
-    families = ["linear", "linear", "square", "sum2", "max3", "mod", "reverse", "repeat"]
     if difficulty >= 3:
-        families += ["filter", "filter", "branch", "branch"]
+        families = ["sum2", "max3", "branch", "branch", "filter", "filter"]
+    else:
+        families = ["linear", "linear", "square", "sum2", "max3", "mod", "reverse", "repeat"]
     family = rng.choice(families)
     if family == "filter":
         return _filter_task(rng)
@@ -229,7 +289,7 @@ def _code_task(
             lambda r: (lambda n: (f"{n}\n", f"{n * n + b}\n"))(r.randint(-30, 30)),
         )
     if family == "sum2":
-        c = rng.randint(1, 40)
+        c = rng.randint(1, 99)
         return (
             f"sum2:{c}",
             f"Read two integers a and b on one line and print a+b+{c}.",
@@ -237,7 +297,7 @@ def _code_task(
             lambda r: (lambda a, b: (f"{a} {b}\n", f"{a + b + c}\n"))(r.randint(-99, 99), r.randint(-99, 99)),
         )
     if family == "max3":
-        c = rng.randint(1, 30)
+        c = rng.randint(1, 99)
         return (
             f"max3:{c}",
             f"Read three integers on one line and print the largest minus {c}.",
@@ -284,7 +344,7 @@ BRANCH_CONDITIONS = {"even": ("n % 2 == 0", lambda n: n % 2 == 0), "positive": (
 def _filter_task(rng: random.Random) -> tuple[str, str, str, Callable[[random.Random], tuple[str, str]]]:
     """Aggregate the integers of a line that pass a comparison, e.g. the sum of those less than 7."""
     aggregate, words = rng.choice(list(FILTER_AGGREGATES)), rng.choice(list(FILTER_COMPARISONS))
-    c, (op, compare) = rng.randint(-20, 20), FILTER_COMPARISONS[words]
+    c, (op, compare) = rng.randint(-40, 40), FILTER_COMPARISONS[words]
     code, reduce = FILTER_AGGREGATES[aggregate]
 
     def make_test(r: random.Random) -> tuple[str, str]:
