@@ -388,16 +388,16 @@ def test_analyze_spec_validates_round_trips_and_pins_its_inputs():
 
 
 def test_each_seed_gets_an_analyze_stage_after_its_evals():
-    stages = {s.name: s for s in plan(compose_config(["study.seeds=2"]), "s")}
+    stages = {s.name: s for s in plan(compose_config(["study.seeds=2", "study.analyze=true"]), "s")}
     for seed in (0, 1):
         analyze = stages[f"s-s{seed}-analyze"]
         evals = {n for n, s in stages.items() if s.kind == "eval" and n.startswith(f"s-s{seed}-")}
         assert analyze.kind == "analyze" and set(analyze.deps) == evals  # every model of the seed
-    assert not any(s.kind == "analyze" for s in plan(compose_config(["study.analyze=false"]), "s"))
+    assert not any(s.kind == "analyze" for s in plan(compose_config([]), "s"))  # off on tiny by default
     runs = {name: SimpleNamespace(id=f"id-{name}") for name in stages}
     spec = stages["s-s1-analyze"].build(runs)
     assert spec.publish == "s-s1-analysis" and "id-s-s1-rl-mixed" in spec.runs
-    single = {s.name: s for s in plan(compose_config([]), "one")}["one-s0-analyze"]
+    single = {s.name: s for s in plan(compose_config(["study.analyze=true"]), "one")}["one-s0-analyze"]
     models = {d.removesuffix("-eval"): SimpleNamespace(id=d) for d in single.deps}
     assert single.build(models).publish == "one-analysis"  # one seed: the study's own folder
 

@@ -477,6 +477,7 @@ SMALL = [
     "eval.max_new_tokens=16",
     "study.domains=[math,code]",
     "study.merge_methods=[paper_ties]",
+    "study.analyze=true",  # off on tiny; these tests kill and resume it too
 ]
 MODELS = ["t-s0-sft", "t-s0-rl-math", "t-s0-rl-code", "t-s0-rl-mixed", "t-s0-merge-paper_ties"]
 STAGES = [*MODELS, "t-s0-analyze"]  # the analyze stage's run holds a report, not a model

@@ -27,6 +27,7 @@ REDUCED = [
     "eval.k=2",
     "eval.max_new_tokens=24",
     "study.merge_methods=[paper_ties,ties]",
+    "study.analyze=true",  # off on tiny by default
 ]
 
 

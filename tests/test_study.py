@@ -30,7 +30,7 @@ SLURM_STANDINS = Path(__file__).parent / "fixtures" / "slurm"
 
 # ------------------------------------------------------------------------------------- the plan
 def test_tiny_plan_replicates_the_lineage_per_seed():
-    cfg = compose_config(["study.seeds=2"])
+    cfg = compose_config(["study.seeds=2", "study.analyze=true"])
     stages = plan(cfg, "s")
     names = {s.name: s for s in stages}
     models = 1 + 4 + 1 + len(cfg.study.merge_methods)  # SFT, experts, the mixed run, merges
@@ -377,7 +377,7 @@ def test_slurm_executor_submits_each_stage_through_submitit(tmp_path):
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
     scripts = sorted(fake.glob("*.sbatch"))
-    assert len(scripts) == 5  # sft, its eval, the math expert, its eval, the analysis
+    assert len(scripts) == 4  # sft, its eval, the math expert, its eval
     text = scripts[0].read_text()
     for line in (
         "--partition=gpu",
@@ -389,7 +389,7 @@ def test_slurm_executor_submits_each_stage_through_submitit(tmp_path):
         assert line in text
     assert all((fake / f"{s.stem}.state").read_text().strip() == "COMPLETED" for s in scripts)
     runs = Ledger(tmp_path / "runs").runs()
-    assert {r.name for r in runs} == {"t-s0-sft", "t-s0-rl-math", "t-s0-analyze"} and all(
+    assert {r.name for r in runs} == {"t-s0-sft", "t-s0-rl-math"} and all(
         r.status == "completed" for r in runs
     )
     assert all(list((r.path / "logs").glob("*_log.out")) for r in runs)

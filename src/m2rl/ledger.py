@@ -709,9 +709,11 @@ class Ledger:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
+def sigterm_raises(error: Callable[[int], BaseException]) -> Iterator[None]:
+    """SIGTERM raises `error(signum)` in the main thread while inside (elsewhere it is left as it is)."""
+
     def handler(signum, frame):  # noqa: ARG001
-        raise Terminated(f"terminated by signal {signum}")
+        raise error(signum)
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
@@ -739,7 +741,7 @@ def attempt(run: Run) -> Iterator[Run]:
         run.update(status="running", **_owner(), error=None, finished=None)
         status, error = "failed", None
         try:
-            with _sigterm_raises():
+            with sigterm_raises(lambda signum: Terminated(f"terminated by signal {signum}")):
                 yield run
             status = "completed"
         except (KeyboardInterrupt, Terminated) as exc:

@@ -12,8 +12,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from m2rl.errors import UserError
-from m2rl.jobs.training import run_training
-from m2rl.ledger import Device, Ledger, Run
+from m2rl.jobs.training import create_training_run, run_training
+from m2rl.ledger import Ledger, Run
 from m2rl.specs import RLJob
 
 
@@ -67,25 +67,10 @@ def training_samples(spec: RLJob) -> list[dict[str, Any]]:
 
 def create(spec: RLJob, ledger: Ledger, config: dict[str, Any] | None = None, queued: bool = False) -> Run:
     """Check everything that can be checked up front (spec resolved), then create the RL run."""
-    from m2rl.jobs import save_spec
-
     model_path, parents = start_model(ledger, spec)
-    processes = spec.launcher.world_size
-    spec.rl.rollout_batch(processes)  # fail now on an inconsistent batch
+    spec.rl.rollout_batch(spec.launcher.world_size)  # fail now on an inconsistent batch
     training_samples(spec)  # fail now on bad rows or empty domains
-    run = ledger.create(
-        "rl",
-        spec.name,
-        config or spec.model_dump(mode="json"),
-        parents=parents,
-        device=Device.detect(processes),
-        world_size=processes,
-        config_hash=spec.identity(),
-        seed=spec.seed,
-        study=spec.study,
-        status="queued" if queued else "running",
-    )
-    save_spec(spec, run)
+    run = create_training_run(spec, ledger, config, parents=parents, queued=queued)
     run.update(domains=spec.domains, base_model=model_path, steps=spec.steps)
     return run
 

@@ -8,33 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from m2rl.jobs.training import run_training
-from m2rl.ledger import Device, Ledger, Run
+from m2rl.jobs.training import create_training_run, run_training
+from m2rl.ledger import Ledger, Run
 from m2rl.specs import SFTJob
 
 
 def create(spec: SFTJob, ledger: Ledger, config: dict[str, Any] | None = None, queued: bool = False) -> Run:
     """Check the spec (base model, batch) and create the SFT run."""
     from m2rl.engine.sft import gradient_accumulation
-    from m2rl.jobs import save_spec
     from m2rl.models.resolve import resolve_base_model
 
     base = resolve_base_model(spec.model, ledger.root)
-    processes = spec.launcher.world_size
-    gradient_accumulation(spec.sft.global_batch_size, spec.sft.per_device_batch_size, processes)
-    run = ledger.create(
-        "sft",
-        spec.name,
-        config or spec.model_dump(mode="json"),
-        parents=[],
-        device=Device.detect(processes),
-        world_size=processes,
-        config_hash=spec.identity(),
-        seed=spec.seed,
-        study=spec.study,
-        status="queued" if queued else "running",
+    gradient_accumulation(
+        spec.sft.global_batch_size, spec.sft.per_device_batch_size, spec.launcher.world_size
     )
-    save_spec(spec, run)
+    run = create_training_run(spec, ledger, config, parents=[], queued=queued)
     run.update(base_model=base)
     return run
 

@@ -8,10 +8,42 @@ from pathlib import Path
 from typing import Any
 
 from m2rl.errors import UserError
-from m2rl.ledger import METRICS, Run, attempt, describe_owner, read_manifest, write_text_atomic
+from m2rl.ledger import (
+    METRICS,
+    Device,
+    Ledger,
+    Run,
+    attempt,
+    describe_owner,
+    read_manifest,
+    write_text_atomic,
+)
 from m2rl.specs import RLJob, SFTJob
 
 TrainFn = Callable[[Any, Run, str | None], dict[str, Any]]
+
+
+def create_training_run(
+    spec: SFTJob | RLJob, ledger: Ledger, config: dict[str, Any] | None, parents: list[str], queued: bool
+) -> Run:
+    """The run of an SFT or RL job: its manifest (device, world size, identity, seed, study) and job.json."""
+    from m2rl.jobs import save_spec
+
+    processes = spec.launcher.world_size
+    run = ledger.create(
+        spec.kind,
+        spec.name,
+        config or spec.model_dump(mode="json"),
+        parents=parents,
+        device=Device.detect(processes),
+        world_size=processes,
+        config_hash=spec.identity(),
+        seed=spec.seed,
+        study=spec.study,
+        status="queued" if queued else "running",
+    )
+    save_spec(spec, run)
+    return run
 
 
 def complete_checkpoints(run: Run) -> list[Path]:

@@ -24,17 +24,16 @@ its own `devices_per_job` GPUs (a CUDA_VISIBLE_DEVICES slice).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from m2rl import jobs
 from m2rl.errors import Interrupted, UserError
-from m2rl.ledger import LOCK, Ledger, Run, lock_held, try_lock, unlock
+from m2rl.ledger import LOCK, Ledger, Run, lock_held, sigterm_raises, try_lock, unlock
 from m2rl.specs import JobSpec, StudySettings
 from m2rl.study.backends import Backend, Handle, LocalBackend, Resources, SlurmBackend
 from m2rl.study.plan import Stage
@@ -281,7 +280,7 @@ class Executor:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> dict[str, StageState]:
         """Run every stage; return their final states (failed ones included)."""
-        with _signals_raise():
+        with sigterm_raises(lambda signum: Interrupted(signum, [])):  # as Ctrl-C raises KeyboardInterrupt
             try:
                 while True:
                     for state in self.running():
@@ -343,24 +342,6 @@ def _eval_saved(run: Run, spec: JobSpec) -> bool:
     from m2rl.jobs.eval import config_of
 
     return all(saved is not None for _, _, saved in eval_plan(run, config_of(spec)))
-
-
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM raises `Interrupted` in the main thread, as Ctrl-C raises KeyboardInterrupt."""
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise Interrupted(signum, [])
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def make_backend(settings: StudySettings) -> Backend:
