@@ -35,3 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/verifiers.py
 	$(BIN)/python benchmarks/rl_step.py
 	$(BIN)/python benchmarks/merge.py
+	$(BIN)/python benchmarks/analyze.py

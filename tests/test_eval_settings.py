@@ -16,10 +16,10 @@ from m2rl.evaluate.settings import EvalSettings
 def test_tiny_preset_evaluates_the_four_builtin_test_sets():
     settings = EvalSettings.from_cfg(compose_config(["seed=7", "data.sizes.test=10"]))
     assert [(b.name, b.domain, b.source, b.k) for b in settings.benchmarks] == [
-        ("math", "math", "builtin", 4),
-        ("code", "code", "builtin", 4),
-        ("science", "science", "builtin", 4),
-        ("if", "if", "builtin", 4),
+        ("math", "math", "builtin", 2),
+        ("code", "code", "builtin", 2),
+        ("science", "science", "builtin", 2),
+        ("if", "if", "builtin", 2),
     ]
     assert all(b.spec["count"] == 10 for b in settings.benchmarks)  # follows data.sizes.test
     assert settings.seed == 7 and settings.backend == "hf"
