@@ -87,6 +87,7 @@ def _train_bare(cfg, model_path: str, samples: list[dict], steps: int, workdir: 
     from trl import GRPOTrainer
 
     from m2rl.engine.grpo import build_grpo_config, grpo_dataset
+    from m2rl.jobs.build import rl_job
     from m2rl.verifiers import VerifierConfig, score_batch
 
     use_cpu = not torch.cuda.is_available()
@@ -105,7 +106,8 @@ def _train_bare(cfg, model_path: str, samples: list[dict], steps: int, workdir: 
 
     dtype = torch.float32 if use_cpu else getattr(torch, str(cfg.model.dtype))
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    args = build_grpo_config(cfg.rl, workdir / "checkpoints", steps, 1, use_cpu, int(cfg.seed))
+    recipe = rl_job(cfg, "bench-bare", [samples[0]["domain"]], None).rl
+    args = build_grpo_config(recipe, workdir / "checkpoints", steps, 1, use_cpu, int(cfg.seed))
     trainer = GRPOTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[verifier]
     )
@@ -119,6 +121,7 @@ def _train_m2rl(cfg, model_path: str, samples: list[dict], domain: str, steps: i
     """m2rl's engine as `m2rl rl` runs it, in a ledger run, with one extra timing callback."""
     from m2rl.config import to_container
     from m2rl.engine import grpo
+    from m2rl.jobs.build import rl_job
     from m2rl.ledger import Device, Ledger, attempt
 
     original = grpo._trainer_class
@@ -132,12 +135,14 @@ def _train_m2rl(cfg, model_path: str, samples: list[dict], domain: str, steps: i
         return BenchTrainer
 
     grpo._trainer_class = timed_trainer_class
+    spec = rl_job(cfg, f"bench-rl-{domain}", [domain], None)
+    spec = spec.model_copy(update={"steps": steps})
     run = Ledger(workdir / "runs").create(
-        "rl", f"bench-rl-{domain}", to_container(cfg), device=Device.detect(1), world_size=1
+        "rl", spec.name, to_container(cfg), device=Device.detect(1), world_size=1
     )
     run.update(domains=[domain], base_model=model_path, steps=steps)
     with attempt(run):
-        grpo.train_grpo(cfg, run, model_path, samples, [domain], steps)
+        grpo.train_grpo(spec, run, model_path, samples)
 
 
 def worker(args: argparse.Namespace) -> None:
