@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from merge import build_models, peak_rss_mb  # noqa: E402  (the merge benchmark's models and RSS probe)
+from merge import build_models, peak_rss_mb, run_child  # noqa: E402  (the merge benchmark's models, RSS probe, child runner)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -59,10 +58,7 @@ def measure(base: Path, experts: list[Path], chunk: int, threads: int) -> dict:
         "--threads",
         str(threads),
     ]
-    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(command)
 
 
 def main() -> None:

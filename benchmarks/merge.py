@@ -106,7 +106,7 @@ def peak_rss_mb() -> float:
 def child(args: argparse.Namespace) -> None:
     """Run one merge in this process and print wall seconds, peak RSS and the engine's stats."""
     from m2rl.ledger import Ledger
-    from m2rl.merge import merge_experts
+    from m2rl.jobs.merge import merge_experts
 
     ledger = Ledger(args.runs_dir)
     experts = [ledger.get(i) for i in args.experts.split(",")]
@@ -123,6 +123,14 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"wall": wall, "rss_mb": rss, "passes": stats.get("passes"), "run": run.id}))
 
 
+def run_child(command: list[str]) -> dict:
+    """Run one measurement in its own process; its last stdout line is a JSON dict (or the error)."""
+    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def measure(runs_dir: Path, method: str, experts: list[str]) -> dict:
     command = [
         sys.executable,
@@ -135,10 +143,7 @@ def measure(runs_dir: Path, method: str, experts: list[str]) -> dict:
         "--experts",
         ",".join(experts),
     ]
-    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(command)
 
 
 def main() -> None:
