@@ -10,18 +10,14 @@ import pytest
 
 from m2rl.ledger import Ledger
 
-from cli_helpers import m2rl
+from cli_helpers import FAST_RL, m2rl
 
 REDUCED = [
     "data.sizes.sft=48",
     "sft.max_steps=10",
-    "data.sizes.rl=16",
+    *FAST_RL,
     "rl.steps=2",
     "rl.mixed_steps=2",
-    "rl.prompts_per_step=4",
-    "rl.num_generations=4",
-    "rl.per_device_batch_size=16",
-    "rl.max_completion_length=16",
     "rl.save_steps=0",
     "data.sizes.test=6",
     "eval.k=2",

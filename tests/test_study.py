@@ -24,7 +24,7 @@ from m2rl.study.backends import LocalBackend
 from m2rl.study.executor import Executor, MachineShare, machine_share
 from m2rl.study.plan import Stage, estimated_gpu_hours, plan
 
-from cli_helpers import m2rl
+from cli_helpers import FAST_RL, m2rl
 
 SLURM_STANDINS = Path(__file__).parent / "fixtures" / "slurm"
 
@@ -257,13 +257,9 @@ def test_reused_stages_are_not_run_again(models):
 SMALL = [
     "data.sizes.sft=32",
     "sft.max_steps=4",
-    "data.sizes.rl=16",
+    *FAST_RL,
     "rl.steps=2",
     "rl.mixed_steps=2",
-    "rl.prompts_per_step=4",
-    "rl.num_generations=4",
-    "rl.per_device_batch_size=16",
-    "rl.max_completion_length=16",
     "rl.save_steps=1",
     "data.sizes.test=4",
     "eval.k=1",
