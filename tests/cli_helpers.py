@@ -16,6 +16,22 @@ FAST_RL = [
     "data.sizes.rl=16",
 ]
 
+# A study of minutes: SFT of 4 steps, two experts (math, code) and the mixed run of 2 GRPO steps each
+# (checkpoint every step), one merge, 4 test items per domain at K=1.
+SMALL_STUDY = [
+    "data.sizes.sft=32",
+    "sft.max_steps=4",
+    *FAST_RL,
+    "rl.steps=2",
+    "rl.mixed_steps=2",
+    "rl.save_steps=1",
+    "data.sizes.test=4",
+    "eval.k=1",
+    "eval.max_new_tokens=16",
+    "study.domains=[math,code]",
+    "study.merge_methods=[paper_ties]",
+]
+
 
 def m2rl(
     *args: str, runs_dir: Path | None = None, timeout: float = 600, env: dict | None = None

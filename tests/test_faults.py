@@ -36,7 +36,7 @@ from m2rl.study.executor import Executor, MachineShare, RunElsewhere
 from m2rl.study.plan import Stage
 from test_ledger import plant_bad_manifests
 
-from cli_helpers import FAST_RL, m2rl
+from cli_helpers import FAST_RL, SMALL_STUDY, m2rl
 
 HOOK = '''
 """Test hook: M2RL_TEST_PAUSE="module:attr.path:before|after:N" holds the process at the Nth call of that
@@ -460,19 +460,9 @@ def test_stopping_a_two_process_accelerate_run_leaves_no_rank_alive(tmp_path, ti
 
 # -- the reduced pipeline killed at each stage, and two pipelines at once ----------------------------------
 SMALL = [
-    "data.sizes.sft=32",
-    "sft.max_steps=4",
+    *SMALL_STUDY,
     "sft.save_steps=2",
     "sft.logging_steps=1",
-    *FAST_RL,
-    "rl.steps=2",
-    "rl.mixed_steps=2",
-    "rl.save_steps=1",
-    "data.sizes.test=4",
-    "eval.k=1",
-    "eval.max_new_tokens=16",
-    "study.domains=[math,code]",
-    "study.merge_methods=[paper_ties]",
     "study.analyze=true",  # off on tiny; these tests kill and resume it too
 ]
 MODELS = ["t-s0-sft", "t-s0-rl-math", "t-s0-rl-code", "t-s0-rl-mixed", "t-s0-merge-paper_ties"]

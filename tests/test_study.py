@@ -24,7 +24,7 @@ from m2rl.study.backends import LocalBackend
 from m2rl.study.executor import Executor, MachineShare, machine_share
 from m2rl.study.plan import Stage, estimated_gpu_hours, plan
 
-from cli_helpers import FAST_RL, m2rl
+from cli_helpers import SMALL_STUDY, m2rl
 
 SLURM_STANDINS = Path(__file__).parent / "fixtures" / "slurm"
 
@@ -254,26 +254,13 @@ def test_reused_stages_are_not_run_again(models):
 
 
 # ------------------------------------------------------------------- the pipeline as a process
-SMALL = [
-    "data.sizes.sft=32",
-    "sft.max_steps=4",
-    *FAST_RL,
-    "rl.steps=2",
-    "rl.mixed_steps=2",
-    "rl.save_steps=1",
-    "data.sizes.test=4",
-    "eval.k=1",
-    "eval.max_new_tokens=16",
-    "study.domains=[math,code]",
-    "study.merge_methods=[paper_ties]",
-]
 
 
 def _pipeline(tmp_path: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     command = [sys.executable, "-m", "m2rl.cli", "pipeline", "--name", "t", "--runs-dir", str(tmp_path)]
     environment = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200", **(env or {}))
     return subprocess.Popen(
-        [*command, *SMALL, *extra],
+        [*command, *SMALL_STUDY, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

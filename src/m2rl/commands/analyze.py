@@ -80,6 +80,7 @@ def command(
     from m2rl.commands.eval import split_arguments
     from m2rl.config import to_container
     from m2rl.jobs.build import analyze_job
+    from m2rl.study.plan import analyze_stage_name
 
     refs, overrides = split_arguments(list(arguments or []))
     cfg = load_config(overrides)
@@ -89,7 +90,7 @@ def command(
     publish = analysis_folder(study) if whole and study else None
     default_name = "analyze"
     if publish and len(lineages) == 1 and lineages[0].seed is not None:
-        default_name = f"{study}-s{lineages[0].seed}-analyze"  # the study's own stage: its run is reused
+        default_name = analyze_stage_name(study, lineages[0].seed)  # the study's own stage: its run is reused
     elif publish:
         default_name = f"{study}-analyze"
     spec = jobs.resolve(analyze_job(cfg, [r.id for r in runs], name or default_name, study, publish), ledger)

@@ -91,7 +91,7 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
     shared = None
     for seed in seeds:
         seeded = _with_seed(cfg, seed)
-        prefix = f"{study}-s{seed}"
+        prefix = seed_prefix(study, seed)
         if shared is None or not share_sft:
             sft_cfg = _with_seed(cfg, seeds[0]) if share_sft else seeded
             name = f"{study}-sft" if share_sft else f"{prefix}-sft"
@@ -155,12 +155,23 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
     return stages
 
 
+def seed_prefix(study: str, seed: int) -> str:
+    """What the names of one seed's stages start with: `<study>-s<seed>`."""
+    return f"{study}-s{seed}"
+
+
+def analyze_stage_name(study: str, seed: int) -> str:
+    """The analyze stage's (and run's) name for one seed; `m2rl analyze STUDY` uses it too, so that the
+    pipeline and the command make and reuse the same run."""
+    return f"{seed_prefix(study, seed)}-analyze"
+
+
 def _analyze_stage(cfg: DictConfig, study: str, seed: int, models: list[Stage], several: bool) -> Stage:
     """The analyses of one seed's models, after all their evals; its report is also published under
     the runs root (m2rl.analysis.analysis_folder), where compare.md links it."""
     from m2rl.analysis import analysis_folder
 
-    name = f"{study}-s{seed}-analyze"
+    name = analyze_stage_name(study, seed)
     publish = analysis_folder(study, seed if several else None)
     analyze_job(cfg, ["unused"], name, study, publish)  # validate the analyze settings before any work
     # the root config, as the eval stages use: its seed is part of the eval results the analyses read
