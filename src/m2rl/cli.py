@@ -59,6 +59,9 @@ def _register() -> None:
     from m2rl.commands import rl
 
     app.command("rl", help=rl.__doc__)(rl.command)
+    from m2rl.commands import distill
+
+    app.command("distill", help=distill.__doc__)(distill.command)
     from m2rl.commands import merge
 
     app.command("merge", help=merge.__doc__)(merge.command)

@@ -53,8 +53,9 @@ from m2rl.provenance import provenance
 MANIFEST = "run.json"
 METRICS = "metrics.jsonl"
 LOCK = "run.lock"
-RUN_KINDS = ("sft", "rl", "merge", "analyze")
-MODEL_KINDS = ("sft", "rl", "merge")  # the kinds whose runs hold a model (an analyze run holds a report)
+RUN_KINDS = ("sft", "rl", "merge", "analyze", "distill")
+# the kinds whose runs hold a model (an analyze run holds a report)
+MODEL_KINDS = ("sft", "rl", "merge", "distill")
 STATUSES = ("queued", "running", "completed", "failed")
 PROGRESS_DIR = "progress"
 CLAIM_WAIT_S = 5.0  # a reader holds a run's lock for an instant; an attempt retries this long
@@ -552,7 +553,7 @@ def warn_once(problem: Problem) -> None:
 
 def _resume_hint(run: Run) -> str:
     study = f", or run the study {run.manifest['study']} again" if run.manifest.get("study") else ""
-    if run.kind in ("sft", "rl"):
+    if run.kind in ("sft", "rl", "distill"):
         return f"resume it with `m2rl {run.kind} --resume {run.id}`{study}"
     return f"run the command that made it again (a {run.kind} restarts whole){study}"
 
@@ -749,7 +750,7 @@ def attempt(run: Run) -> Iterator[Run]:
             error = f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'})"
             resume = (
                 f"m2rl {run.kind} --resume {run.id}"
-                if run.kind in ("sft", "rl")
+                if run.kind in ("sft", "rl", "distill")
                 else "run the same command again"
             )
             raise Interrupted(signum, [run.id], resume) from None

@@ -1,6 +1,6 @@
 """Typed job specs: everything one run needs, validated before any work starts.
 
-Each run kind (sft, rl, merge, eval, analyze) is one frozen pydantic model, as mergekit's
+Each run kind (sft, rl, merge, eval, analyze, distill) is one frozen pydantic model, as mergekit's
 `MergeConfiguration` is: values are coerced and range-checked when the spec is built, unknown keys
 are rejected, and a spec pickles, so the same object travels to a worker process, an accelerate rank
 or a Slurm job. `m2rl.jobs.build` makes them from the Hydra config in one place; the engine builders
@@ -190,6 +190,7 @@ class StudySettings(Strict):
     paper_gpu_hours_per_step: dict[str, float] = {}
     slurm: SlurmSettings = SlurmSettings()
     analyze: bool = True  # an analyze stage per seed after its evals (m2rl analyze)
+    distill: bool = False  # a multi-teacher on-policy distillation run per seed after its experts
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -336,6 +337,68 @@ class AnalyzeJob(JobSpec):
 SPEC_TYPES: dict[str, type[JobSpec]] = {
     cls.kind: cls for cls in (SFTJob, RLJob, MergeJob, EvalJob, AnalyzeJob)
 }
+
+
+class DistillRecipe(Strict):
+    """`distill/`: multi-teacher on-policy distillation (MT-OPD) on TRL's GRPOTrainer.
+
+    The student samples, each sample's own-domain teacher scores the sampled tokens, and the per-token
+    advantage is log p_teacher - log p_student (engine/distill.py); no KL term, no entropy term.
+    """
+
+    steps: int = Field(ge=1)
+    prompts_per_step: int = Field(ge=1)
+    num_generations: int = Field(ge=1)  # samples per prompt (no group baseline: one is enough)
+    per_device_batch_size: int = Field(ge=1)
+    max_prompt_length: int = Field(ge=1)
+    max_completion_length: int = Field(ge=1)
+    temperature: float = Field(gt=0)  # the student samples, and both sides are scored, at this temperature
+    top_p: float = Field(gt=0, le=1)
+    learning_rate: float = Field(gt=0)
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = Probability
+    adam_beta1: float = Field(ge=0, lt=1)
+    adam_beta2: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    max_grad_norm: float = Field(gt=0)
+    teacher_backend: Literal["hf", "vllm"] = "hf"  # hf: frozen copies beside the student; vllm: served
+    rollout: Literal["hf", "vllm"] = "hf"
+    vllm: VllmRollout
+    save_steps: int = Field(ge=0)
+    save_total_limit: int = Field(ge=1)
+    logging_steps: int = Field(ge=1)
+    report_to: list[str] = []
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+
+    def rollout_batch(self, world_size: int) -> tuple[int, int]:
+        """(completions per optimizer step, gradient-accumulation steps) at this world size."""
+        completions = self.prompts_per_step * self.num_generations
+        per_step = self.per_device_batch_size * world_size
+        if completions % per_step:
+            raise UserError(
+                f"distill.prompts_per_step x distill.num_generations = {completions} completions per step is "
+                f"not a multiple of distill.per_device_batch_size x processes = {per_step}"
+            )
+        return completions, completions // per_step
+
+
+class DistillJob(JobSpec):
+    """MT-OPD: a student from an SFT run, each sample's tokens scored by its own domain's RL expert."""
+
+    kind: ClassVar[str] = "distill"
+    start_from: str  # the completed SFT run the student starts from (and the teachers were trained from)
+    teachers: list[str] = Field(min_length=1)  # expert runs (id or name), one per domain
+    domains: list[str] = Field(min_length=1)  # the prompt domains (each needs a teacher)
+    steps: int = Field(ge=1)
+    model: ModelSpec
+    data: dict[str, Any]
+    distill: DistillRecipe
+    verifiers: dict[str, Any]
+    launcher: LauncherSpec
+
+
+SPEC_TYPES[DistillJob.kind] = DistillJob
 
 
 def load_spec(text: str) -> JobSpec:

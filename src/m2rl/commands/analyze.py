@@ -24,7 +24,7 @@ from m2rl.ledger import Ledger, Run
 if TYPE_CHECKING:
     from m2rl.analysis.lineage import Lineage
 
-ANALYSED_KINDS = ("sft", "rl", "merge")
+ANALYSED_KINDS = ("sft", "rl", "merge", "distill")
 
 
 def study_runs(ledger: Ledger, study: str) -> list[Run]:

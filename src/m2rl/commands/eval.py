@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from m2rl.evaluate.settings import BenchmarkSpec
     from m2rl.ledger import Run
 
-EVALUABLE_KINDS = ("model", "sft", "rl", "merge")
+EVALUABLE_KINDS = ("model", "sft", "rl", "merge", "distill")
 RESULT_COLUMNS = ("benchmark", "domain", "items", "K", "Avg@K %", "95% CI", "pass@K %", "tokens")
 
 

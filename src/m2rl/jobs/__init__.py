@@ -19,7 +19,7 @@ from m2rl.ledger import Ledger, Run
 from m2rl.specs import JobSpec, load_spec
 
 JOB_FILE = "job.json"
-KINDS = ("sft", "rl", "merge", "eval", "analyze")
+KINDS = ("sft", "rl", "merge", "eval", "analyze", "distill")
 
 
 def module(kind: str) -> ModuleType:

@@ -9,6 +9,8 @@ from omegaconf import DictConfig, OmegaConf
 from m2rl.errors import UserError
 from m2rl.specs import (
     AnalyzeJob,
+    DistillJob,
+    DistillRecipe,
     EvalJob,
     LauncherSpec,
     MergeJob,
@@ -46,6 +48,7 @@ def check_config(cfg: DictConfig) -> None:
         ("model", ModelSpec),
         ("sft", SFTRecipe),
         ("rl", RLRecipe),
+        ("distill", DistillRecipe),
         ("launcher", LauncherSpec),
     ):
         if cfg.get(key) is not None:
@@ -151,3 +154,28 @@ def analyze_job(
         "publish": publish,
     }
     return validated(AnalyzeJob, values)
+
+
+def distill_job(
+    cfg: DictConfig,
+    name: str,
+    teachers: list[str],
+    start_from: str,
+    domains: list[str] | None = None,
+    study: str | None = None,
+) -> DistillJob:
+    """The MT-OPD job of this config: the student from `start_from`, teachers routed per sample's domain;
+    `domains` (default: the study's domains, the mixed run's prompts) each need a teacher."""
+    domains = list(domains or cfg.study.domains)
+    check_domains(cfg, domains)
+    if cfg.get("distill") is None:
+        raise UserError("config has no `distill` group (expected conf/distill/*.yaml, e.g. distill=tiny)")
+    values = _common(cfg, name, study) | _training(cfg, "distill")
+    values |= {
+        "domains": domains,
+        "teachers": list(teachers),
+        "start_from": start_from,
+        "steps": cfg.distill.get("steps"),
+        "verifiers": section(cfg, "verifiers") or {},
+    }
+    return validated(DistillJob, values)

@@ -1,4 +1,5 @@
-"""The study as a graph of jobs: per seed, SFT -> an expert per domain and the mixed run -> merges,
+"""The study as a graph of jobs: per seed, SFT -> an expert per domain and the mixed run -> merges
+(and, with `study.distill`, MT-OPD of the experts into the SFT model),
 an eval of every model, then (`study.analyze`) an analyze stage over the seed's evaluated models; the
 comparison over all seeds closes it (run by the executor's caller).
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig
 
 from m2rl.errors import UserError
-from m2rl.jobs.build import analyze_job, check_config, eval_job, merge_job, rl_job, sft_job
+from m2rl.jobs.build import analyze_job, check_config, distill_job, eval_job, merge_job, rl_job, sft_job
 from m2rl.ledger import Run
 from m2rl.specs import JobSpec
 
@@ -28,7 +29,7 @@ class Stage:
     """One job of the study graph."""
 
     name: str  # unique in the study; the run name for training and merge stages
-    kind: str  # sft | rl | merge | eval | analyze
+    kind: str  # sft | rl | merge | eval | analyze | distill
     seed: int
     deps: tuple[str, ...]
     build: Callable[[dict[str, Run]], JobSpec] = field(repr=False)  # the spec, from finished stages' runs
@@ -40,7 +41,7 @@ class Stage:
     @property
     def cost(self) -> float:
         """Estimated cost (longest first; ETA weights)."""
-        if self.kind == "rl":
+        if self.kind in ("rl", "distill"):
             return float(self.steps or 1)
         costs = {"sft": SFT_COST, "eval": EVAL_COST, "merge": MERGE_COST, "analyze": ANALYZE_COST}
         return costs.get(self.kind, 1.0)
@@ -148,11 +149,34 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 )
                 stages.append(merge)
                 models.append(merge)
+            if cfg.study.get("distill", False):
+                distill = _distill_stage(seeded, study, prefix, sft, experts, domains)
+                stages.append(distill)
+                models.append(distill)
         for model in models:
             add_eval(model)
         if cfg.study.get("analyze", False):
             stages.append(_analyze_stage(cfg, study, seed, [sft, *models], several=len(seeds) > 1))
     return stages
+
+
+def _distill_stage(
+    cfg: DictConfig, study: str, prefix: str, sft: Stage, experts: list[Stage], domains: list[str]
+) -> Stage:
+    """MT-OPD of one seed's experts into its SFT model, on the mixed run's prompts (after the experts)."""
+    name = f"{prefix}-distill"
+    distill_job(cfg, name, ["unused"], "unused", domains, study)  # validate the recipe before any work
+    return Stage(
+        name,
+        "distill",
+        int(cfg.seed),
+        (sft.name, *(e.name for e in experts)),
+        lambda runs, ex=tuple(e.name for e in experts): distill_job(
+            cfg, name, [runs[e].id for e in ex], runs[sft.name].id, domains, study
+        ),
+        domains=tuple(domains),
+        steps=int(cfg.distill.steps),
+    )
 
 
 def seed_prefix(study: str, seed: int) -> str:
@@ -188,8 +212,8 @@ def _analyze_stage(cfg: DictConfig, study: str, seed: int, models: list[Stage], 
 
 def estimated_gpu_hours(cfg: DictConfig, stage: Stage) -> float | None:
     """Paper-scale estimate: steps x the paper's GPU-hours per step for that domain (RL stages only)."""
-    if stage.kind != "rl":
+    if stage.kind not in ("rl", "distill"):
         return None
     per_step = cfg.study.paper_gpu_hours_per_step
-    key = stage.domains[0] if len(stage.domains) == 1 else MIXED
+    key = "distill" if stage.kind == "distill" else stage.domains[0] if len(stage.domains) == 1 else MIXED
     return float(per_step[key]) * int(stage.steps or 0) if key in per_step else None

@@ -46,9 +46,10 @@ def plan_table(cfg: DictConfig, stages: list[Stage], hours_label: str) -> Table:
         mixed = sum(
             estimated_gpu_hours(cfg, s) or 0.0 for s in stages if s.kind == "rl" and len(s.domains) > 1
         )
-        experts = total - mixed
+        distill = sum(estimated_gpu_hours(cfg, s) or 0.0 for s in stages if s.kind == "distill")
+        experts = total - mixed - distill
         ratio = f"mix/merge {mixed / experts:.1%} of the experts' GPU-hours" if experts else ""
-        table.caption = f"total RL {total:.1f} GPU-hours; {ratio} (merging runs on CPU: not counted)"
+        table.caption = f"total RL{' and MT-OPD' if distill else ''} {total:.1f} GPU-hours; {ratio} (merging runs on CPU: not counted)"
     else:
         table.caption = f"costs are measured as the study runs ({hours_label})"
     return table

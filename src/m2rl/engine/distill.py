@@ -1,0 +1,409 @@
+"""Multi-teacher on-policy distillation (MT-OPD) on TRL's GRPOTrainer, built from `cfg.distill`.
+
+The student samples on the mixed prompts; each sample's tokens are scored by the RL expert of that
+sample's own domain (routed per sample: a batch mixes domains); the per-token advantage is
+log p_teacher(y_t) - log p_student(y_t), the sampled-token reverse KL, and the loss is the policy
+gradient with that advantage (no KL term, no entropy term).
+
+Why GRPOTrainer and not one of TRL's distillation trainers: `trl.experimental.gkd`/`gold`/
+`distillation` take one teacher for the whole batch and train on a divergence over the full
+vocabulary (generalised JSD, or a top-k/ULD loss) with its own loss path; `iw_opd` and
+`server_distillation` are single-teacher too. The paper's recipe is a policy gradient whose
+advantage is a per-token log-ratio, which is exactly what GRPOTrainer's `_compute_loss` takes from a
+subclass (advantages of shape (B, T), TRL grpo_trainer.py), with the student's rollouts, the
+per-sample domain columns, the verifier rewards (logged, not trained on), checkpoints, resume and the
+m2rl timing and metrics (engine/grpo.py) already in place. So this subclass only replaces the
+advantage: after GRPO has sampled and scored the batch, `_generate_and_score_completions` adds the
+teachers' log-probs of the student's tokens and sets advantages = teacher - student per token. With
+one optimizer step per rollout batch (num_iterations 1), the PPO ratio is 1 and the clip inactive,
+so the loss is -A * log p_student exactly as the paper's script has it.
+
+Teachers are frozen copies (`requires_grad` off, eval mode, scored under `torch.inference_mode`) on
+the student's device (`distill.teacher_backend=hf`); their scoring runs in the training process, so
+the run's device-hours (process CPU time on a CPU, GPU wall time on GPUs) include it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from m2rl.engine.callbacks import LedgerMetricsCallback, LedgerProgressCallback, RichProgressBar
+from m2rl.engine.grpo import GrpoOption, _trainer_class, grpo_dataset, reward_summary
+from m2rl.engine.rewards import DomainRoutedReward, StepClock
+from m2rl.errors import UserError
+from m2rl.ledger import Run
+from m2rl.specs import DistillJob, DistillRecipe
+
+STAGES = ("generation", "reward", "teacher", "training")
+
+
+def _batch(d: DistillRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:  # noqa: ARG001
+    _, accumulation = d.rollout_batch(world_size)
+    return {
+        "num_generations": d.num_generations,
+        "per_device_train_batch_size": d.per_device_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "steps_per_generation": accumulation,
+        "num_iterations": 1,
+    }
+
+
+# The whole distill -> trl.GRPOConfig mapping (the dry-run of `m2rl distill` prints it, made for real).
+DISTILL_MAPPING: tuple[GrpoOption, ...] = (
+    GrpoOption(
+        "256 prompts x 4 samples per step, one optimizer step per rollout batch",
+        ("prompts_per_step", "num_generations", "per_device_batch_size"),
+        _batch,
+        "per_device_train_batch_size x gradient_accumulation_steps x processes = prompts x samples",
+    ),
+    GrpoOption(
+        "200 steps (the paper's table; its script says 400)",
+        ("steps",),
+        lambda d, steps, w, c: {"max_steps": steps},
+    ),
+    GrpoOption(
+        "temperature 1.0 for sampling and for both log-probs",
+        ("temperature", "top_p"),
+        lambda d, s, w, c: {"temperature": d.temperature, "top_p": d.top_p},
+        "TRL divides the logits by `temperature` when scoring; teachers are scored by the same function",
+    ),
+    GrpoOption(
+        "max response 16k, max prompt 2048",
+        ("max_completion_length", "max_prompt_length"),
+        lambda d, s, w, c: {"max_completion_length": d.max_completion_length},
+        "the prompt filter is m2rl's (`grpo_dataset`)",
+    ),
+    GrpoOption(
+        "advantage log p_teacher(y_t) - log p_student(y_t), teacher routed per sample",
+        (),
+        lambda d, s, w, c: {
+            "scale_rewards": "none",
+            "loss_type": "grpo",
+            "epsilon": 0.2,
+            "epsilon_high": 0.2,
+        },
+        "m2rl's DistillTrainer replaces GRPO's advantage with the (B, T) log-ratio; one step per batch "
+        "keeps the PPO ratio at 1 (the clip never acts); loss = mean over samples of each one's token-mean",
+    ),
+    GrpoOption(
+        "no KL term, no entropy term",
+        (),
+        lambda d, s, w, c: {"beta": 0.0, "entropy_coef": 0.0},
+    ),
+    GrpoOption(
+        "AdamW lr 1e-6 constant, betas (0.9, 0.98), wd 0.1",
+        (
+            "learning_rate",
+            "lr_scheduler",
+            "warmup_ratio",
+            "adam_beta1",
+            "adam_beta2",
+            "weight_decay",
+            "max_grad_norm",
+        ),
+        lambda d, s, w, c: {
+            "learning_rate": d.learning_rate,
+            "lr_scheduler_type": d.lr_scheduler,
+            "warmup_steps": d.warmup_ratio,
+            "adam_beta1": d.adam_beta1,
+            "adam_beta2": d.adam_beta2,
+            "weight_decay": d.weight_decay,
+            "max_grad_norm": d.max_grad_norm,
+        },
+        "grad clip 1.0 is the GRPO recipe's (the script's OPD settings do not name one)",
+    ),
+    GrpoOption(
+        "student rollouts on vLLM",
+        ("rollout", "vllm.*"),
+        lambda d, s, w, c: {
+            "use_vllm": d.rollout == "vllm",
+            "vllm_mode": d.vllm.mode,
+            "vllm_gpu_memory_utilization": d.vllm.gpu_memory_utilization,
+            "vllm_tensor_parallel_size": d.vllm.tensor_parallel_size,
+            "vllm_server_host": d.vllm.server_host,
+            "vllm_server_port": d.vllm.server_port,
+            "vllm_importance_sampling_correction": d.rollout == "vllm",
+            "vllm_importance_sampling_mode": "token_truncate",
+            "vllm_importance_sampling_clip_min": 0.0,
+            "vllm_importance_sampling_clip_max": d.vllm.importance_sampling_cap,
+        },
+    ),
+    GrpoOption(
+        "bf16, gradient checkpointing",
+        ("bf16", "gradient_checkpointing"),
+        lambda d, s, w, cpu: {
+            "bf16": d.bf16 and not cpu,
+            "use_cpu": cpu,
+            "gradient_checkpointing": d.gradient_checkpointing,
+        },
+        "bf16 is off on CPU",
+    ),
+    GrpoOption(
+        "checkpoints and logging",
+        ("save_steps", "save_total_limit", "logging_steps", "report_to"),
+        lambda d, s, w, c: {
+            "save_strategy": "steps" if d.save_steps > 0 else "no",
+            "save_steps": max(d.save_steps, 1),
+            "save_total_limit": d.save_total_limit,
+            "logging_steps": d.logging_steps,
+            "report_to": list(d.report_to),
+        },
+    ),
+)
+
+
+def distill_options(recipe: DistillRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:
+    """Every GRPOConfig option the distill recipe sets, from DISTILL_MAPPING."""
+    options: dict[str, Any] = {}
+    for item in DISTILL_MAPPING:
+        options.update(item.options(recipe, steps, world_size, use_cpu))
+    return options
+
+
+def build_distill_config(
+    recipe: DistillRecipe, output_dir: Path, steps: int, world_size: int, use_cpu: bool, seed: int
+):
+    """The trl.GRPOConfig the distillation trainer runs under."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        output_dir=str(output_dir),
+        seed=seed,
+        disable_tqdm=True,
+        shuffle_dataset=False,  # grpo_dataset already ordered the prompts (seeded, domains interleaved)
+        log_completions=False,
+        **distill_options(recipe, steps, world_size, use_cpu),
+    )
+
+
+def reverse_kl_advantages(teacher_logps, student_logps, mask):
+    """Per-token advantage log p_teacher(y_t) - log p_student(y_t), zero on padding (shape (B, T))."""
+    return (teacher_logps - student_logps) * mask
+
+
+def domain_rows(domains: list[str]) -> dict[str, list[int]]:
+    """Row indices of each domain in a batch, in first-seen order."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for index, domain in enumerate(domains):
+        rows[domain].append(index)
+    return dict(rows)
+
+
+def distill_trainer_class():
+    """TimedGRPOTrainer with the advantage replaced by the routed teachers' per-token log-ratio."""
+    import torch
+
+    base = _trainer_class()
+
+    class DistillTrainer(base):
+        """GRPO's rollouts and loss; advantage = log p_teacher(own domain) - log p_student, per token."""
+
+        teachers: dict[str, Any]  # domain -> frozen teacher model on the student's device
+        distill_domains: list[str]  # every domain of the run (the same metric keys on every rank)
+        teacher_seconds = 0.0  # this optimizer step's teacher scoring
+
+        def set_teachers(self, teachers: dict[str, Any]) -> None:
+            """Route each domain to its frozen teacher, scored by TRL's fused LM head at the student's temperature."""
+            from trl.trainer.utils import add_fused_lm_head
+
+            for teacher in teachers.values():  # as GRPOTrainer patches its reference model
+                add_fused_lm_head(
+                    teacher, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32
+                )
+            self.teachers = teachers
+
+        def _logps(self, model, input_ids, attention_mask, logits_to_keep):
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size=self.args.per_device_train_batch_size,
+            )
+            return logps
+
+        def _generate_and_score_completions(self, inputs):
+            output = super()._generate_and_score_completions(inputs)
+            domains = [row["domain"] for row in inputs]
+            input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+            attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+            logits_to_keep = output["completion_ids"].size(1)
+            mask = output["completion_mask"].float()
+            teacher = torch.zeros_like(mask)
+            student = torch.zeros_like(mask)
+            start = time.perf_counter()
+            for domain, rows in domain_rows(domains).items():
+                if domain not in self.teachers:
+                    raise UserError(
+                        f"a {domain} sample has no teacher (teachers: {', '.join(self.teachers)})"
+                    )
+                index = torch.tensor(rows, device=input_ids.device)
+                ids, attention = input_ids[index], attention_mask[index]
+                with torch.inference_mode():
+                    scored = self._logps(self.teachers[domain], ids, attention, logits_to_keep)
+                teacher[index] = scored.clone().to(teacher.dtype)
+                # the student scored on the same rows in the same chunks, so equal weights give equal numbers
+                with torch.no_grad():
+                    student[index] = self._logps(self.model, ids, attention, logits_to_keep).to(student.dtype)
+            self.teacher_seconds += time.perf_counter() - start
+            output["advantages"] = reverse_kl_advantages(teacher, student, mask)
+            self._log_reverse_kl(domains, student - teacher, mask)
+            return output
+
+        def _log_reverse_kl(self, domains, log_ratio, mask) -> None:
+            """Per domain: mean over samples of each sample's token-mean log p_student - log p_teacher."""
+            per_sample = (log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+            keys = ["all", *self.distill_domains]
+            sums = torch.zeros(2 * len(keys), device=per_sample.device)
+            for i, domain in enumerate(domains):
+                for key in ("all", domain):
+                    if key in keys:
+                        sums[2 * keys.index(key)] += per_sample[i].float()
+                        sums[2 * keys.index(key) + 1] += 1
+            totals = self.accelerator.gather(sums.unsqueeze(0)).sum(dim=0).tolist()
+            for j, key in enumerate(keys):
+                if totals[2 * j + 1] > 0:
+                    name = "reverse_kl" if key == "all" else f"{key}/reverse_kl"
+                    self._metrics["train"][name].append(totals[2 * j] / totals[2 * j + 1])
+
+        def training_step(self, model, inputs, num_items_in_batch):
+            start = time.perf_counter()
+            output = super(base, self).training_step(model, inputs, num_items_in_batch)
+            if self._step % self.current_gradient_accumulation_steps == 0:
+                generation, reward = self.clock.take()
+                total = self._current_step_total + time.perf_counter() - start
+                teacher, self.teacher_seconds = self.teacher_seconds, 0.0
+                self._current_step_total = 0.0
+                self._metrics["train"]["time/generation_s"].append(generation)
+                self._metrics["train"]["time/reward_s"].append(reward)
+                self._metrics["train"]["time/teacher_s"].append(teacher)
+                self._metrics["train"]["time/training_s"].append(
+                    max(total - generation - reward - teacher, 0.0)
+                )
+            else:
+                self._current_step_total += time.perf_counter() - start
+            return output
+
+    return DistillTrainer
+
+
+def load_teacher(path: str, dtype, device):
+    """A frozen teacher: eval mode, no gradients, on the student's device."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _summary(domains: list[str]):
+    def summarize(logs: dict) -> str:
+        parts = [
+            f"{d} {logs[f'{d}/reverse_kl']:.3f}" for d in domains if logs.get(f"{d}/reverse_kl") is not None
+        ]
+        return "reverse KL " + " ".join(parts) if parts else ""
+
+    return summarize
+
+
+def build_trainer(
+    spec: DistillJob,
+    output_dir: Path,
+    student_path: str,
+    teacher_paths: dict[str, str],
+    samples: list[dict[str, Any]],
+):
+    """(the DistillTrainer with its routed teachers, tokenizer, prompts dropped as too long)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from m2rl.verifiers import VerifierConfig
+
+    if spec.distill.teacher_backend != "hf":
+        raise UserError(
+            "distill.teacher_backend=vllm: serving teachers on vLLM is not built yet; use distill.teacher_backend=hf"
+        )
+    recipe = spec.distill
+    use_cpu = not torch.cuda.is_available()
+    tokenizer = AutoTokenizer.from_pretrained(student_path)
+    dataset, dropped = grpo_dataset(samples, tokenizer, recipe.max_prompt_length, spec.seed)
+    dtype = torch.float32 if use_cpu else getattr(torch, spec.model.dtype)
+    model = AutoModelForCausalLM.from_pretrained(student_path, dtype=dtype)
+    args = build_distill_config(recipe, output_dir, spec.steps, spec.launcher.world_size, use_cpu, spec.seed)
+    clock = StepClock()
+    reward = DomainRoutedReward(
+        VerifierConfig.from_cfg(spec.verifiers), spec.domains, recipe.max_completion_length, clock
+    )
+    trainer = distill_trainer_class()(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
+    )
+    trainer.clock = clock
+    device = trainer.accelerator.device
+    trainer.set_teachers(
+        {domain: load_teacher(path, dtype, device) for domain, path in teacher_paths.items()}
+    )
+    trainer.distill_domains = list(spec.domains)
+    return trainer, tokenizer, dropped
+
+
+def train_distill(
+    spec: DistillJob,
+    run: Run,
+    student_path: str,
+    teacher_paths: dict[str, str],
+    samples: list[dict[str, Any]],
+    resume_from: str | None = None,
+) -> dict[str, Any]:
+    """Distil the routed teachers into the student from `student_path`; save it into the run; return metrics."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    domains = spec.domains
+    trainer, tokenizer, dropped = build_trainer(
+        spec, run.path / "checkpoints", student_path, teacher_paths, samples
+    )
+    run.set_metrics(prompts=len(trainer.train_dataset), prompts_dropped_too_long=dropped)
+
+    class StageSeconds(TrainerCallback):
+        """Adds each logged step's generation/reward/teacher/training seconds to the run's stage totals."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                run.add_stage_seconds(
+                    {
+                        stage: logs[f"time/{stage}_s"] * args.logging_steps
+                        for stage in STAGES
+                        if logs.get(f"time/{stage}_s") is not None
+                    }
+                )
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LedgerMetricsCallback(run))
+    trainer.add_callback(StageSeconds())
+    trainer.add_callback(LedgerProgressCallback(run, "distill", _summary(domains)))
+    bar = RichProgressBar("distill " + ",".join(domains), _summary(domains))
+    trainer.add_callback(bar)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        bar.stop()
+    with run.stage("save"):
+        trainer.save_model(str(run.model_dir))
+        if trainer.accelerator.is_main_process:
+            tokenizer.save_pretrained(str(run.model_dir))
+    return distill_summary(run.read_metrics(), domains)
+
+
+def distill_summary(records: list[dict[str, Any]], domains: list[str], window: int = 10) -> dict[str, Any]:
+    """reward_summary's per-domain verifier rewards, plus each domain's reverse KL over the first and last window."""
+    summary = reward_summary(records, domains, window)
+    for key in ("reverse_kl", *(f"{d}/reverse_kl" for d in domains)):
+        values = [r[key] for r in records if r.get(key) is not None]
+        if values:
+            summary[f"{key}_first{window}"] = sum(values[:window]) / len(values[:window])
+            summary[f"{key}_last{window}"] = sum(values[-window:]) / len(values[-window:])
+    return summary

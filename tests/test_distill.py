@@ -1,0 +1,283 @@
+"""Multi-teacher on-policy distillation: the advantage, per-sample routing, a fixed point, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from m2rl.config import compose_config
+from m2rl.engine.distill import build_trainer, reverse_kl_advantages
+from m2rl.jobs.build import distill_job
+from m2rl.jobs.distill import resolve
+from m2rl.ledger import Ledger, attempt
+
+from cli_helpers import m2rl
+
+# A distill run of seconds: 2 prompts x 4 samples per step, 16 new tokens.
+FAST_DISTILL = [
+    "distill.prompts_per_step=2",
+    "distill.num_generations=4",
+    "distill.per_device_batch_size=8",
+    "distill.max_completion_length=16",
+    "data.sizes.rl=16",
+]
+
+
+def _perturbed(model_dir: Path, out: Path, seed: int) -> Path:
+    """A copy of the model with its output layer shifted by seeded noise (a teacher that disagrees)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head.add_(torch.randn(head.shape, generator=generator) * 0.5)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    return out
+
+
+def _expert(ledger: Ledger, name: str, domain: str, parent, source: Path | None, seed: int | None):
+    """A completed single-domain RL run of `parent`: a copy of `source`, or a perturbed copy of it."""
+    run = ledger.create("rl", name, {}, parents=[parent.id])
+    with attempt(run):
+        if seed is None:
+            shutil.copytree(source, run.model_dir)
+        else:
+            _perturbed(source, run.model_dir, seed)
+        run.update(domains=[domain])
+    return run
+
+
+@pytest.fixture()
+def ledger_with_sft(tmp_path, tiny_model_dir):
+    ledger = Ledger(tmp_path / "runs")
+    sft = ledger.create("sft", "sft", {})
+    with attempt(sft):
+        shutil.copytree(tiny_model_dir, sft.model_dir)
+    return ledger, sft
+
+
+def test_advantage_is_teacher_minus_student_log_prob_on_a_hand_checked_case():
+    # teacher p(y_t) = 1/2, 1/4; student p(y_t) = 1/4, 1/4; the third token is padding
+    teacher = torch.log(torch.tensor([[0.5, 0.25, 0.9]]))
+    student = torch.log(torch.tensor([[0.25, 0.25, 0.1]]))
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    advantages = reverse_kl_advantages(teacher, student, mask)
+    assert advantages.tolist()[0] == pytest.approx([math.log(2), 0.0, 0.0])
+
+
+def _completion_logps(model, input_ids, attention_mask, completion_length, temperature):
+    """log p(y_t) of the completion tokens, by a plain forward pass (no TRL)."""
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1] / temperature
+    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    return logps[:, -completion_length:]
+
+
+def test_mixed_batch_routes_each_sample_to_its_own_teacher(ledger_with_sft, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from m2rl.jobs.rl import training_samples
+
+    ledger, sft = ledger_with_sft
+    teachers = {
+        "math": _expert(ledger, "rl-math", "math", sft, sft.model_dir, seed=1),
+        "code": _expert(ledger, "rl-code", "code", sft, sft.model_dir, seed=2),
+    }
+    cfg = compose_config([*FAST_DISTILL, "distill.temperature=0.7"])
+    spec = distill_job(cfg, "distill", [t.id for t in teachers.values()], sft.id, ["math", "code"])
+    spec = resolve(spec, ledger)
+    paths = {d: str(t.model_dir) for d, t in teachers.items()}
+    trainer, _, _ = build_trainer(spec, tmp_path / "out", str(sft.model_dir), paths, training_samples(spec))
+    trainer.model.train()
+    rows = list(trainer.train_dataset)
+    math_rows = [r for r in rows if r["domain"] == "math"][:1]
+    code_rows = [r for r in rows if r["domain"] == "code"][:1]
+    inputs = [r for r in (code_rows[0], math_rows[0]) for _ in range(4)]  # one batch, two domains
+    output = trainer._generate_and_score_completions(inputs)
+
+    input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+    attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+    length, mask = output["completion_ids"].size(1), output["completion_mask"].float()
+    plain = {d: AutoModelForCausalLM.from_pretrained(p) for d, p in paths.items()}
+    student = _completion_logps(
+        AutoModelForCausalLM.from_pretrained(sft.model_dir), input_ids, attention, length, 0.7
+    )
+    expected = {
+        d: (_completion_logps(m, input_ids, attention, length, 0.7) - student) * mask
+        for d, m in plain.items()
+    }
+    advantages = output["advantages"]
+    assert advantages.shape == mask.shape  # per token
+    for i, row in enumerate(inputs):
+        own, other = row["domain"], "code" if row["domain"] == "math" else "math"
+        torch.testing.assert_close(advantages[i], expected[own][i], atol=1e-4, rtol=1e-4)
+        assert (advantages[i] - expected[other][i]).abs().max() > 1e-2  # a mis-route would show
+    logged = trainer._metrics["train"]
+    assert logged["math/reverse_kl"] and logged["code/reverse_kl"]
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_student_equal_to_its_teachers_has_zero_advantage_and_does_not_move(ledger_with_sft):
+    ledger, sft = ledger_with_sft
+    for domain in ("math", "code"):
+        _expert(ledger, f"rl-{domain}", domain, sft, sft.model_dir, seed=None)  # the SFT model itself
+    result = m2rl(
+        "distill",
+        "--teachers",
+        "rl-math,rl-code",
+        "--from",
+        "sft",
+        "--domains",
+        "math,code",
+        *FAST_DISTILL,
+        "distill.steps=2",
+        "distill.save_steps=0",
+        "distill.weight_decay=0",  # AdamW's decay would move the weights without any gradient
+        runs_dir=ledger.root,
+    )
+    assert result.returncode == 0, result.stderr
+    run = next(r for r in Ledger(ledger.root).runs() if r.kind == "distill")
+    assert run.status == "completed" and run.manifest["parents"][0] == sft.id
+    assert set(run.manifest["parents"][1:]) == {r.id for r in ledger.runs() if r.kind == "rl"}
+    steps = [r for r in run.read_metrics() if "reverse_kl" in r]
+    assert len(steps) == 2
+    for record in steps:
+        assert record["math/reverse_kl"] == 0.0 and record["code/reverse_kl"] == 0.0
+        assert "math/reward" in record and "code/completion_length" in record and record["time/teacher_s"] > 0
+    assert run.manifest["stage_seconds"]["teacher"] > 0 and run.manifest["cpu_seconds"] > 0
+    before, after = _weights(sft.model_dir), _weights(run.model_dir)
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+
+
+def _one_line_error(result) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("m2rl: error: "), result.stderr
+    return lines[0]
+
+
+def test_bad_inputs_are_one_line_errors_before_any_run(ledger_with_sft, tmp_path):
+    ledger, sft = ledger_with_sft
+    _expert(ledger, "rl-math", "math", sft, sft.model_dir, seed=None)
+    _expert(ledger, "rl-code", "code", sft, sft.model_dir, seed=None)
+    other_sft = ledger.create("sft", "other-sft", {})
+    with attempt(other_sft):
+        shutil.copytree(sft.model_dir, other_sft.model_dir)
+    _expert(ledger, "rl-science-other", "science", other_sft, sft.model_dir, seed=None)
+    unfinished = ledger.create("rl", "rl-if", {}, parents=[sft.id])  # still "running"
+    unfinished.update(domains=["if"])
+
+    def distill(*args):
+        return m2rl("distill", *args, *FAST_DISTILL, runs_dir=ledger.root)
+
+    line = _one_line_error(distill("--teachers", "rl-math", "--from", "sft", "--domains", "math,code"))
+    assert "no teacher for domain(s) code" in line
+    line = _one_line_error(
+        distill("--teachers", "rl-math,rl-science-other", "--from", "sft", "--domains", "math,science")
+    )
+    assert "not trained from the SFT run" in line
+    line = _one_line_error(distill("--teachers", "rl-math,rl-if", "--from", "sft", "--domains", "math,if"))
+    assert "not completed" in line
+    line = _one_line_error(distill("--teachers", "rl-math", "--from", "rl-code", "--domains", "math"))
+    assert "not a completed SFT run" in line
+    line = _one_line_error(distill("--teachers", "rl-math", "--from", "sft", "distill.teacher_backend=vllm"))
+    assert line  # any config problem is one line too
+    assert not [r for r in Ledger(ledger.root).runs() if r.kind == "distill"]
+
+
+def test_teachers_from_a_study_are_its_experts_of_that_sft(ledger_with_sft):
+    ledger, sft = ledger_with_sft
+    experts = {}
+    for domain in ("math", "code"):
+        run = ledger.create("rl", f"s-rl-{domain}", {}, parents=[sft.id], study="s")
+        with attempt(run):
+            shutil.copytree(sft.model_dir, run.model_dir)
+            run.update(domains=[domain])
+        experts[domain] = run.id
+    mixed = ledger.create("rl", "s-rl-mixed", {}, parents=[sft.id], study="s")
+    with attempt(mixed):
+        mixed.update(domains=["math", "code"])
+    cfg = compose_config(FAST_DISTILL)
+    spec = resolve(distill_job(cfg, "d", ["s"], "sft", ["code", "math"]), ledger)
+    assert spec.start_from == sft.id
+    assert spec.teachers == [experts["code"], experts["math"]]  # in domain order, the mixed run left out
+
+
+def test_paper_preset_maps_the_recipe():
+    from m2rl.engine.distill import distill_options
+    from m2rl.specs import DistillRecipe
+
+    cfg = compose_config(["preset=paper"])
+    assert cfg.study.distill is True and compose_config([]).study.distill is False
+    recipe = DistillRecipe(
+        **{k: v for k, v in dict(cfg.distill).items() if k != "vllm"}, vllm=dict(cfg.distill.vllm)
+    )
+    options = distill_options(recipe, recipe.steps, world_size=8, use_cpu=False)
+    assert recipe.prompts_per_step * recipe.num_generations == 256 * 4
+    assert options["max_steps"] == 200 and options["temperature"] == 1.0
+    assert options["learning_rate"] == 1e-6 and options["lr_scheduler_type"] == "constant"
+    assert (options["adam_beta1"], options["adam_beta2"], options["weight_decay"]) == (0.9, 0.98, 0.1)
+    assert options["beta"] == 0.0 and options["entropy_coef"] == 0.0
+    assert options["max_completion_length"] == 16384 and recipe.max_prompt_length == 2048
+    assert options["num_iterations"] == 1  # one optimizer step per rollout batch: the PPO ratio stays 1
+
+
+def test_pipeline_runs_distill_after_the_experts_and_evaluates_it():
+    from m2rl.study.plan import plan
+
+    cfg = compose_config(["study.distill=true", "study.domains=[math,code]"])
+    stages = {s.name: s for s in plan(cfg, "st")}
+    distill = stages["st-s0-distill"]
+    assert distill.kind == "distill"
+    assert set(distill.deps) == {"st-s0-sft", "st-s0-rl-math", "st-s0-rl-code"}
+    assert "st-s0-distill-eval" in stages
+    assert not [s for s in plan(compose_config(["study.domains=[math,code]"]), "st") if s.kind == "distill"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_from_the_checkpoint(ledger_with_sft):
+    ledger, sft = ledger_with_sft
+    for domain, seed in (("math", 1), ("code", 2)):
+        _expert(ledger, f"rl-{domain}", domain, sft, sft.model_dir, seed=seed)
+    runs = ledger.root
+    command = [sys.executable, "-m", "m2rl.cli", "distill", "--teachers", "rl-math,rl-code", "--from", "sft"]
+    command += ["--domains", "math,code", "--runs-dir", str(runs), *FAST_DISTILL]
+    command += ["distill.steps=6", "distill.save_steps=2", "distill.save_total_limit=3"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(runs.glob("*/checkpoints/checkpoint-2/trainer_state.json")):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    run_dir = next(p.parent.parent.parent for p in runs.glob("*/checkpoints/checkpoint-2/trainer_state.json"))
+    killed = Ledger(runs).get(run_dir.name)
+    assert killed.status == "failed" and killed.kind == "distill"
+
+    result = m2rl("distill", "--resume", killed.id, runs_dir=runs)
+    assert result.returncode == 0, result.stderr
+    resumed = Ledger(runs).get(killed.id)
+    assert resumed.status == "completed" and len(resumed.manifest["attempts"]) == 2
+    assert resumed.device_hours == pytest.approx(sum(a["device_hours"] for a in resumed.manifest["attempts"]))
+    assert "resuming" in result.stdout
+    steps = [r["step"] for r in resumed.read_metrics() if "reverse_kl" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    state = json.loads((run_dir / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
