@@ -281,3 +281,33 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(ledger_with_sft):
     assert steps == [1, 2, 3, 4, 5, 6]
     state = json.loads((run_dir / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+
+
+def test_compare_shows_mt_opd_as_its_own_row_and_its_cost_both_ways():
+    from m2rl.compare.core import build_comparison
+    from m2rl.compare.records import BenchmarkResult, RunRecord
+
+    from test_compare_paper import BENCHMARKS, paper_records
+
+    records = paper_records()
+    experts = tuple(r.id for r in records if r.kind == "rl" and len(r.domains) == 1)
+    # the paper's MT-OPD: 816.0 GPU-hours, a 9-benchmark mean of 59.26 (one value per benchmark here)
+    results = {b: BenchmarkResult(d, 0.5926) for b, d in BENCHMARKS.items()}
+    records.append(RunRecord("mt-opd", "distill", parents=("sft", *experts), cost_hours=816.0, results=results))
+    comparison = build_comparison(records)
+    row = comparison.row("MT-OPD")
+    assert row.role == "distill" and comparison.distill is row
+    assert row.mean.value == pytest.approx(0.5926)
+    assert "MT-OPD" in comparison.transfer.rows
+    assert comparison.cost_ratio.describe() == "33.2% (2166.4 / 6524.8 GPU-hours; 1 seed: no spread)"
+    with_distill = comparison.cost_ratio_with_distill
+    assert with_distill.merge_side_hours == pytest.approx(6524.8 + 816.0)
+    assert with_distill.ratio.value == pytest.approx(2166.4 / 7340.8)
+    kinds = {d.kind for d in comparison.headline}
+    assert {"distill_vs_sft", "mixed_vs_distill"} <= kinds
+
+    from m2rl.compare.formatting import summary_lines
+    from m2rl.compare.markdown import to_markdown
+
+    assert any("MT-OPD counted" in line and "29.5%" in line for line in summary_lines(comparison))
+    assert "| MT-OPD |" in to_markdown(comparison)

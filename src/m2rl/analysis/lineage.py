@@ -18,10 +18,17 @@ class Lineage:
     experts: dict[str, Run] = field(default_factory=dict)  # training domain -> expert
     mixed: Run | None = None
     merges: list[Run] = field(default_factory=list)
+    distills: list[Run] = field(default_factory=list)  # MT-OPD students (m2rl distill)
 
     def models(self) -> list[tuple[str, Run]]:
-        """(label, run) of every model, in the paper's row order: SFT, experts, mixed, merges."""
-        runs = [self.sft, *self.experts.values(), *([self.mixed] if self.mixed else []), *self.merges]
+        """(label, run) of every model, in the paper's row order: SFT, experts, mixed, merges, MT-OPD."""
+        runs = [
+            self.sft,
+            *self.experts.values(),
+            *([self.mixed] if self.mixed else []),
+            *self.merges,
+            *self.distills,
+        ]
         return list(zip(labels(runs), runs, strict=True))
 
     def label(self, run: Run) -> str:
@@ -82,6 +89,8 @@ def group(ledger: Ledger, runs: list[Run]) -> list[Lineage]:
         domains = list(run.manifest.get("domains") or [])
         if run.kind == "merge":
             lineage.merges.append(run)
+        elif run.kind == "distill":
+            lineage.distills.append(run)
         elif run.kind == "rl" and len(domains) == 1:
             if domains[0] in lineage.experts:
                 other = lineage.experts[domains[0]]
@@ -92,7 +101,9 @@ def group(ledger: Ledger, runs: list[Run]) -> list[Lineage]:
                 raise UserError(f"two mixed runs of one lineage: {lineage.mixed.id} and {run.id}; name one")
             lineage.mixed = run
         else:
-            raise UserError(f"run {run.id} is a {run.kind} run: analyze takes SFT, RL and merge runs")
+            raise UserError(
+                f"run {run.id} is a {run.kind} run: analyze takes SFT, RL, merge and distill runs"
+            )
     for lineage in lineages.values():
         lineage.experts = dict(sorted(lineage.experts.items(), key=lambda item: _domain_key(item[0])))
     for sft in sfts.values():  # an SFT run named alone

@@ -332,7 +332,7 @@ def analyze(
         experts = [item_accuracies(run, context.benchmarks)[0] for run in lineage.experts.values()]
         candidates = {
             lineage.label(run): item_accuracies(run, context.benchmarks)[0]
-            for run in [*([lineage.mixed] if lineage.mixed else []), *lineage.merges]
+            for run in [*([lineage.mixed] if lineage.mixed else []), *lineage.merges, *lineage.distills]
         }
         pooled.append(LineageItems(sft, experts, candidates, domain_of))
     consistency = skill_consistency(pooled, recipe.bootstrap_samples, seed)

@@ -22,6 +22,8 @@ KINDS = {
     "mixed_vs_merge": "mixed run minus a merge",
     "synergy": "mixed run minus the best single expert",
     "transfer": "trained model minus SFT",
+    "distill_vs_sft": "MT-OPD minus SFT",
+    "mixed_vs_distill": "mixed run minus MT-OPD",
 }
 UNRESOLVED = "no resolved difference: the interval spans 0"
 

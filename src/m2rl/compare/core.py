@@ -24,7 +24,7 @@ from m2rl.compare.statistics import (
     equal_weights,
 )
 
-ROLE_ORDER = {"base": 0, "sft": 1, "expert": 2, "mixed": 3, "merge": 4}
+ROLE_ORDER = {"base": 0, "sft": 1, "expert": 2, "mixed": 3, "merge": 4, "distill": 5}
 SELECTED_ON_HELD_OUT = "chosen on a third of the items; measured on the other two thirds"
 SELECTED_ON_SAME = "chosen and measured on the same items (no per-item results): biased in its favour"
 
@@ -83,6 +83,9 @@ class Comparison:
     bootstrap_samples: int = DEFAULT_SAMPLES
     best_merge_choice: str = ""
     notes: list[str] = field(default_factory=list)
+    distill: Row | None = None  # the MT-OPD row (m2rl distill), the study's third answer
+    # mixed / (experts + merge + MT-OPD): the paper's denominator (cost_ratio) leaves MT-OPD out
+    cost_ratio_with_distill: CostRatio | None = None
 
     def row(self, label: str) -> Row:
         """The row with this label."""
@@ -273,7 +276,7 @@ class _Builder:
 
     def transfer(self, sft: Row, mixed: Row | None) -> Transfer:
         """Every trained row minus the SFT of its lineage, per eval domain."""
-        trained = [r for r in self.rows if r.role in ("expert", "mixed", "merge")]
+        trained = [r for r in self.rows if r.role in ("expert", "mixed", "merge", "distill")]
         cells = []
         for row in trained:
             reference = self.sft_of(row, sft)
@@ -309,6 +312,21 @@ class _Builder:
                         difference,
                     )
                 )
+        return found
+
+    def with_distill_seeds(self, seeds: list[SeedCost], distill: Row) -> list[SeedCost]:
+        """The same seeds with each seed's MT-OPD run's own cost added to the merge side."""
+        found = []
+        for cost in seeds:
+            run = next((r for r in distill.replicates if r.seed == cost.seed), None)
+            if run is None:
+                self.notes.append(
+                    f"cost ratio with MT-OPD: no {distill.label} run of seed {cost.seed}; seed left out"
+                )
+                continue
+            found.append(
+                SeedCost(cost.seed, cost.mixed_hours, cost.expert_hours, cost.merge_hours + run.cost_hours)
+            )
         return found
 
     def cost_seeds(self, mixed: Row, merge: Row | None, experts: list[Row]) -> list[SeedCost]:
@@ -376,9 +394,9 @@ def build_comparison(
         best_merge_choice = SELECTED_ON_HELD_OUT if best_merge_items == HELD_OUT_ITEMS else SELECTED_ON_SAME
 
     transfer = None
-    if sft is not None and any(r.role in ("expert", "mixed", "merge") for r in rows):
+    if sft is not None and any(r.role in ("expert", "mixed", "merge", "distill") for r in rows):
         transfer = b.transfer(sft, mixed)
-    elif any(r.role in ("expert", "mixed", "merge") for r in rows):
+    elif any(r.role in ("expert", "mixed", "merge", "distill") for r in rows):
         b.notes.append("no evaluated SFT run among the compared runs: no transfer matrix")
 
     headline: list[Difference | None] = []
@@ -397,12 +415,25 @@ def build_comparison(
         if len(merges) > 1:
             each_merge = [b.difference("mixed_vs_merge", mixed, m, MEAN) for m in merges]
     synergy = b.synergy(mixed, experts) if mixed is not None else []
+    distill = _primary(rows, "distill")
+    if distill is not None:
+        headline.append(b.difference("distill_vs_sft", distill, b.sft_of(distill, sft), MEAN))
+        if mixed is not None:
+            headline.append(b.difference("mixed_vs_distill", mixed, distill, MEAN))
 
     ratio = None
     seeds = b.cost_seeds(mixed, best_merge, experts) if mixed is not None else []
     if seeds:
         merge_label = best_merge.label if best_merge is not None else None
         ratio = cost_ratio(mixed.label, merge_label, b.hours_label, seeds, bootstrap_samples, seed)
+    ratio_with_distill = None
+    if ratio is not None and distill is not None:
+        with_distill = b.with_distill_seeds(seeds, distill)
+        if with_distill:
+            label = f"{merge_label} + {distill.label}" if merge_label else distill.label
+            ratio_with_distill = cost_ratio(
+                mixed.label, label, b.hours_label, with_distill, bootstrap_samples, seed
+            )
 
     claims = [d for d in headline if d is not None]
     cells = [c for line in transfer.cells for c in line if c is not None] if transfer is not None else []
@@ -430,4 +461,6 @@ def build_comparison(
         bootstrap_samples=bootstrap_samples,
         best_merge_choice=best_merge_choice,
         notes=list(dict.fromkeys(b.notes)),
+        distill=distill,
+        cost_ratio_with_distill=ratio_with_distill,
     )

@@ -217,6 +217,17 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
             if ratio is not None
             else None
         ),
+        "distill": c.distill.label if c.distill is not None else None,
+        "cost_ratio_with_distill": (
+            {
+                "mixed": c.cost_ratio_with_distill.mixed,
+                "merge": c.cost_ratio_with_distill.merge,
+                "ratio": estimate_json(c.cost_ratio_with_distill.ratio),
+                "describe": c.cost_ratio_with_distill.describe(),
+            }
+            if c.cost_ratio_with_distill is not None
+            else None
+        ),
         "notes": c.notes,
     }
 

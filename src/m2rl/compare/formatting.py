@@ -98,4 +98,10 @@ def summary_lines(comparison: Comparison) -> list[str]:
         lines.append(
             f"Cost mix / merge: {c.describe()}  [{c.mixed} {format_hours(c.mixed_hours)} vs {experts}{merge}]"
         )
+    if comparison.cost_ratio_with_distill is not None:
+        c = comparison.cost_ratio_with_distill
+        lines.append(
+            f"Cost mix / (experts + {c.merge}), MT-OPD counted (the paper's ratio above leaves it out): "
+            f"{c.describe()}"
+        )
     return lines

@@ -49,7 +49,7 @@ class RunRecord:
     """What the comparison needs to know about one run."""
 
     id: str
-    kind: str  # model | sft | rl | merge
+    kind: str  # model | sft | rl | merge | distill
     name: str = ""
     parents: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()  # training domains of an rl run
@@ -69,7 +69,7 @@ class RunRecord:
 
     @property
     def role(self) -> str:
-        """base, sft, expert (one training domain), mixed (several), merge, or the kind itself."""
+        """base, sft, expert (one training domain), mixed (several), merge, or the kind itself (distill)."""
         if self.kind == "model":
             return "base"
         if self.kind == "rl":
@@ -83,6 +83,8 @@ class RunRecord:
             return "+".join(self.domains)
         if self.kind == "merge":
             return f"merge of {len(self.merge_experts)}" if self.merge_experts else "merge"
+        if self.kind == "distill":
+            return f"distilled from {len(self.parents) - 1} experts"
         return ""
 
     @property
@@ -111,4 +113,6 @@ def default_label(record: RunRecord) -> str:
         return "RL-Mix(" + "+".join(DOMAIN_LABELS.get(d, d) for d in record.domains) + ")"
     if record.kind == "merge":
         return f"Merge ({method_label(record.merge_method or '?')})"
+    if record.kind == "distill":
+        return "MT-OPD"
     return record.name or record.id
