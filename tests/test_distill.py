@@ -286,14 +286,15 @@ def test_resume_after_sigkill_continues_from_the_checkpoint(ledger_with_sft):
 def test_compare_shows_mt_opd_as_its_own_row_and_its_cost_both_ways():
     from m2rl.compare.core import build_comparison
     from m2rl.compare.records import BenchmarkResult, RunRecord
-
     from test_compare_paper import BENCHMARKS, paper_records
 
     records = paper_records()
     experts = tuple(r.id for r in records if r.kind == "rl" and len(r.domains) == 1)
     # the paper's MT-OPD: 816.0 GPU-hours, a 9-benchmark mean of 59.26 (one value per benchmark here)
     results = {b: BenchmarkResult(d, 0.5926) for b, d in BENCHMARKS.items()}
-    records.append(RunRecord("mt-opd", "distill", parents=("sft", *experts), cost_hours=816.0, results=results))
+    records.append(
+        RunRecord("mt-opd", "distill", parents=("sft", *experts), cost_hours=816.0, results=results)
+    )
     comparison = build_comparison(records)
     row = comparison.row("MT-OPD")
     assert row.role == "distill" and comparison.distill is row
@@ -311,3 +312,16 @@ def test_compare_shows_mt_opd_as_its_own_row_and_its_cost_both_ways():
 
     assert any("MT-OPD counted" in line and "29.5%" in line for line in summary_lines(comparison))
     assert "| MT-OPD |" in to_markdown(comparison)
+
+
+def test_analyze_groups_the_distill_run_into_its_lineage(ledger_with_sft):
+    from m2rl.analysis.lineage import group
+
+    ledger, sft = ledger_with_sft
+    expert = _expert(ledger, "rl-math", "math", sft, sft.model_dir, seed=None)
+    student = ledger.create("distill", "distill", {}, parents=[sft.id, expert.id])
+    with attempt(student):
+        student.update(domains=["math"])
+    (lineage,) = group(ledger, [sft, expert, Ledger(ledger.root).get(student.id)])
+    assert [run.id for run in lineage.distills] == [student.id]
+    assert [label for label, _ in lineage.models()] == ["SFT", "RL-Math", "MT-OPD"]

@@ -27,6 +27,7 @@ ROLE_COLOURS = {
     "expert": "#2ca02c",
     "mixed": "#d62728",
     "merge": "#9467bd",
+    "distill": "#ff7f0e",
 }
 ROLE_NAMES = {
     "base": "base model",
@@ -34,6 +35,7 @@ ROLE_NAMES = {
     "expert": "single-domain expert",
     "mixed": "mixed run",
     "merge": "merge of experts",
+    "distill": "MT-OPD (distilled from the experts)",
 }
 # Label positions around a point (offset in points, alignment), tried nearest first, then farther out.
 LABEL_OFFSETS = ((6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"),
