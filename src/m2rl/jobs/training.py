@@ -118,7 +118,8 @@ def run_training(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume: bool) -
 def check_resumable(run: Run, kind: str, ref: str) -> None:
     """A run `--resume` can continue: of this kind, not completed, not running."""
     if run.kind != kind:
-        raise UserError(f"--resume {ref}: run {run.id} is a {run.kind} run, not an {kind.upper()} run")
+        wanted = f"an {kind.upper()}" if kind in ("sft", "rl") else f"a {kind}"
+        raise UserError(f"--resume {ref}: run {run.id} is a {run.kind} run, not {wanted} run")
     if run.status == "completed":
         raise UserError(f"--resume {ref}: run {run.id} already completed")
     if run.status == "running":
