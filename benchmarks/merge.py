@@ -105,8 +105,8 @@ def peak_rss_mb() -> float:
 
 def child(args: argparse.Namespace) -> None:
     """Run one merge in this process and print wall seconds, peak RSS and the engine's stats."""
-    from m2rl.ledger import Ledger
     from m2rl.jobs.merge import merge_experts
+    from m2rl.ledger import Ledger
 
     ledger = Ledger(args.runs_dir)
     experts = [ledger.get(i) for i in args.experts.split(",")]

@@ -361,7 +361,6 @@ class DistillRecipe(Strict):
     adam_beta2: float = Field(ge=0, lt=1)
     weight_decay: float = Field(ge=0)
     max_grad_norm: float = Field(gt=0)
-    teacher_backend: Literal["hf", "vllm"] = "hf"  # hf: frozen copies beside the student; vllm: served
     rollout: Literal["hf", "vllm"] = "hf"
     vllm: VllmRollout
     save_steps: int = Field(ge=0)

@@ -19,7 +19,7 @@ one optimizer step per rollout batch (num_iterations 1), the PPO ratio is 1 and 
 so the loss is -A * log p_student exactly as the paper's script has it.
 
 Teachers are frozen copies (`requires_grad` off, eval mode, scored under `torch.inference_mode`) on
-the student's device (`distill.teacher_backend=hf`); their scoring runs in the training process, so
+the student's device; their scoring runs in the training process, so
 the run's device-hours (process CPU time on a CPU, GPU wall time on GPUs) include it.
 """
 
@@ -323,10 +323,6 @@ def build_trainer(
 
     from m2rl.verifiers import VerifierConfig
 
-    if spec.distill.teacher_backend != "hf":
-        raise UserError(
-            "distill.teacher_backend=vllm: serving teachers on vLLM is not built yet; use distill.teacher_backend=hf"
-        )
     recipe = spec.distill
     use_cpu = not torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(student_path)

@@ -107,10 +107,6 @@ def create(
 ) -> Run:
     """Check everything that can be checked up front (spec resolved), then create the distill run."""
     sft, teachers = teacher_runs(ledger, spec)
-    if spec.distill.teacher_backend != "hf":
-        raise UserError(
-            "distill.teacher_backend=vllm: serving teachers on vLLM is not built yet; use distill.teacher_backend=hf"
-        )
     spec.distill.rollout_batch(spec.launcher.world_size)
     training_samples(spec)  # fail now on bad rows or empty domains
     parents = [sft.id, *(t.id for t in teachers.values())]
