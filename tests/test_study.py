@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -47,6 +48,18 @@ def test_tiny_plan_replicates_the_lineage_per_seed():
     assert len(stages) == 2 * (2 * models + 1)  # per seed: each model made and evaluated, then analyze
     order = [s.name for s in stages]
     assert all(order.index(d) < order.index(s.name) for s in stages for d in s.deps)
+
+
+def test_a_seeds_evals_are_the_same_alone_or_among_other_seeds():
+    """The eval of seed 1's models samples with seed 1 whether the study runs seeds [0, 1] or seed=1."""
+    runs = {"s-s1-rl-code": SimpleNamespace(id="run-code-1")}
+
+    def eval_spec(overrides):
+        stages = {s.name: s for s in plan(compose_config(overrides), "s")}
+        return stages["s-s1-rl-code-eval"].build(runs)
+
+    together, alone = eval_spec(["study.seeds=[0,1]"]), eval_spec(["seed=1"])
+    assert together == alone and together.seed == 1
 
 
 def test_shared_sft_trains_once_for_every_seed():

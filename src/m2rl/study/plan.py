@@ -84,7 +84,8 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 "eval",
                 model.seed,
                 (model.name,),
-                lambda runs, model=model, c=cfg: eval_job(c, runs[model.name].id, study, "eval"),
+                # the lineage's seed, so a seed's evals are the same whether it runs alone or among others
+                lambda runs, model=model, c=_with_seed(cfg, model.seed): eval_job(c, runs[model.name].id, study, "eval"),
                 evaluates=model.name,
             )
         )
