@@ -56,9 +56,9 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
-# Mappings whose keys the user names (reward plugins, file-backed domains): `verifiers.custom.sql=...`
-# and `data.domains.sql.train=...` add a key there without Hydra's `+`.
-OPEN_MAPPINGS = ("verifiers.custom.", "data.domains.")
+# Mappings whose keys the user names (reward plugins, file-backed domains): `verifiers.custom.sql=...`,
+# `data.domains.sql.train=...` and `data.files.sql.train=...` add a key there without Hydra's `+`.
+OPEN_MAPPINGS = ("verifiers.custom.", "data.domains.", "data.files.")
 
 
 def open_key(item: str) -> str:
