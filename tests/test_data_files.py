@@ -151,3 +151,15 @@ def test_a_prepared_file_given_to_the_nemotron_reader_points_at_data_files(tmp_p
         UserError, match=r"math.parquet row 1: 'dataset' .* is missing; .* use|read it with data=files"
     ):
         rl_samples(cfg.data, ["math"])
+
+
+def test_a_files_only_study_plans_its_own_domains(sort_files):
+    from m2rl.study.plan import plan
+
+    cfg = compose_config(
+        ["data=files", f"data.domains.sort.train={sort_files['train']}", f"data.domains.units.train={sort_files['train']}",
+         sort_files["plugin"]]
+    )  # fmt: skip
+    assert list(cfg.study.domains) == ["sort", "units"]
+    names = [stage.name for stage in plan(cfg, "f")]
+    assert {"f-s0-rl-sort", "f-s0-rl-units", "f-s0-rl-mixed"} <= set(names)

@@ -48,6 +48,10 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         raise UserError(
             f"bad config override: {first_line}{_did_you_mean(str(exc), directory, overrides)}"
         ) from exc
+    study = cfg.get("study")
+    if study is not None and isinstance(study.get("domains"), DictConfig):
+        # `study.domains: ${data.domains}` under data=files, whose domains are a mapping: its names
+        study.domains = [str(name) for name in study.domains]
     verifiers = cfg.get("verifiers")
     if verifiers is not None and verifiers.get("custom"):
         from m2rl.verifiers.plugins import custom_entries, use_plugins
