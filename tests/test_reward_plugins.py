@@ -196,3 +196,29 @@ def test_builtin_types_come_from_the_same_registry():
     )
     with pytest.raises(UserError, match="already registered"):
         plugins.use_plugins((("gpqa", "operator:eq"),))
+
+
+def test_grpo_reward_routes_plugin_samples_and_logs_their_domain(plugin_file):
+    from m2rl.engine.rewards import DomainRoutedReward, StepClock
+
+    config = config_with(f"verifiers.custom.sort={plugin_file}:score_sort", workers=0)
+    samples = [sort_sample("a"), sort_sample("a"), make_sample("m", "math", "1+1?", "2")]
+    logged: list[tuple[str, float]] = []
+    reward = DomainRoutedReward(config, ["sort", "math"], 16, StepClock())
+    rewards = reward(
+        [s["prompt"] for s in samples],
+        [
+            [{"role": "assistant", "content": c}]
+            for c in ["<think>t</think>1 2 3", "<think>t</think>3", "<think>t</think>\\boxed{2}"]
+        ],
+        [[1, 2], [1], [1, 2, 3]],
+        sample_id=[s["id"] for s in samples],
+        domain=[s["domain"] for s in samples],
+        rm_type=[s["rm_type"] for s in samples],
+        label=[s["label"] for s in samples],
+        metadata_json=[json.dumps(s["metadata"]) for s in samples],
+        log_metric=lambda key, value: logged.append((key, value)),
+    )
+    assert rewards == [1.0, 0.0, 1.0]
+    assert [v for k, v in logged if k == "sort/reward"] == [1.0, 0.0]
+    assert ("sort/zero_variance_groups", 0.0) in logged and ("math/batch_share", 0.0) in logged
