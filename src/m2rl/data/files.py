@@ -127,11 +127,13 @@ def sft_messages(data_cfg: Any, domains: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _source_rl(data_cfg: Any, domains: list[str]) -> dict[str, list[dict[str, Any]]]:
+def source_rl(data_cfg: Any, domains: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """data=files: the RL prompts of its domains (each has a train file)."""
     return rl_samples(data_cfg, domains)
 
 
-def _source_sft(data_cfg: Any):
+def source_sft(data_cfg: Any):
+    """data=files: one shuffled `messages` dataset from every domain's sft file."""
     from datasets import Dataset
 
     rows = sft_messages(data_cfg, domain_names(data_cfg))

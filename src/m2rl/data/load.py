@@ -133,7 +133,7 @@ def _nemotron_prepare(data_cfg: DictConfig, domains: list[str]):
 
 register_source(DataSource("builtin", _builtin_rl, _builtin_sft))
 register_source(DataSource("nemotron", _nemotron_rl, _nemotron_sft, _nemotron_prepare))
-register_source(DataSource("files", files._source_rl, files._source_sft))
+register_source(DataSource("files", files.source_rl, files.source_sft))
 
 
 def _own_domains(data_cfg: DictConfig) -> list[str]:
