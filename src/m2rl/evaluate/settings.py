@@ -17,9 +17,10 @@ def eval_section(root: DictConfig) -> dict[str, Any]:
     """`root.eval` as plain values, its benchmarks following the data config's domains.
 
     Each file-backed domain with a `test` file (m2rl.data.files) gets a benchmark of its name
-    (`source: files`) unless one by that name exists; a built-in test set (`source: builtin`) of a
-    domain the data config does not generate (absent, or read from files) is left out, so
-    `data=files` evaluates only its own domains, on their test files. Other benchmarks (the paper's, `general`) stay. Without a `data` section (a job's
+    (`source: files`) unless one by that name exists. A built-in test set (`source: builtin`) of one
+    of the four domains that the data config does not generate (absent, or read from files) is left
+    out, so `data=files` evaluates only its own domains, on their test files. Other benchmarks (the
+    paper's, `general`) stay. Without a `data` section (a job's
     saved config) the section is taken as it is: it was adjusted when the job was made.
     """
     ev = OmegaConf.to_container(root.eval, resolve=True)
@@ -28,6 +29,7 @@ def eval_section(root: DictConfig) -> dict[str, Any]:
     if data is None or not isinstance(ev.get("benchmarks"), dict):
         return ev
     from m2rl.data.files import domain_names, file_domains
+    from m2rl.data.schema import DOMAINS
 
     domains, backed = domain_names(data), file_domains(data)
     generated = [d for d in domains if d not in backed]
@@ -35,7 +37,10 @@ def eval_section(root: DictConfig) -> dict[str, Any]:
         name: spec
         for name, spec in ev["benchmarks"].items()
         if not (
-            isinstance(spec, dict) and spec.get("source") == "builtin" and spec.get("domain") not in generated
+            isinstance(spec, dict)
+            and spec.get("source") == "builtin"
+            and spec.get("domain") in DOMAINS  # an unknown one stays, to fail with its own error
+            and spec.get("domain") not in generated
         )
     }
     for domain, splits in backed.items():
