@@ -37,6 +37,7 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
             raise UserError(
                 f"override {item!r} is not of the form key=value, +key=value or ~key (e.g. rl.steps=50)"
             )
+    overrides = [open_key(item) for item in overrides]
     directory = conf_dir()
     if not (directory / "config.yaml").is_file():
         raise UserError(f"config directory {directory} has no config.yaml; set M2RL_CONF_DIR")
@@ -47,7 +48,31 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         raise UserError(
             f"bad config override: {first_line}{_did_you_mean(str(exc), directory, overrides)}"
         ) from exc
+    study = cfg.get("study")
+    if study is not None and isinstance(study.get("domains"), DictConfig):
+        # `study.domains: ${data.domains}` under data=files, whose domains are a mapping: its names
+        study.domains = [str(name) for name in study.domains]
+    verifiers = cfg.get("verifiers")
+    if verifiers is not None and verifiers.get("custom"):
+        from m2rl.verifiers.plugins import custom_entries, use_plugins
+
+        use_plugins(custom_entries(verifiers.custom))  # a bad reward plugin stops here: exit 2
     return cfg
+
+
+# Mappings whose keys the user names (reward plugins, file-backed domains): `verifiers.custom.sql=...`,
+# `data.domains.sql.train=...` and `data.files.sql.train=...` add a key there without Hydra's `+`.
+OPEN_MAPPINGS = ("verifiers.custom.", "data.domains.", "data.files.")
+
+
+def open_key(item: str) -> str:
+    """`++key=value` for a plain `key=value` inside one of OPEN_MAPPINGS, else the override unchanged."""
+    if item.startswith(("+", "~")) or "=" not in item:
+        return item
+    key = item.split("=", 1)[0]
+    if any(key.startswith(prefix) and len(key) > len(prefix) for prefix in OPEN_MAPPINGS):
+        return "++" + item
+    return item
 
 
 def _compose(directory: Path, overrides: list[str]) -> DictConfig:

@@ -14,7 +14,7 @@ from m2rl.console import console, quiet_libraries
 
 app = typer.Typer(
     name="data",
-    help="Inspect and prepare datasets (built-in or Nemotron) in m2rl's canonical sample schema.",
+    help="Inspect and prepare datasets (built-in, Nemotron or your files) in m2rl's canonical sample schema.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -29,24 +29,11 @@ Out = Annotated[Path | None, typer.Option("--out", help="Output directory (defau
 
 def prepare_rl_data(data_cfg: Any, domains: list[str], out: Path) -> dict[str, Any]:
     """Write `<domain>.parquet` per domain and `mixed.parquet`; return the summary written to report.json."""
-    from m2rl.data.load import check_domains, mixture_weights, rl_samples
+    from m2rl.data.load import mixture_weights, rl_samples
     from m2rl.data.mixture import domain_counts, mix
     from m2rl.data.sources import write_samples
 
-    check_domains(domains, data_cfg)
-    report = None
-    if data_cfg.name == "nemotron":
-        from m2rl.data.nemotron import read_rl_blend
-
-        result = read_rl_blend(data_cfg, domains)
-        per_domain, report = result.samples, result.report
-        empty = [d for d in domains if not per_domain.get(d)]
-        if empty:
-            from m2rl.errors import UserError
-
-            raise UserError(f"domain(s) {', '.join(empty)} have no rows in {data_cfg.rl.source}")
-    else:
-        per_domain = rl_samples(data_cfg, domains)
+    per_domain, report = rl_samples(data_cfg, domains, prepare=True)
     mixed = mix(per_domain, mixture_weights(data_cfg), seed=int(data_cfg.get("seed", 0)))
     files = {d: str(write_samples(out / f"{d}.parquet", per_domain[d])) for d in domains}
     files["mixed"] = str(write_samples(out / "mixed.parquet", mixed))
@@ -101,6 +88,8 @@ def prepare(
         print_config(cfg)
         return
     quiet_libraries()
-    chosen = [d.strip() for d in domains.split(",") if d.strip()] if domains else list(cfg.data.domains)
+    from m2rl.data.files import domain_names
+
+    chosen = [d.strip() for d in domains.split(",") if d.strip()] if domains else domain_names(cfg.data)
     summary = prepare_rl_data(cfg.data, chosen, out or Path("prepared") / str(cfg.data.name))
     print_summary(summary)

@@ -347,7 +347,13 @@ def read_rl_blend(data_cfg: Any, domains: list[str]) -> BlendResult:
         category = record.row.get("dataset")
         if not isinstance(category, str):
             found = "missing" if category is None else f"{type(category).__name__}, not a string"
-            raise UserError(f"{record.location}: 'dataset' (the blend category) is {found}")
+            hint = (
+                "; this row is in m2rl's canonical schema (what `m2rl data prepare` writes): read it "
+                "with data=files data.domains.<domain>.train=FILE, or data.files.<domain>.train=FILE"
+                if category is None and "rm_type" in record.row and "prompt" in record.row
+                else ""
+            )
+            raise UserError(f"{record.location}: 'dataset' (the blend category) is {found}{hint}")
         if category in DROPPED_CATEGORIES or category not in BLEND_CATEGORIES:
             report.dropped[category] += 1
             continue

@@ -19,9 +19,21 @@ from typing import Any
 
 from m2rl.errors import UserError
 
+# The paper's four domains (the built-in data's). Any other domain name works once a reward type
+# declares it (m2rl.verifiers.plugins); the domains of a study are the data config's.
 DOMAINS = ("math", "code", "science", "if")
-# Default reward type of each domain, used when a sample has no rm_type.
+# Default reward type of the paper's domains; every domain's default is the reward registry's
+# (`m2rl.verifiers.registry.default_rm_type`), which these built-ins are registered into.
 DEFAULT_RM_TYPE = {"math": "deepscaler", "code": "unit_test", "science": "gpqa", "if": "ifevalg"}
+
+
+def default_rm_type(domain: str) -> str | None:
+    """The reward type a sample of `domain` without an rm_type gets (the registry's domain default)."""
+    from m2rl.verifiers.registry import default_rm_type as registered  # late: verifiers import this module
+
+    return registered(domain)
+
+
 REQUIRED_FIELDS = ("id", "domain", "prompt")
 FIELD_TYPES = (
     ("id", (str, int), "a string or an integer"),
@@ -45,15 +57,18 @@ def make_sample(
     return {
         "id": id,
         "domain": domain,
-        "rm_type": rm_type or DEFAULT_RM_TYPE[domain],
+        "rm_type": rm_type or default_rm_type(domain),
         "prompt": messages,
         "label": label,
         "metadata": dict(metadata or {}),
     }
 
 
-def validate_sample(sample: Any, where: str = "sample") -> dict[str, Any]:
-    """Check one sample's shape and reward type; raise UserError naming `where` and the problem."""
+def validate_sample(sample: Any, where: str = "sample", reward: bool = True) -> dict[str, Any]:
+    """Check one sample's shape and reward type; raise UserError naming `where` and the problem.
+
+    `reward=False` (SFT conversations) checks the shape alone: no reward type is needed to imitate.
+    """
     if not isinstance(sample, dict):
         raise UserError(f"{where}: expected an object, got {type(sample).__name__}")
     missing = [f for f in REQUIRED_FIELDS if f not in sample]
@@ -78,7 +93,12 @@ def validate_sample(sample: Any, where: str = "sample") -> dict[str, Any]:
             raise UserError(
                 f"{where} (id {sample.get('id')!r}): prompt message {i} needs 'role' and string 'content'"
             )
-    rm_type = sample.get("rm_type") or DEFAULT_RM_TYPE.get(sample["domain"])
+    if not reward:
+        out = dict(sample)
+        out.setdefault("label", None)
+        out["metadata"] = dict(out.get("metadata") or {})
+        return out
+    rm_type = sample.get("rm_type") or default_rm_type(sample["domain"])
     if rm_type is None:
         raise UserError(
             f"{where} (id {sample.get('id')!r}): no rm_type and domain {sample['domain']!r} has no default reward type"

@@ -24,6 +24,16 @@ def load_items(bench: BenchmarkSpec) -> list[dict[str, Any]]:
             )
         except (KeyError, ValueError) as exc:
             raise UserError(f"eval.benchmarks.{bench.name}: built-in test set failed: {exc}") from exc
+    elif bench.source == "files":  # a file-backed domain's test file (m2rl.data.files)
+        from m2rl.data.files import read_domain
+
+        if not bench.spec.get("path"):
+            raise UserError(f"eval.benchmarks.{bench.name}: a `files` benchmark needs a `path`")
+        items = read_domain(
+            str(bench.spec["path"]), bench.domain, "test", where=f"eval.benchmarks.{bench.name}"
+        )
+        if bench.spec.get("limit") is not None:
+            items = items[: int(bench.spec["limit"])]
     else:
         from m2rl.data.benchmarks import load_benchmark
 

@@ -13,6 +13,42 @@ from m2rl.errors import UserError
 BACKENDS = ("hf", "vllm")
 
 
+def eval_section(root: DictConfig) -> dict[str, Any]:
+    """`root.eval` as plain values, its benchmarks following the data config's domains.
+
+    Each file-backed domain with a `test` file (m2rl.data.files) gets a benchmark of its name
+    (`source: files`) unless one by that name exists. A built-in test set (`source: builtin`) of one
+    of the four domains that the data config does not generate (absent, or read from files) is left
+    out, so `data=files` evaluates only its own domains, on their test files. Other benchmarks (the
+    paper's, `general`) stay. Without a `data` section (a job's
+    saved config) the section is taken as it is: it was adjusted when the job was made.
+    """
+    ev = OmegaConf.to_container(root.eval, resolve=True)
+    assert isinstance(ev, dict)
+    data = root.get("data")
+    if data is None or not isinstance(ev.get("benchmarks"), dict):
+        return ev
+    from m2rl.data.files import domain_names, file_domains
+    from m2rl.data.schema import DOMAINS
+
+    domains, backed = domain_names(data), file_domains(data)
+    generated = [d for d in domains if d not in backed]
+    benchmarks = {
+        name: spec
+        for name, spec in ev["benchmarks"].items()
+        if not (
+            isinstance(spec, dict)
+            and spec.get("source") == "builtin"
+            and spec.get("domain") in DOMAINS  # an unknown one stays, to fail with its own error
+            and spec.get("domain") not in generated
+        )
+    }
+    for domain, splits in backed.items():
+        if splits["test"] is not None and domain in domains and benchmarks.get(domain) is None:
+            benchmarks[domain] = {"source": "files", "domain": domain, "path": splits["test"]}
+    return ev | {"benchmarks": benchmarks}
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How responses are sampled: the paper's eval uses temperature 1.0, top-p 0.7."""
@@ -75,8 +111,7 @@ class EvalSettings:
         """Build from the root config: `root.eval` plus `root.seed`; bad values raise UserError."""
         if "eval" not in root:
             raise UserError("config has no `eval` group (expected conf/eval/*.yaml, e.g. eval=tiny)")
-        ev = OmegaConf.to_container(root.eval, resolve=True)
-        assert isinstance(ev, dict)
+        ev = eval_section(root)
         where = "eval"
         backend = str(ev.get("backend", "hf"))
         if backend not in BACKENDS:

@@ -112,11 +112,11 @@ def merge_job(
 
 def eval_job(cfg: DictConfig, run: str, study: str | None = None, name: str | None = None) -> EvalJob:
     """Evaluating one run with this config's eval settings and verifiers."""
-    from m2rl.evaluate.settings import EvalSettings
+    from m2rl.evaluate.settings import EvalSettings, eval_section
 
     EvalSettings.from_cfg(cfg)  # validate before any work
     values = _common(cfg, name or "eval", study)
-    values |= {"run": run, "eval": section(cfg, "eval"), "verifiers": section(cfg, "verifiers") or {}}
+    values |= {"run": run, "eval": eval_section(cfg), "verifiers": section(cfg, "verifiers") or {}}
     return validated(EvalJob, values)
 
 
@@ -140,7 +140,7 @@ def analyze_job(
     publish: str | None = None,
 ) -> AnalyzeJob:
     """The analyses of `runs` (their SFT bases are added) with this config's analyze and eval settings."""
-    from m2rl.evaluate.settings import EvalSettings
+    from m2rl.evaluate.settings import EvalSettings, eval_section
 
     EvalSettings.from_cfg(cfg)  # validate before any work
     if cfg.get("analyze") is None:
@@ -149,7 +149,7 @@ def analyze_job(
     values |= {
         "runs": list(runs),
         "analyze": section(cfg, "analyze"),
-        "eval": section(cfg, "eval"),
+        "eval": eval_section(cfg),
         "verifiers": section(cfg, "verifiers") or {},
         "publish": publish,
     }

@@ -25,6 +25,9 @@ class VerifierConfig:
     sandbox_url: str | None = None  # SandboxFusion service instead of the local sandbox
     code_allow_unsandboxed: bool = False  # run programs even where the kernel cannot isolate them
     if_strict: bool = True  # IFEval strict (True) or loose (False) semantics
+    # Reward plugins from `verifiers.custom`: ((rm_type, "module:function" or a mapping as JSON), ...),
+    # sorted; workers register them before scoring (see m2rl.verifiers.plugins).
+    custom: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         checks = {
@@ -57,6 +60,10 @@ class VerifierConfig:
         code = get("code") or {}
         follow = get("instruction_following") or {}
         default = cls()
+        from m2rl.verifiers.plugins import custom_entries, use_plugins
+
+        custom = custom_entries(get("custom"))
+        use_plugins(custom)  # validated (and registered) when the config is read: exit 2 on a bad one
         return cls(
             require_think=bool(get("require_think", default.require_think)),
             seed=int(get("seed", default.seed)),
@@ -70,4 +77,5 @@ class VerifierConfig:
             sandbox_url=code.get("sandbox_url") or None,
             code_allow_unsandboxed=bool(code.get("allow_unsandboxed", default.code_allow_unsandboxed)),
             if_strict=bool(follow.get("strict", default.if_strict)),
+            custom=custom,
         )

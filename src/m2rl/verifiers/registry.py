@@ -1,9 +1,15 @@
 """The reward-type registry: rm_type -> (sample check, scorer, time budget), and `score`/`check_sample`.
 
-Routing is by `sample["rm_type"]`; without one, the domain name picks its default type. The domain
-names are also accepted as rm_type aliases. An unknown type, or a sample missing what its type
-needs, is a UserError (raised at data-validation time by `check_sample`, and by `score`), never a
-silent 0. Responses, on the other hand, never raise: any string scores in [0, 1].
+One registry, filled by `register`: the built-in types below register through it exactly as a
+user's plugins do (m2rl.verifiers.plugins: `verifiers.custom.<name>=module:function` in the config,
+or the `m2rl.rewards` entry point group of an installed package). The first type registered for a
+domain is that domain's default, and the domain name is accepted as an rm_type alias for it.
+
+Routing is by `sample["rm_type"]`; without one, the domain name picks its default type. An unknown
+type, or a sample missing what its type needs, is a UserError (raised at data-validation time by
+`check_sample`, and by `score`), never a silent 0. Responses, on the other hand, never raise: any
+string scores in [0, 1], and a scorer's reward outside [0, 1] (or not a number) scores 0 with the
+reason, whichever type produced it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from m2rl.verifiers.math_answer import score_math
 from m2rl.verifiers.multiple_choice import score_choice, valid_letters
 from m2rl.verifiers.sandbox import Limits, make_sandbox, require_isolation
 from m2rl.verifiers.unit_tests import score_code, unit_tests_of
-from m2rl.verifiers.verdict import Verdict, verdict
+from m2rl.verifiers.verdict import Verdict, short, verdict
 
 # A check returns None when the sample has what its reward type needs, else the problem.
 Check = Callable[[dict[str, Any]], str | None]
@@ -40,6 +46,11 @@ class RewardType:
     # (each round trip between processes costs ~90 us on a VM), few for code, whose items take up
     # to seconds and would leave the other workers idle behind a long queue at a batch's end.
     queue_depth: int = 16
+    # True where the scorer runs model-written programs and needs the sandbox's isolation checked
+    # (`check_runnable`) before a batch starts.
+    sandboxed: bool = False
+    # Where the type came from: "m2rl" for the built-ins, else the config path or entry point.
+    origin: str = "m2rl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,31 +169,78 @@ def _fixed_budget(seconds: float) -> Budget:
 
 
 # ---------------------------------------------------------------------------------------------
-_TYPES = [
+# The registry: rm_type name (and domain alias) -> RewardType. Tests may monkeypatch entries.
+RM_TYPES: dict[str, RewardType] = {}
+DOMAIN_ALIASES: dict[str, str] = {}  # domain -> its default rm_type
+
+
+def register(kind: RewardType, replace: bool = False) -> RewardType:
+    """Add a reward type; the first one of its domain becomes the domain's default (and alias).
+
+    Registering the same definition again is a no-op; another definition under a taken name (or
+    a name that is another domain's alias) is a UserError naming both origins -- except that with
+    `replace` (a config's plugins) a plugin of that name from an earlier config gives way.
+    """
+    existing = RM_TYPES.get(kind.name)
+    if existing == kind:
+        return existing
+    if replace and existing is not None and existing.name == kind.name and existing.origin != "m2rl":
+        RM_TYPES.update({key: kind for key, value in RM_TYPES.items() if value is existing})
+        if existing.domain != kind.domain and DOMAIN_ALIASES.get(existing.domain) == kind.name:
+            del DOMAIN_ALIASES[existing.domain]
+            RM_TYPES.pop(existing.domain, None) if existing.domain != kind.name else None
+        existing = None
+    if existing is not None:
+        taken = (
+            f"registered by {existing.origin}"
+            if existing.name == kind.name
+            else f"the {kind.name} domain's alias of {existing.name} ({existing.origin})"
+        )
+        raise UserError(f"reward type {kind.name!r} from {kind.origin}: the name is already {taken}")
+    RM_TYPES[kind.name] = kind
+    if kind.domain not in DOMAIN_ALIASES:
+        DOMAIN_ALIASES[kind.domain] = kind.name
+        RM_TYPES.setdefault(kind.domain, kind)
+    return kind
+
+
+for _kind in (
     RewardType("deepscaler", "math", _check_math, _score_math, lambda s, c: c.math_timeout_s + 5.0),
     RewardType("gpqa", "science", _check_gpqa, _score_gpqa, _fixed_budget(10.0)),
-    RewardType("unit_test", "code", _check_code, _score_code, _code_budget, queue_depth=4),
+    RewardType("unit_test", "code", _check_code, _score_code, _code_budget, queue_depth=4, sandboxed=True),
     RewardType("ifevalg", "if", _check_if, _score_if, _fixed_budget(20.0)),
     RewardType("ifbench", "if", _check_if, _score_if, _fixed_budget(20.0)),
-]
-DOMAIN_ALIASES = {"math": "deepscaler", "science": "gpqa", "code": "unit_test", "if": "ifevalg"}
-RM_TYPES: dict[str, RewardType] = {t.name: t for t in _TYPES}
-RM_TYPES.update({alias: RM_TYPES[name] for alias, name in DOMAIN_ALIASES.items()})
+):
+    register(_kind)
+
+
+def default_rm_type(domain: str) -> str | None:
+    """The reward type a sample of `domain` without an rm_type gets (None if the domain has none)."""
+    from m2rl.verifiers.plugins import discover
+
+    if domain not in DOMAIN_ALIASES:
+        discover(domain)  # an installed plugin of that name may declare it
+    return DOMAIN_ALIASES.get(domain)
 
 
 def reward_type(sample: dict[str, Any], where: str = "sample") -> RewardType:
     """The reward type of a sample (its rm_type, else its domain's default); UserError if unknown."""
+    from m2rl.verifiers.plugins import discover
+
     if not isinstance(sample, dict):
         raise UserError(f"{where}: a sample must be an object, got {type(sample).__name__}")
-    name = sample.get("rm_type") or DOMAIN_ALIASES.get(str(sample.get("domain")))
+    name = sample.get("rm_type") or default_rm_type(str(sample.get("domain")))
     if name is None:
         raise UserError(
             f"{where} (id {sample.get('id')!r}): no rm_type and domain {sample.get('domain')!r} has no default; "
-            f"set rm_type to one of {', '.join(RM_TYPES)}"
+            f"set rm_type to one of {', '.join(RM_TYPES)} (or register a reward plugin for it)"
         )
     if name not in RM_TYPES:
+        discover(name)
+    if name not in RM_TYPES:
         raise UserError(
-            f"{where} (id {sample.get('id')!r}): unknown rm_type {name!r}; choose from {', '.join(RM_TYPES)}"
+            f"{where} (id {sample.get('id')!r}): unknown rm_type {name!r}; choose from {', '.join(RM_TYPES)} "
+            "or register a reward plugin (verifiers.custom.<name>=module:function)"
         )
     return RM_TYPES[name]
 
@@ -190,7 +248,7 @@ def reward_type(sample: dict[str, Any], where: str = "sample") -> RewardType:
 def check_runnable(samples: list[dict[str, Any]], config: VerifierConfig) -> None:
     """UserError if code samples would run in a local sandbox that cannot isolate them here
     (unless `verifiers.code.allow_unsandboxed`); probed once per process."""
-    if config.sandbox_url is None and any(reward_type(s).domain == "code" for s in samples):
+    if config.sandbox_url is None and any(reward_type(s).sandboxed for s in samples):
         require_isolation(config.code_allow_unsandboxed)
 
 
@@ -205,6 +263,10 @@ def check_sample(sample: dict[str, Any], where: str) -> None:
 def score(sample: dict[str, Any], response: str, config: VerifierConfig | None = None) -> Verdict:
     """Score one response to one sample: binary reward and reason; raises only for a bad sample."""
     config = config or VerifierConfig()
+    if config.custom:
+        from m2rl.verifiers.plugins import use_plugins
+
+        use_plugins(config.custom)  # a worker process learns the config's plugins here
     check_sample(sample, "sample")
     kind = reward_type(sample)
     text = scored_text(response, config.require_think)
@@ -216,5 +278,23 @@ def score(sample: dict[str, Any], response: str, config: VerifierConfig | None =
         raise
     except Exception as exc:  # a verifier bug must not kill training; the reason records it
         return verdict(False, f"verifier error {type(exc).__name__}: {exc}")
-    reward = min(1.0, max(0.0, float(result.reward)))
-    return Verdict(reward, result.reason)
+    return checked_verdict(result, kind.name)
+
+
+def checked_verdict(result: Any, name: str) -> Verdict:
+    """A scorer's result as a Verdict with a reward in [0, 1]; anything else scores 0 with the reason."""
+    if isinstance(result, Verdict):
+        reward, reason = result.reward, result.reason
+    elif isinstance(result, tuple) and len(result) == 2:
+        reward, reason = result
+    else:
+        reward, reason = result, ""
+    try:
+        value = float(reward)
+    except (TypeError, ValueError):
+        return verdict(False, f"reward type {name} returned {short(repr(reward), 60)}, not a number")
+    if not 0.0 <= value <= 1.0:  # also NaN
+        return verdict(False, f"reward type {name} returned {value!r}, outside [0, 1]")
+    if not reason:
+        reason = "correct" if value == 1.0 else "incorrect" if value == 0.0 else f"partial {value:g}"
+    return Verdict(value, short(str(reason)))
