@@ -34,3 +34,11 @@ def test_colliding_labels_are_told_apart_by_study_then_backend_then_name():
     assert unique_labels(group_replicates(merges)) == ["Merge (TIES) [paper]", "Merge (TIES) [mergekit]"]
     by_name = group_replicates([expert("x", 0, name="first"), expert("y", 0, name="second")])
     assert unique_labels(by_name) == ["RL-Math [first]", "RL-Math [second]"]
+
+
+def test_a_studys_mixed_run_on_its_own_domains_is_rl_multi():
+    """A user's domains: the study's mixed run is still RL-Multi; a hand-made partial mix is RL-Mix(...)."""
+    study_mixed = RunRecord("a", "rl", name="five-s0-rl-mixed", domains=("math", "sort"), study="five")
+    by_hand = RunRecord("b", "rl", name="rl-math-sort", domains=("math", "sort"))
+    paper_four = RunRecord("c", "rl", name="mine", domains=("math", "code", "science", "if"))
+    assert [r.label for r in (study_mixed, by_hand, paper_four)] == ["RL-Multi", "RL-Mix(Math+sort)", "RL-Multi"]

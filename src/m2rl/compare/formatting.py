@@ -8,7 +8,7 @@ import math
 from m2rl.compare.core import Comparison
 from m2rl.compare.costs import format_hours
 from m2rl.compare.intervals import Estimate
-from m2rl.compare.records import ALL_TRAINING_DOMAINS
+from m2rl.compare.records import trains_on_all_domains
 from m2rl.compare.statistics import Row
 
 DASH = "—"
@@ -69,7 +69,7 @@ def compact(estimate: Estimate | None, is_difference: bool = False) -> str:
 
 def trained_on(row: Row) -> str:
     """The training domains in words (`all` for the four)."""
-    if row.role == "mixed" and set(row.record.domains) >= ALL_TRAINING_DOMAINS:
+    if row.role == "mixed" and trains_on_all_domains(row.record):
         return "all"
     return row.record.trained_on
 

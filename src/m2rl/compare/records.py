@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 DOMAIN_ORDER = ("math", "code", "science", "if", "general")
 DOMAIN_LABELS = {"math": "Math", "code": "Code", "science": "Science", "if": "IF", "general": "General"}
 ALL_TRAINING_DOMAINS = frozenset({"math", "code", "science", "if"})
+# A study names its mixed run `<study>-s<seed>-rl-mixed` (m2rl.study.plan): it trains on all of the
+# study's domains, whichever they are (a user's own domains included).
+STUDY_MIXED_SUFFIX = "-rl-mixed"
 # Merge methods as the literature writes them; `paper_<method>` (MergeLM semantics) reads the same.
 METHOD_LABELS = {
     "average": "Average",
@@ -99,6 +102,14 @@ def method_label(method: str) -> str:
     return METHOD_LABELS.get(key, key.replace("_", " ").title())
 
 
+def trains_on_all_domains(record: RunRecord) -> bool:
+    """A mixed RL run on the paper's four domains, or a study's mixed run on all of the study's."""
+    return record.kind == "rl" and (
+        set(record.domains) >= ALL_TRAINING_DOMAINS
+        or (bool(record.study) and len(record.domains) > 1 and record.name.endswith(STUDY_MIXED_SUFFIX))
+    )
+
+
 def default_label(record: RunRecord) -> str:
     """The paper's row names: Base, SFT, RL-Math, RL-Multi, Merge (TIES)."""
     if record.kind == "model":
@@ -108,7 +119,7 @@ def default_label(record: RunRecord) -> str:
     if record.kind == "rl":
         if len(record.domains) == 1:
             return f"RL-{DOMAIN_LABELS.get(record.domains[0], record.domains[0])}"
-        if set(record.domains) >= ALL_TRAINING_DOMAINS:
+        if trains_on_all_domains(record):
             return "RL-Multi"
         return "RL-Mix(" + "+".join(DOMAIN_LABELS.get(d, d) for d in record.domains) + ")"
     if record.kind == "merge":
