@@ -36,6 +36,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from m2rl.errors import UserError
 from m2rl.verifiers.registry import RM_TYPES, RewardType, register
 from m2rl.verifiers.verdict import Verdict, verdict
@@ -53,14 +55,8 @@ def custom_entries(node: Any) -> tuple[tuple[str, str], ...]:
     """`verifiers.custom` as sorted (rm_type, target) pairs, a mapping target as JSON (hashable, picklable)."""
     if node is None:
         return ()
-    if not isinstance(node, Mapping):
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(node, DictConfig):
-                node = OmegaConf.to_container(node, resolve=True)
-        except ImportError:  # pragma: no cover - omegaconf is a dependency
-            pass
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
     if not isinstance(node, Mapping):
         raise UserError(f"verifiers.custom: expected a mapping rm_type -> module:function, got {node!r}")
     entries = []
