@@ -234,6 +234,18 @@ def test_served_teacher_routes_its_domain_to_the_server_and_matches_in_process(
     assert trainer._metrics["train"]["math/reverse_kl"] and trainer._metrics["train"]["code/reverse_kl"]
 
 
+def test_a_teacher_server_that_does_not_answer_is_one_user_error(monkeypatch):
+    from trl.generation import vllm_client
+
+    from m2rl.engine.distill import ServedTeacher
+    from m2rl.errors import UserError
+
+    monkeypatch.setattr(vllm_client, "VLLMClient", FakeVLLMClient)
+    monkeypatch.setattr(FakeVLLMClient, "models", {})
+    with pytest.raises(UserError, match=r"the math teacher server \(localhost:8009.*did not answer"):
+        ServedTeacher("math", "localhost:8009", 1.0, connection_timeout=0.0)
+
+
 def test_served_log_probs_align_with_the_completion_mask_and_refuse_a_missing_token():
     from m2rl.engine.distill import served_logps, served_request
     from m2rl.errors import UserError
@@ -340,6 +352,13 @@ def test_bad_inputs_are_one_line_errors_before_any_run(ledger_with_sft, tmp_path
         )
     )
     assert "distill.teachers_served.math=h: expected host:port" in line
+    line = _one_line_error(
+        distill(
+            *("--teachers", "rl-math", "--from", "sft", "--domains", "math", "--dry-run"),
+            *("+distill.teachers_served.math=h:1", "distill.temperature=0.7"),
+        )
+    )
+    assert "needs distill.temperature=1.0" in line
     assert not [r for r in Ledger(ledger.root).runs() if r.kind == "distill"]
 
 
