@@ -127,6 +127,146 @@ def test_mixed_batch_routes_each_sample_to_its_own_teacher(ledger_with_sft, tmp_
     assert logged["math/reverse_kl"] and logged["code/reverse_kl"]
 
 
+def _real_vllm_client():
+    from trl.generation.vllm_client import VLLMClient
+
+    return VLLMClient
+
+
+REAL_VLLM_CLIENT = _real_vllm_client()  # before any test stands the fake in
+
+
+class FakeVLLMClient:
+    """TRL's VLLMClient for tests: `get_sequence_logprobs` computes vLLM's prompt log-probs with an HF
+    model in this process (top-k by rank, plus the actual token when outside them, as vLLM returns them)
+    and formats them with TRL's own `_format_sequence_logprobs`; no server, no network."""
+
+    models: dict[str, str] = {}  # "http://host:port" -> the model directory "served" there
+    calls: list[tuple[str, list[list[int]], list[int]]] = []
+
+    def __init__(self, base_url: str, connection_timeout: float = 0.0):
+        from transformers import AutoModelForCausalLM
+
+        if base_url not in self.models:
+            raise ConnectionError(f"The vLLM server can't be reached at {base_url}")
+        self.base_url = base_url
+        self.model = AutoModelForCausalLM.from_pretrained(self.models[base_url])
+
+    def get_sequence_logprobs(self, sequences, prompt_lengths, top_logprobs=100, temperature=1.0, **_):
+        self.calls.append((self.base_url, sequences, prompt_lengths))
+        results = []
+        for sequence, prompt_length in zip(sequences, prompt_lengths, strict=True):
+            with torch.no_grad():
+                logits = self.model(input_ids=torch.tensor([sequence])).logits[0, :-1].float() / temperature
+            logps = torch.log_softmax(logits, dim=-1)
+            ranks = logps.argsort(dim=-1, descending=True).argsort(dim=-1) + 1
+            prompt_logprobs = [None]  # vLLM scores no first token
+            for position, token in enumerate(sequence[1:]):
+                keep = set(logps[position].topk(top_logprobs).indices.tolist()) | {token}
+                prompt_logprobs.append(
+                    {
+                        str(t): {"logprob": float(logps[position, t]), "rank": int(ranks[position, t])}
+                        for t in keep
+                    }
+                )
+            choice = {"prompt_logprobs": prompt_logprobs}
+            results.append(
+                REAL_VLLM_CLIENT._format_sequence_logprobs(choice, sequence, prompt_length, top_logprobs)
+            )
+        return {key: [result[key] for result in results] for key in results[0]}
+
+
+def test_served_teacher_routes_its_domain_to_the_server_and_matches_in_process(
+    ledger_with_sft, tmp_path, monkeypatch
+):
+    from transformers import AutoModelForCausalLM
+    from trl.generation import vllm_client
+
+    from m2rl.engine.distill import ServedTeacher
+    from m2rl.jobs.rl import training_samples
+
+    ledger, sft = ledger_with_sft
+    teachers = {
+        "math": _expert(ledger, "rl-math", "math", sft, sft.model_dir, seed=1),
+        "code": _expert(ledger, "rl-code", "code", sft, sft.model_dir, seed=2),
+    }
+    paths = {d: str(t.model_dir) for d, t in teachers.items()}
+    monkeypatch.setattr(vllm_client, "VLLMClient", FakeVLLMClient)
+    monkeypatch.setattr(FakeVLLMClient, "models", {"http://localhost:8001": paths["math"]})
+    monkeypatch.setattr(FakeVLLMClient, "calls", [])
+    cfg = compose_config([*FAST_DISTILL, "+distill.teachers_served.math=localhost:8001"])
+    spec = resolve(distill_job(cfg, "d", [t.id for t in teachers.values()], sft.id, ["math", "code"]), ledger)
+    trainer, _, _ = build_trainer(spec, tmp_path / "out", str(sft.model_dir), paths, training_samples(spec))
+    assert isinstance(trainer.teachers["math"], ServedTeacher)
+    assert not isinstance(trainer.teachers["code"], ServedTeacher)  # in-process, as before
+    trainer.model.train()
+    rows = list(trainer.train_dataset)
+    inputs = [r for d in ("code", "math") for r in [next(x for x in rows if x["domain"] == d)] * 4]
+    output = trainer._generate_and_score_completions(inputs)
+
+    (call,) = FakeVLLMClient.calls  # one request, for the math rows only
+    mask = output["completion_mask"].float()
+    math_rows = [i for i, r in enumerate(inputs) if r["domain"] == "math"]
+    for sequence, prompt_length, i in zip(call[1], call[2], math_rows, strict=True):
+        prompt = output["prompt_ids"][i][output["prompt_mask"][i].bool()].tolist()
+        length = int(mask[i].sum())
+        assert prompt_length == len(prompt)
+        assert sequence == prompt + output["completion_ids"][i][:length].tolist()
+
+    input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+    attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+    length = output["completion_ids"].size(1)
+    student = _completion_logps(
+        AutoModelForCausalLM.from_pretrained(sft.model_dir), input_ids, attention, length, 1.0
+    )
+    expected = {
+        d: (
+            _completion_logps(AutoModelForCausalLM.from_pretrained(p), input_ids, attention, length, 1.0)
+            - student
+        )
+        * mask
+        for d, p in paths.items()
+    }
+    for i, row in enumerate(inputs):
+        own, other = row["domain"], "code" if row["domain"] == "math" else "math"
+        torch.testing.assert_close(output["advantages"][i], expected[own][i], atol=1e-4, rtol=1e-4)
+        assert (output["advantages"][i] - expected[other][i]).abs().max() > 1e-2  # a mis-route would show
+    assert trainer._metrics["train"]["math/reverse_kl"] and trainer._metrics["train"]["code/reverse_kl"]
+
+
+def test_a_teacher_server_that_does_not_answer_is_one_user_error(monkeypatch):
+    from trl.generation import vllm_client
+
+    from m2rl.engine.distill import ServedTeacher
+    from m2rl.errors import UserError
+
+    monkeypatch.setattr(vllm_client, "VLLMClient", FakeVLLMClient)
+    monkeypatch.setattr(FakeVLLMClient, "models", {})
+    with pytest.raises(UserError, match=r"the math teacher server \(localhost:8009.*did not answer"):
+        ServedTeacher("math", "localhost:8009", 1.0, connection_timeout=0.0)
+
+
+def test_served_log_probs_align_with_the_completion_mask_and_refuse_a_missing_token():
+    from m2rl.engine.distill import served_logps, served_request
+    from m2rl.errors import UserError
+
+    prompt_ids = torch.tensor([[0, 5, 6], [7, 8, 9]])
+    prompt_mask = torch.tensor([[0, 1, 1], [1, 1, 1]])  # left padding
+    completion_ids = torch.tensor([[1, 2, 3], [4, 0, 0]])
+    completion_mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    sequences, prompt_lengths, lengths = served_request(
+        prompt_ids, prompt_mask, completion_ids, completion_mask
+    )
+    assert sequences == [[5, 6, 1, 2, 3], [7, 8, 9, 4]]
+    assert (prompt_lengths, lengths) == ([2, 3], [3, 1])
+    scored = served_logps([[[-1.0], [-2.0], [-3.0]], [[-4.0]]], lengths, completion_mask, "server")
+    assert scored.tolist() == [[-1.0, -2.0, -3.0], [-4.0, 0.0, 0.0]]
+    with pytest.raises(UserError, match="no finite log-prob for the sampled token at row 1, position 0"):
+        served_logps([[[-1.0], [-2.0], [-3.0]], [[-math.inf]]], lengths, completion_mask, "server")
+    with pytest.raises(UserError, match="returned 2 log-probs for a 3-token completion"):
+        served_logps([[[-1.0], [-2.0]], [[-4.0]]], lengths, completion_mask, "server")
+
+
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -200,6 +340,25 @@ def test_bad_inputs_are_one_line_errors_before_any_run(ledger_with_sft, tmp_path
     assert "not a completed SFT run" in line
     line = _one_line_error(distill("--teachers", "rl-math", "--from", "sft", "distill.steps=-1"))
     assert "distill.steps" in line  # a bad recipe value is one line too
+    line = _one_line_error(
+        distill(
+            "--teachers", "rl-math", "--from", "sft", "--domains", "math", "+distill.teachers_served.code=h:1"
+        )
+    )
+    assert "distill.teachers_served.code: code is not one of this run's domains (math)" in line
+    line = _one_line_error(
+        distill(
+            "--teachers", "rl-math", "--from", "sft", "--domains", "math", "+distill.teachers_served.math=h"
+        )
+    )
+    assert "distill.teachers_served.math=h: expected host:port" in line
+    line = _one_line_error(
+        distill(
+            *("--teachers", "rl-math", "--from", "sft", "--domains", "math", "--dry-run"),
+            *("+distill.teachers_served.math=h:1", "distill.temperature=0.7"),
+        )
+    )
+    assert "needs distill.temperature=1.0" in line
     assert not [r for r in Ledger(ledger.root).runs() if r.kind == "distill"]
 
 
@@ -325,3 +484,14 @@ def test_analyze_groups_the_distill_run_into_its_lineage(ledger_with_sft):
     (lineage,) = group(ledger, [sft, expert, Ledger(ledger.root).get(student.id)])
     assert [run.id for run in lineage.distills] == [student.id]
     assert [label for label, _ in lineage.models()] == ["SFT", "RL-Math", "MT-OPD"]
+
+
+def test_serving_a_teacher_keeps_the_run_identity():
+    served = compose_config([*FAST_DISTILL, "+distill.teachers_served.math=localhost:8001"])
+    spec = distill_job(served, "d", ["a", "b"], "sft", ["math", "code"])
+    assert spec.served_teachers() == {"math": "localhost:8001"}
+    plain = distill_job(compose_config(FAST_DISTILL), "d", ["a", "b"], "sft", ["math", "code"])
+    assert spec.identity() == plain.identity()  # in-process or served: the same run, reused as such
+    assert (
+        spec.identity() != distill_job(compose_config(), "d", ["a", "b"], "sft", ["math", "code"]).identity()
+    )

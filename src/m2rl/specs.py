@@ -218,9 +218,13 @@ class JobSpec(Strict):
 
     def identity(self) -> str:
         """A short hash of everything that decides this job's output, to recognise a finished run."""
-        payload = self.model_dump(mode="json", exclude=set(self.NOT_IDENTITY))
+        payload = self.model_dump(mode="json", exclude=self._identity_exclude())
         text = json.dumps([self.kind, payload], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _identity_exclude(self) -> Any:
+        """What `model_dump(exclude=...)` leaves out of the identity."""
+        return set(self.NOT_IDENTITY)
 
     def to_json(self) -> str:
         """The spec as JSON (what the run directory keeps in job.json)."""
@@ -369,6 +373,9 @@ class DistillRecipe(Strict):
     report_to: list[str] = []
     bf16: bool = False
     gradient_checkpointing: bool = False
+    # domain -> "host:port" of a `trl vllm-serve --model <that teacher's model dir>` server; the
+    # domains not named here are scored in-process (engine/distill.py, ServedTeacher)
+    teachers_served: dict[str, str] = {}
 
     def rollout_batch(self, world_size: int) -> tuple[int, int]:
         """(completions per optimizer step, gradient-accumulation steps) at this world size."""
@@ -396,6 +403,43 @@ class DistillJob(JobSpec):
     verifiers: dict[str, Any]
     launcher: LauncherSpec
 
+    def _identity_exclude(self) -> Any:
+        # where a teacher is scored (in-process or on a vLLM server) does not decide the output
+        return {**dict.fromkeys(self.NOT_IDENTITY, True), "distill": {"teachers_served": True}}
+
+    def served_teachers(self) -> dict[str, str]:
+        """domain -> "host:port" of each vLLM-served teacher, checked (UserError naming the key)."""
+        served = dict(self.distill.teachers_served)
+        for domain, address in served.items():
+            key = f"distill.teachers_served.{domain}"
+            if domain not in self.domains:
+                raise UserError(
+                    f"{key}: {domain} is not one of this run's domains ({', '.join(self.domains)})"
+                )
+            match = _ADDRESS.match(str(address))
+            if not match or not 1 <= int(match.group(2)) <= 65535:
+                raise UserError(
+                    f"{key}={address}: expected host:port of a `trl vllm-serve` server, e.g. localhost:8001"
+                )
+            student = self.distill.vllm
+            if (
+                self.distill.rollout == "vllm"
+                and student.mode == "server"
+                and (match.group(1), int(match.group(2))) == (student.server_host, student.server_port)
+            ):
+                raise UserError(
+                    f"{key}={address} is the student's vLLM server (distill.vllm); give the teacher its own port"
+                )
+        if served and self.distill.temperature != 1.0:
+            raise UserError(
+                f"distill.teachers_served needs distill.temperature=1.0 (got {self.distill.temperature}): vLLM's "
+                "prompt log-probs are not scaled by temperature, so a served teacher would be scored at 1.0"
+            )
+        return served
+
+
+# host:port (a name, an IPv4 address or a bracketed IPv6 address), as `m2rl distill` accepts for a teacher server
+_ADDRESS = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
 
 SPEC_TYPES[DistillJob.kind] = DistillJob
 

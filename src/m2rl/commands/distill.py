@@ -80,9 +80,12 @@ def command(
     check_config(cfg)
     domain_list = parse_domains(domains) if domains else None
     spec = distill_job(cfg, name or "distill", parse_teachers(teachers), from_run, domain_list)
+    served = spec.served_teachers()
     if dry_run:
         print_config(cfg, "m2rl distill: resolved config (dry run)")
         console.print(trl_mapping_table(spec))
+        where = ", ".join(f"{d} on the vLLM server at {a}" for d, a in served.items())
+        console.print(f"teachers: {where + '; the others' if where else 'all'} in the training process")
         return
     quiet_libraries()
     from m2rl.config import to_container

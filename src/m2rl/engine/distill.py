@@ -20,7 +20,10 @@ so the loss is -A * log p_student exactly as the paper's script has it.
 
 Teachers are frozen copies (`requires_grad` off, eval mode, scored under `torch.inference_mode`) on
 the student's device; their scoring runs in the training process, so
-the run's device-hours (process CPU time on a CPU, GPU wall time on GPUs) include it.
+the run's device-hours (process CPU time on a CPU, GPU wall time on GPUs) include it. A domain named
+in `distill.teachers_served` is scored instead by a `trl vllm-serve` server of its teacher
+(`ServedTeacher`, through TRL's `VLLMClient.get_sequence_logprobs`): the server's own GPU time is
+not in the run's device-hours, only the wait for it (in `time/teacher_s`).
 """
 
 from __future__ import annotations
@@ -192,6 +195,84 @@ def domain_rows(domains: list[str]) -> dict[str, list[int]]:
     return dict(rows)
 
 
+def served_request(prompt_ids, prompt_mask, completion_ids, completion_mask):
+    """(sequences, prompt lengths, completion lengths) for a teacher server: each row's prompt without its
+    (left) padding, then its completion up to its last unmasked token (none when the row is all masked)."""
+    sequences, prompt_lengths, lengths = [], [], []
+    for ids, keep, completion, mask in zip(
+        prompt_ids, prompt_mask, completion_ids, completion_mask, strict=True
+    ):
+        prompt = ids[keep.bool()].tolist()
+        unmasked = mask.nonzero()
+        length = int(unmasked[-1]) + 1 if len(unmasked) else 0
+        sequences.append(prompt + completion[:length].tolist())
+        prompt_lengths.append(len(prompt))
+        lengths.append(length)
+    return sequences, prompt_lengths, lengths
+
+
+def served_logps(actual_logprobs: list, lengths: list[int], completion_mask, where: str):
+    """TRL's `actual_logprobs` (rows x tokens x 1) as a (rows, T) tensor aligned with `completion_mask`,
+    0 on padding; a masked position without a finite log-prob is a UserError naming `where`."""
+    import torch
+
+    scored = torch.zeros(completion_mask.shape, dtype=torch.float32)
+    for row, (values, length) in enumerate(zip(actual_logprobs, lengths, strict=True)):
+        if len(values) != length:
+            raise UserError(f"{where} returned {len(values)} log-probs for a {length}-token completion")
+        if length:
+            scored[row, :length] = torch.tensor([value[0] for value in values], dtype=torch.float32)
+    mask = completion_mask.detach().to("cpu").bool()
+    bad = mask & ~torch.isfinite(scored)
+    if bad.any():
+        row, position = (int(i) for i in bad.nonzero()[0])
+        raise UserError(
+            f"{where} gave no finite log-prob for the sampled token at row {row}, position {position} "
+            f"({int(bad.sum())} such tokens); serve the teacher with `trl vllm-serve` (vLLM's prompt log-probs "
+            "always include the actual token)"
+        )
+    return torch.where(mask, scored, torch.zeros_like(scored))
+
+
+class ServedTeacher:
+    """A frozen teacher behind `trl vllm-serve --model <its model dir>`: per-token log p(y_t) of given
+    sequences, by TRL's `VLLMClient.get_sequence_logprobs` (vLLM prompt log-probs, no generation).
+
+    `top_logprobs=1` is enough: vLLM's prompt log-probs hold the actual token at any rank besides the
+    top k, and TRL's client reads the actual token's entry from the whole mapping (`actual_logprobs`).
+    vLLM does not scale prompt log-probs by temperature, so these are at temperature 1.0, and
+    `DistillJob.served_teachers` refuses a served teacher at any other temperature.
+    """
+
+    def __init__(self, domain: str, address: str, temperature: float, connection_timeout: float = 60.0):
+        from trl.generation import vllm_client  # looked up here, so that tests can stand a fake in
+
+        self.domain, self.address, self.temperature = domain, address, temperature
+        self.where = f"the {domain} teacher server ({address}, distill.teachers_served.{domain})"
+        try:
+            self.client = vllm_client.VLLMClient(
+                base_url=f"http://{address}", connection_timeout=connection_timeout
+            )
+        except ImportError as exc:  # the client needs vllm and requests installed
+            raise UserError(f"distill.teachers_served.{domain}: {exc}") from exc
+        except OSError as exc:  # requests' ConnectionError, raised after connection_timeout
+            raise UserError(
+                f"{self.where} did not answer within {connection_timeout:.0f} s; start it with "
+                "`trl vllm-serve --model <the expert run>/model --port PORT` (README, Distillation)"
+            ) from exc
+
+    def logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask):
+        """log p_teacher of each completion token, (rows, T) on the completion's device, 0 on padding."""
+        sequences, prompt_lengths, lengths = served_request(
+            prompt_ids, prompt_mask, completion_ids, completion_mask
+        )
+        result = self.client.get_sequence_logprobs(
+            sequences, prompt_lengths, top_logprobs=1, temperature=self.temperature
+        )
+        scored = served_logps(result["actual_logprobs"], lengths, completion_mask, self.where)
+        return scored.to(completion_mask.device)
+
+
 def distill_trainer_class():
     """TimedGRPOTrainer with the advantage replaced by the routed teachers' per-token log-ratio."""
     import torch
@@ -201,7 +282,7 @@ def distill_trainer_class():
     class DistillTrainer(base):
         """GRPO's rollouts and loss; advantage = log p_teacher(own domain) - log p_student, per token."""
 
-        teachers: dict[str, Any]  # domain -> frozen teacher model on the student's device
+        teachers: dict[str, Any]  # domain -> frozen teacher model on the student's device, or a ServedTeacher
         distill_domains: list[str]  # every domain of the run (the same metric keys on every rank)
         teacher_seconds = 0.0  # this optimizer step's teacher scoring
 
@@ -210,6 +291,8 @@ def distill_trainer_class():
             from trl.trainer.utils import add_fused_lm_head
 
             for teacher in teachers.values():  # as GRPOTrainer patches its reference model
+                if isinstance(teacher, ServedTeacher):
+                    continue
                 add_fused_lm_head(
                     teacher, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32
                 )
@@ -242,8 +325,17 @@ def distill_trainer_class():
                     )
                 index = torch.tensor(rows, device=input_ids.device)
                 ids, attention = input_ids[index], attention_mask[index]
-                with torch.inference_mode():
-                    scored = self._logps(self.teachers[domain], ids, attention, logits_to_keep)
+                model = self.teachers[domain]
+                if isinstance(model, ServedTeacher):
+                    scored = model.logps(
+                        output["prompt_ids"][index],
+                        output["prompt_mask"][index],
+                        output["completion_ids"][index],
+                        output["completion_mask"][index],
+                    )
+                else:
+                    with torch.inference_mode():
+                        scored = self._logps(model, ids, attention, logits_to_keep)
                 teacher[index] = scored.clone().to(teacher.dtype)
                 # the student scored on the same rows in the same chunks, so equal weights give equal numbers
                 with torch.no_grad():
@@ -339,8 +431,14 @@ def build_trainer(
     )
     trainer.clock = clock
     device = trainer.accelerator.device
+    served = spec.served_teachers()
     trainer.set_teachers(
-        {domain: load_teacher(path, dtype, device) for domain, path in teacher_paths.items()}
+        {
+            domain: ServedTeacher(domain, served[domain], recipe.temperature)
+            if domain in served
+            else load_teacher(path, dtype, device)
+            for domain, path in teacher_paths.items()
+        }
     )
     trainer.distill_domains = list(spec.domains)
     return trainer, tokenizer, dropped

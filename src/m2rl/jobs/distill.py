@@ -56,6 +56,7 @@ def _is_study(ledger: Ledger, ref: str) -> bool:
 
 def teacher_runs(ledger: Ledger, spec: DistillJob) -> tuple[Run, dict[str, Run]]:
     """(the SFT run, domain -> teacher run), every check a user can act on made here."""
+    spec.served_teachers()  # a vLLM-served teacher of a domain the run lacks, or a bad address
     sft = _sft_run(ledger, spec.start_from)
     refs = spec.teachers
     if len(refs) == 1 and _is_study(ledger, refs[0]):
