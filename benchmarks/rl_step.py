@@ -19,7 +19,7 @@ Each variant runs in its own subprocess with the same `torch.set_num_threads` (`
 because the machine may be shared. A step's wall time is the interval between consecutive
 `on_step_end` events (so every step carries its optimizer update, logging and callbacks); the first
 `--warmup` steps of each run are discarded. To see those events in m2rl the benchmark wraps
-`m2rl.engine.grpo._trainer_class` so the trainer gets one extra timing callback, the same one the
+`m2rl.engine.grpo.timed_trainer_class` so the trainer gets one extra timing callback, the same one the
 bare trainer gets. Tokens per step are the increments of TRL's logged `num_tokens` (prompt +
 completion tokens). CPU s/step is the training process's own CPU time over the same intervals,
 steadier than wall time when other processes share the cores. `--keep DIR` keeps each run's
@@ -124,9 +124,9 @@ def _train_m2rl(cfg, model_path: str, samples: list[dict], domain: str, steps: i
     from m2rl.jobs.build import rl_job
     from m2rl.ledger import Device, Ledger, attempt
 
-    original = grpo._trainer_class
+    original = grpo.timed_trainer_class
 
-    def timed_trainer_class():
+    def with_timer():
         class BenchTrainer(original()):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
@@ -134,7 +134,7 @@ def _train_m2rl(cfg, model_path: str, samples: list[dict], domain: str, steps: i
 
         return BenchTrainer
 
-    grpo._trainer_class = timed_trainer_class
+    grpo.timed_trainer_class = with_timer
     spec = rl_job(cfg, f"bench-rl-{domain}", [domain], None)
     spec = spec.model_copy(update={"steps": steps})
     run = Ledger(workdir / "runs").create(

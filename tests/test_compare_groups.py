@@ -41,4 +41,8 @@ def test_a_studys_mixed_run_on_its_own_domains_is_rl_multi():
     study_mixed = RunRecord("a", "rl", name="five-s0-rl-mixed", domains=("math", "sort"), study="five")
     by_hand = RunRecord("b", "rl", name="rl-math-sort", domains=("math", "sort"))
     paper_four = RunRecord("c", "rl", name="mine", domains=("math", "code", "science", "if"))
-    assert [r.label for r in (study_mixed, by_hand, paper_four)] == ["RL-Multi", "RL-Mix(Math+sort)", "RL-Multi"]
+    assert [r.label for r in (study_mixed, by_hand, paper_four)] == [
+        "RL-Multi",
+        "RL-Mix(Math+sort)",
+        "RL-Multi",
+    ]

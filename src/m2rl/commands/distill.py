@@ -20,7 +20,7 @@ from m2rl.commands.common import (
     print_config,
     resume_hint,
 )
-from m2rl.commands.rl import _lookup
+from m2rl.commands.rl import recipe_table
 from m2rl.commands.sft import report, resume_run, start_run
 from m2rl.console import console, quiet_libraries
 
@@ -103,13 +103,5 @@ def trl_mapping_table(spec) -> Table:
     args = build_distill_config(
         spec.distill, Path("/tmp/m2rl-dry-run"), spec.steps, world, use_cpu=True, seed=spec.seed
     )
-    recipe = spec.distill.model_dump()
-    table = Table(title=f"MT-OPD recipe -> trl.GRPOConfig ({'+'.join(spec.domains)}, {world} processes)")
-    for column in ("paper recipe", "m2rl key = value", "TRL option = value"):
-        table.add_column(column, overflow="fold")
-    for item in DISTILL_MAPPING:
-        keys = "\n".join(f"distill.{key} = {_lookup(recipe, key)}" for key in item.keys) or "(fixed)"
-        options = item.options(spec.distill, spec.steps, world, True)
-        trl = "\n".join(f"{option} = {getattr(args, option)}" for option in options)
-        table.add_row(item.paper, keys, trl)
-    return table
+    title = f"MT-OPD recipe -> trl.GRPOConfig ({'+'.join(spec.domains)}, {world} processes)"
+    return recipe_table(title, "distill", DISTILL_MAPPING, spec.distill, args, spec.steps, world)

@@ -81,13 +81,19 @@ def trl_mapping_table(spec) -> Table:
     args = build_grpo_config(
         spec.rl, Path("/tmp/m2rl-dry-run"), spec.steps, world, use_cpu=True, seed=spec.seed
     )
-    recipe = spec.rl.model_dump()
-    table = Table(title=f"GRPO recipe -> trl.GRPOConfig ({'+'.join(spec.domains)}, {world} processes)")
+    title = f"GRPO recipe -> trl.GRPOConfig ({'+'.join(spec.domains)}, {world} processes)"
+    return recipe_table(title, "rl", GRPO_MAPPING, spec.rl, args, spec.steps, world)
+
+
+def recipe_table(title: str, section: str, mapping, recipe, args, steps: int, world: int) -> Table:
+    """One row per item of a recipe -> TRL mapping: the paper's item, the m2rl keys, the TRL options set."""
+    values = recipe.model_dump()
+    table = Table(title=title)
     for column in ("paper recipe", "m2rl key = value", "TRL option = value"):
         table.add_column(column, overflow="fold")
-    for item in GRPO_MAPPING:
-        keys = "\n".join(f"rl.{key} = {_lookup(recipe, key)}" for key in item.keys) or "(fixed)"
-        options = item.options(spec.rl, spec.steps, world, True)
+    for item in mapping:
+        keys = "\n".join(f"{section}.{key} = {_lookup(values, key)}" for key in item.keys) or "(fixed)"
+        options = item.options(recipe, steps, world, True)
         trl = "\n".join(f"{option} = {getattr(args, option)}" for option in options)
         table.add_row(item.paper, keys, trl)
     return table

@@ -34,7 +34,19 @@ from pathlib import Path
 from typing import Any
 
 from m2rl.engine.callbacks import LedgerMetricsCallback, LedgerProgressCallback, RichProgressBar
-from m2rl.engine.grpo import GrpoOption, _trainer_class, grpo_dataset, reward_summary
+from m2rl.engine.grpo import (
+    CHECKPOINTS,
+    OPTIMIZER_KEYS,
+    PRECISION,
+    GrpoOption,
+    grpo_dataset,
+    importance_sampling_options,
+    mapping_options,
+    optimizer_options,
+    reward_summary,
+    timed_trainer_class,
+    vllm_engine_options,
+)
 from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.errors import UserError
 from m2rl.ledger import Run
@@ -98,72 +110,23 @@ DISTILL_MAPPING: tuple[GrpoOption, ...] = (
     ),
     GrpoOption(
         "AdamW lr 1e-6 constant, betas (0.9, 0.98), wd 0.1",
-        (
-            "learning_rate",
-            "lr_scheduler",
-            "warmup_ratio",
-            "adam_beta1",
-            "adam_beta2",
-            "weight_decay",
-            "max_grad_norm",
-        ),
-        lambda d, s, w, c: {
-            "learning_rate": d.learning_rate,
-            "lr_scheduler_type": d.lr_scheduler,
-            "warmup_steps": d.warmup_ratio,
-            "adam_beta1": d.adam_beta1,
-            "adam_beta2": d.adam_beta2,
-            "weight_decay": d.weight_decay,
-            "max_grad_norm": d.max_grad_norm,
-        },
+        OPTIMIZER_KEYS,
+        optimizer_options,
         "grad clip 1.0 is the GRPO recipe's (the script's OPD settings do not name one)",
     ),
     GrpoOption(
         "student rollouts on vLLM",
         ("rollout", "vllm.*"),
-        lambda d, s, w, c: {
-            "use_vllm": d.rollout == "vllm",
-            "vllm_mode": d.vllm.mode,
-            "vllm_gpu_memory_utilization": d.vllm.gpu_memory_utilization,
-            "vllm_tensor_parallel_size": d.vllm.tensor_parallel_size,
-            "vllm_server_host": d.vllm.server_host,
-            "vllm_server_port": d.vllm.server_port,
-            "vllm_importance_sampling_correction": d.rollout == "vllm",
-            "vllm_importance_sampling_mode": "token_truncate",
-            "vllm_importance_sampling_clip_min": 0.0,
-            "vllm_importance_sampling_clip_max": d.vllm.importance_sampling_cap,
-        },
+        lambda d, s, w, c: vllm_engine_options(d, s, w, c) | importance_sampling_options(d, s, w, c),
     ),
-    GrpoOption(
-        "bf16, gradient checkpointing",
-        ("bf16", "gradient_checkpointing"),
-        lambda d, s, w, cpu: {
-            "bf16": d.bf16 and not cpu,
-            "use_cpu": cpu,
-            "gradient_checkpointing": d.gradient_checkpointing,
-        },
-        "bf16 is off on CPU",
-    ),
-    GrpoOption(
-        "checkpoints and logging",
-        ("save_steps", "save_total_limit", "logging_steps", "report_to"),
-        lambda d, s, w, c: {
-            "save_strategy": "steps" if d.save_steps > 0 else "no",
-            "save_steps": max(d.save_steps, 1),
-            "save_total_limit": d.save_total_limit,
-            "logging_steps": d.logging_steps,
-            "report_to": list(d.report_to),
-        },
-    ),
+    PRECISION,
+    CHECKPOINTS,
 )
 
 
 def distill_options(recipe: DistillRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:
     """Every GRPOConfig option the distill recipe sets, from DISTILL_MAPPING."""
-    options: dict[str, Any] = {}
-    for item in DISTILL_MAPPING:
-        options.update(item.options(recipe, steps, world_size, use_cpu))
-    return options
+    return mapping_options(DISTILL_MAPPING, recipe, steps, world_size, use_cpu)
 
 
 def build_distill_config(
@@ -277,7 +240,7 @@ def distill_trainer_class():
     """TimedGRPOTrainer with the advantage replaced by the routed teachers' per-token log-ratio."""
     import torch
 
-    base = _trainer_class()
+    base = timed_trainer_class()
 
     class DistillTrainer(base):
         """GRPO's rollouts and loss; advantage = log p_teacher(own domain) - log p_student, per token."""

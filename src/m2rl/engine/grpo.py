@@ -62,7 +62,9 @@ def _batch(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str
     }
 
 
-def _vllm_engine(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:  # noqa: ARG001
+# The option functions below take any recipe with the same fields (RLRecipe, DistillRecipe): the
+# distillation mapping (engine/distill.py) reuses them.
+def vllm_engine_options(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:  # noqa: ARG001
     return {
         "use_vllm": rl.rollout == "vllm",
         "vllm_mode": rl.vllm.mode,
@@ -71,6 +73,61 @@ def _vllm_engine(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> di
         "vllm_server_host": rl.vllm.server_host,
         "vllm_server_port": rl.vllm.server_port,
     }
+
+
+def importance_sampling_options(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:  # noqa: ARG001
+    return {
+        "vllm_importance_sampling_correction": rl.rollout == "vllm",
+        "vllm_importance_sampling_mode": "token_truncate",
+        "vllm_importance_sampling_clip_min": 0.0,
+        "vllm_importance_sampling_clip_max": rl.vllm.importance_sampling_cap,
+    }
+
+
+OPTIMIZER_KEYS = (
+    "learning_rate",
+    "lr_scheduler",
+    "warmup_ratio",
+    "adam_beta1",
+    "adam_beta2",
+    "weight_decay",
+    "max_grad_norm",
+)
+
+
+def optimizer_options(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:  # noqa: ARG001
+    return {
+        "learning_rate": rl.learning_rate,
+        "lr_scheduler_type": rl.lr_scheduler,
+        "warmup_steps": rl.warmup_ratio,  # a float < 1 is a ratio of total steps
+        "adam_beta1": rl.adam_beta1,
+        "adam_beta2": rl.adam_beta2,
+        "weight_decay": rl.weight_decay,
+        "max_grad_norm": rl.max_grad_norm,
+    }
+
+
+PRECISION = GrpoOption(
+    "bf16, gradient checkpointing",
+    ("bf16", "gradient_checkpointing"),
+    lambda rl, s, w, cpu: {
+        "bf16": rl.bf16 and not cpu,
+        "use_cpu": cpu,
+        "gradient_checkpointing": rl.gradient_checkpointing,
+    },
+    "bf16 is off on CPU",
+)
+CHECKPOINTS = GrpoOption(
+    "checkpoints and logging",
+    ("save_steps", "save_total_limit", "logging_steps", "report_to"),
+    lambda rl, s, w, c: {
+        "save_strategy": "steps" if rl.save_steps > 0 else "no",
+        "save_steps": max(rl.save_steps, 1),
+        "save_total_limit": rl.save_total_limit,
+        "logging_steps": rl.logging_steps,
+        "report_to": list(rl.report_to),
+    },
+)
 
 
 # The whole rl -> trl.GRPOConfig mapping, in one place: `build_grpo_config` applies it, the dry-run
@@ -121,12 +178,7 @@ GRPO_MAPPING: tuple[GrpoOption, ...] = (
     GrpoOption(
         "truncated IS weight clamp(pi_old / pi_rollout, 0, 2) for vLLM rollouts",
         ("vllm.importance_sampling_cap",),
-        lambda rl, s, w, c: {
-            "vllm_importance_sampling_correction": rl.rollout == "vllm",
-            "vllm_importance_sampling_mode": "token_truncate",
-            "vllm_importance_sampling_clip_min": 0.0,
-            "vllm_importance_sampling_clip_max": rl.vllm.importance_sampling_cap,
-        },
+        importance_sampling_options,
     ),
     GrpoOption(
         "KL 0, entropy 0",
@@ -140,24 +192,8 @@ GRPO_MAPPING: tuple[GrpoOption, ...] = (
     ),
     GrpoOption(
         "AdamW lr 2e-6 constant, betas (0.9, 0.98), wd 0.1, grad clip 1.0",
-        (
-            "learning_rate",
-            "lr_scheduler",
-            "warmup_ratio",
-            "adam_beta1",
-            "adam_beta2",
-            "weight_decay",
-            "max_grad_norm",
-        ),
-        lambda rl, s, w, c: {
-            "learning_rate": rl.learning_rate,
-            "lr_scheduler_type": rl.lr_scheduler,
-            "warmup_steps": rl.warmup_ratio,  # a float < 1 is a ratio of total steps
-            "adam_beta1": rl.adam_beta1,
-            "adam_beta2": rl.adam_beta2,
-            "weight_decay": rl.weight_decay,
-            "max_grad_norm": rl.max_grad_norm,
-        },
+        OPTIMIZER_KEYS,
+        optimizer_options,
     ),
     GrpoOption(
         "no dynamic sampling, zero-variance groups stay",
@@ -165,37 +201,25 @@ GRPO_MAPPING: tuple[GrpoOption, ...] = (
         lambda rl, s, w, c: {"mask_truncated_completions": rl.mask_truncated_completions},
         "TRL keeps every group",
     ),
-    GrpoOption("rollouts on vLLM (colocated)", ("rollout", "vllm.*"), _vllm_engine),
-    GrpoOption(
-        "bf16, gradient checkpointing",
-        ("bf16", "gradient_checkpointing"),
-        lambda rl, s, w, cpu: {
-            "bf16": rl.bf16 and not cpu,
-            "use_cpu": cpu,
-            "gradient_checkpointing": rl.gradient_checkpointing,
-        },
-        "bf16 is off on CPU",
-    ),
-    GrpoOption(
-        "checkpoints and logging",
-        ("save_steps", "save_total_limit", "logging_steps", "report_to"),
-        lambda rl, s, w, c: {
-            "save_strategy": "steps" if rl.save_steps > 0 else "no",
-            "save_steps": max(rl.save_steps, 1),
-            "save_total_limit": rl.save_total_limit,
-            "logging_steps": rl.logging_steps,
-            "report_to": list(rl.report_to),
-        },
-    ),
+    GrpoOption("rollouts on vLLM (colocated)", ("rollout", "vllm.*"), vllm_engine_options),
+    PRECISION,
+    CHECKPOINTS,
 )
+
+
+def mapping_options(
+    mapping: tuple[GrpoOption, ...], recipe: Any, steps: int, world_size: int, use_cpu: bool
+) -> dict[str, Any]:
+    """Every GRPOConfig option a recipe sets, from its mapping (GRPO_MAPPING or distill's)."""
+    options: dict[str, Any] = {}
+    for item in mapping:
+        options.update(item.options(recipe, steps, world_size, use_cpu))
+    return options
 
 
 def grpo_options(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> dict[str, Any]:
     """Every GRPOConfig option the recipe sets, from GRPO_MAPPING."""
-    options: dict[str, Any] = {}
-    for item in GRPO_MAPPING:
-        options.update(item.options(rl, steps, world_size, use_cpu))
-    return options
+    return mapping_options(GRPO_MAPPING, rl, steps, world_size, use_cpu)
 
 
 def build_grpo_config(rl: RLRecipe, output_dir: Path, steps: int, world_size: int, use_cpu: bool, seed: int):
@@ -277,7 +301,7 @@ def grpo_dataset(samples: list[dict[str, Any]], tokenizer, max_prompt_length: in
     return Dataset.from_list(rows), dropped
 
 
-def _trainer_class():
+def timed_trainer_class():
     from trl import GRPOTrainer
 
     class TimedGRPOTrainer(GRPOTrainer):
@@ -388,7 +412,7 @@ def train_grpo(
     reward = DomainRoutedReward(
         VerifierConfig.from_cfg(spec.verifiers), domains, rl.max_completion_length, clock
     )
-    trainer = _trainer_class()(
+    trainer = timed_trainer_class()(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
     )
     trainer.clock = clock

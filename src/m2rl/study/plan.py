@@ -85,7 +85,9 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 model.seed,
                 (model.name,),
                 # the lineage's seed, so a seed's evals are the same whether it runs alone or among others
-                lambda runs, model=model, c=_with_seed(cfg, model.seed): eval_job(c, runs[model.name].id, study, "eval"),
+                lambda runs, model=model, c=_with_seed(cfg, model.seed): eval_job(
+                    c, runs[model.name].id, study, "eval"
+                ),
                 evaluates=model.name,
             )
         )
