@@ -33,7 +33,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from m2rl.engine.callbacks import LedgerMetricsCallback, LedgerProgressCallback, RichProgressBar
 from m2rl.engine.grpo import (
     CHECKPOINTS,
     OPTIMIZER_KEYS,
@@ -45,6 +44,7 @@ from m2rl.engine.grpo import (
     optimizer_options,
     reward_summary,
     timed_trainer_class,
+    train_in_run,
     vllm_engine_options,
 )
 from m2rl.engine.rewards import DomainRoutedReward, StepClock
@@ -416,42 +416,13 @@ def train_distill(
     resume_from: str | None = None,
 ) -> dict[str, Any]:
     """Distil the routed teachers into the student from `student_path`; save it into the run; return metrics."""
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
-
     domains = spec.domains
     trainer, tokenizer, dropped = build_trainer(
         spec, run.path / "checkpoints", student_path, teacher_paths, samples
     )
     run.set_metrics(prompts=len(trainer.train_dataset), prompts_dropped_too_long=dropped)
-
-    class StageSeconds(TrainerCallback):
-        """Adds each logged step's generation/reward/teacher/training seconds to the run's stage totals."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                run.add_stage_seconds(
-                    {
-                        stage: logs[f"time/{stage}_s"] * args.logging_steps
-                        for stage in STAGES
-                        if logs.get(f"time/{stage}_s") is not None
-                    }
-                )
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(LedgerMetricsCallback(run))
-    trainer.add_callback(StageSeconds())
-    trainer.add_callback(LedgerProgressCallback(run, "distill", _summary(domains)))
-    bar = RichProgressBar("distill " + ",".join(domains), _summary(domains))
-    trainer.add_callback(bar)
-    try:
-        trainer.train(resume_from_checkpoint=resume_from)
-    finally:
-        bar.stop()
-    with run.stage("save"):
-        trainer.save_model(str(run.model_dir))
-        if trainer.accelerator.is_main_process:
-            tokenizer.save_pretrained(str(run.model_dir))
+    label = "distill " + ",".join(domains)
+    train_in_run(trainer, tokenizer, run, "distill", label, _summary(domains), resume_from, STAGES)
     return distill_summary(run.read_metrics(), domains)
 
 

@@ -393,8 +393,7 @@ def train_grpo(
 ) -> dict[str, Any]:
     """Run GRPO from `model_path` on `samples`; save the policy into the run; return summary metrics."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from m2rl.verifiers import VerifierConfig
 
@@ -416,16 +415,33 @@ def train_grpo(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
     )
     trainer.clock = clock
+    train_in_run(trainer, tokenizer, run, "rl", "grpo " + ",".join(domains), _summary(domains), resume_from)
+    return reward_summary(run.read_metrics(), domains)
+
+
+def train_in_run(
+    trainer,
+    tokenizer,
+    run: Run,
+    kind: str,
+    label: str,
+    summarize: Callable[[dict], str],
+    resume_from: str | None,
+    stages: tuple[str, ...] = ("generation", "reward", "training"),
+) -> None:
+    """Train a GRPO-based trainer with the run's metrics, stage seconds, progress and live bar; save the model."""
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
 
     class StageSeconds(TrainerCallback):
-        """Adds each logged step's generation/reward/training seconds to the run's stage totals."""
+        """Adds each logged step's seconds per stage (generation, reward, ...) to the run's stage totals."""
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
                 run.add_stage_seconds(
                     {
                         stage: logs[f"time/{stage}_s"] * args.logging_steps
-                        for stage in ("generation", "reward", "training")
+                        for stage in stages
                         if logs.get(f"time/{stage}_s") is not None
                     }
                 )
@@ -433,8 +449,8 @@ def train_grpo(
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(LedgerMetricsCallback(run))
     trainer.add_callback(StageSeconds())
-    trainer.add_callback(LedgerProgressCallback(run, "rl", _summary(domains)))
-    bar = RichProgressBar("grpo " + ",".join(domains), _summary(domains))
+    trainer.add_callback(LedgerProgressCallback(run, kind, summarize))
+    bar = RichProgressBar(label, summarize)
     trainer.add_callback(bar)
     try:
         trainer.train(resume_from_checkpoint=resume_from)
@@ -444,7 +460,6 @@ def train_grpo(
         trainer.save_model(str(run.model_dir))  # collective under ZeRO-3: every rank takes part
         if trainer.accelerator.is_main_process:
             tokenizer.save_pretrained(str(run.model_dir))
-    return reward_summary(run.read_metrics(), domains)
 
 
 def reward_summary(records: list[dict[str, Any]], domains: list[str], window: int = 10) -> dict[str, Any]:
