@@ -84,13 +84,12 @@ class VllmRollout(Strict):
     importance_sampling_cap: float = Field(gt=0)
 
 
-class RLRecipe(Strict):
-    """`rl/`: GRPO on TRL's GRPOTrainer, one recipe for the experts and the mixed run."""
+class OnPolicyRecipe(Strict):
+    """What GRPO and MT-OPD share: rollouts on TRL's GRPOTrainer, the optimizer, checkpoints, precision."""
 
+    section: ClassVar[str]  # the config section, for messages
     steps: int = Field(ge=1)
-    mixed_steps: int = Field(ge=1)
     prompts_per_step: int = Field(ge=1)
-    num_generations: int = Field(ge=2)  # a group of one has no advantage
     per_device_batch_size: int = Field(ge=1)
     max_prompt_length: int = Field(ge=1)
     max_completion_length: int = Field(ge=1)
@@ -103,13 +102,6 @@ class RLRecipe(Strict):
     adam_beta2: float = Field(ge=0, lt=1)
     weight_decay: float = Field(ge=0)
     max_grad_norm: float = Field(gt=0)
-    clip_low: float = Field(ge=0)
-    clip_high: float = Field(ge=0)
-    kl_coef: float = Field(ge=0)
-    entropy_coef: float = 0.0
-    loss_aggregation: Literal["sample_token_mean", "token_mean", "constant_normaliser"]
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    mask_truncated_completions: bool = False
     rollout: Literal["hf", "vllm"] = "hf"
     vllm: VllmRollout
     save_steps: int = Field(ge=0)  # 0: no checkpoints (no resume)
@@ -118,17 +110,34 @@ class RLRecipe(Strict):
     report_to: list[str] = []
     bf16: bool = False
     gradient_checkpointing: bool = False
+    num_generations: int
 
     def rollout_batch(self, world_size: int) -> tuple[int, int]:
         """(completions per optimizer step, gradient-accumulation steps) at this world size."""
         completions = self.prompts_per_step * self.num_generations
         per_step = self.per_device_batch_size * world_size
         if completions % per_step:
+            k = self.section
             raise UserError(
-                f"rl.prompts_per_step x rl.num_generations = {completions} completions per step is not a "
-                f"multiple of rl.per_device_batch_size x processes = {per_step}"
+                f"{k}.prompts_per_step x {k}.num_generations = {completions} completions per step is not a "
+                f"multiple of {k}.per_device_batch_size x processes = {per_step}"
             )
         return completions, completions // per_step
+
+
+class RLRecipe(OnPolicyRecipe):
+    """`rl/`: GRPO on TRL's GRPOTrainer, one recipe for the experts and the mixed run."""
+
+    section: ClassVar[str] = "rl"
+    mixed_steps: int = Field(ge=1)
+    num_generations: int = Field(ge=2)  # a group of one has no advantage
+    clip_low: float = Field(ge=0)
+    clip_high: float = Field(ge=0)
+    kl_coef: float = Field(ge=0)
+    entropy_coef: float = 0.0
+    loss_aggregation: Literal["sample_token_mean", "token_mean", "constant_normaliser"]
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    mask_truncated_completions: bool = False
 
 
 class DeepSpeedSpec(Strict):
@@ -343,50 +352,19 @@ SPEC_TYPES: dict[str, type[JobSpec]] = {
 }
 
 
-class DistillRecipe(Strict):
+class DistillRecipe(OnPolicyRecipe):
     """`distill/`: multi-teacher on-policy distillation (MT-OPD) on TRL's GRPOTrainer.
 
     The student samples, each sample's own-domain teacher scores the sampled tokens, and the per-token
-    advantage is log p_teacher - log p_student (engine/distill.py); no KL term, no entropy term.
+    advantage is log p_teacher - log p_student (engine/distill.py); no KL term, no entropy term. The
+    student samples, and both sides are scored, at `temperature`.
     """
 
-    steps: int = Field(ge=1)
-    prompts_per_step: int = Field(ge=1)
+    section: ClassVar[str] = "distill"
     num_generations: int = Field(ge=1)  # samples per prompt (no group baseline: one is enough)
-    per_device_batch_size: int = Field(ge=1)
-    max_prompt_length: int = Field(ge=1)
-    max_completion_length: int = Field(ge=1)
-    temperature: float = Field(gt=0)  # the student samples, and both sides are scored, at this temperature
-    top_p: float = Field(gt=0, le=1)
-    learning_rate: float = Field(gt=0)
-    lr_scheduler: str = "constant"
-    warmup_ratio: float = Probability
-    adam_beta1: float = Field(ge=0, lt=1)
-    adam_beta2: float = Field(ge=0, lt=1)
-    weight_decay: float = Field(ge=0)
-    max_grad_norm: float = Field(gt=0)
-    rollout: Literal["hf", "vllm"] = "hf"
-    vllm: VllmRollout
-    save_steps: int = Field(ge=0)
-    save_total_limit: int = Field(ge=1)
-    logging_steps: int = Field(ge=1)
-    report_to: list[str] = []
-    bf16: bool = False
-    gradient_checkpointing: bool = False
     # domain -> "host:port" of a `trl vllm-serve --model <that teacher's model dir>` server; the
     # domains not named here are scored in-process (engine/distill.py, ServedTeacher)
     teachers_served: dict[str, str] = {}
-
-    def rollout_batch(self, world_size: int) -> tuple[int, int]:
-        """(completions per optimizer step, gradient-accumulation steps) at this world size."""
-        completions = self.prompts_per_step * self.num_generations
-        per_step = self.per_device_batch_size * world_size
-        if completions % per_step:
-            raise UserError(
-                f"distill.prompts_per_step x distill.num_generations = {completions} completions per step is "
-                f"not a multiple of distill.per_device_batch_size x processes = {per_step}"
-            )
-        return completions, completions // per_step
 
 
 class DistillJob(JobSpec):
