@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,11 @@ def m2rl(
         command += ["--runs-dir", str(runs_dir)]
     full_env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200", **(env or {}))
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def as_foreground_job() -> None:
+    """`preexec_fn` for a child that stands for a terminal's foreground job: its own process group, and
+    Ctrl-C (SIGINT) at its default even where the test runner was started with it ignored (a
+    background job of a non-interactive shell, `nohup ... &`), which the child would inherit."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -15,7 +15,7 @@ import pytest
 from m2rl import __version__
 from m2rl.ledger import Ledger, attempt
 
-from cli_helpers import FAST_RL
+from cli_helpers import FAST_RL, as_foreground_job
 
 EXECUTABLE = str(Path(sys.executable).with_name("m2rl"))  # the console script pip installed
 CLASS_NAMES = ("NoSuchOption", "MissingParameter", "NoArgsIsHelpError", "UsageError", "Traceback")
@@ -44,7 +44,7 @@ def start_m2rl(*args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=environment,
-        start_new_session=True,
+        preexec_fn=as_foreground_job,
     )
 
 

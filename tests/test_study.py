@@ -25,7 +25,7 @@ from m2rl.study.backends import LocalBackend
 from m2rl.study.executor import Executor, MachineShare, machine_share
 from m2rl.study.plan import Stage, estimated_gpu_hours, plan
 
-from cli_helpers import SMALL_STUDY, m2rl
+from cli_helpers import SMALL_STUDY, as_foreground_job, m2rl
 
 SLURM_STANDINS = Path(__file__).parent / "fixtures" / "slurm"
 
@@ -278,7 +278,7 @@ def _pipeline(tmp_path: Path, *extra: str, env: dict | None = None) -> subproces
         stderr=subprocess.PIPE,
         text=True,
         env=environment,
-        start_new_session=True,  # its own process group, as a terminal's foreground job has
+        preexec_fn=as_foreground_job,
     )
 
 
