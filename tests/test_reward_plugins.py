@@ -187,7 +187,7 @@ def test_verify_scores_with_a_plugin_and_reports_its_type(plugin_file, tmp_path)
 
 
 def test_builtin_types_come_from_the_same_registry():
-    from m2rl.verifiers.registry import DOMAIN_ALIASES, RM_TYPES
+    from m2rl.verifiers.kinds import DOMAIN_ALIASES, RM_TYPES
 
     builtin = {"math": "deepscaler", "science": "gpqa", "code": "unit_test", "if": "ifevalg"}
     assert {d: DOMAIN_ALIASES[d] for d in builtin} == builtin

@@ -7,7 +7,8 @@ training loops). `check_sample` is the data-validation hook. Rules: paper-brief.
 
 from m2rl.verifiers.batch import close_pool, score_batch, score_batch_timed
 from m2rl.verifiers.config import VerifierConfig
-from m2rl.verifiers.registry import DOMAIN_ALIASES, RM_TYPES, RewardType, check_sample, reward_type, score
+from m2rl.verifiers.kinds import DOMAIN_ALIASES, RM_TYPES, RewardType
+from m2rl.verifiers.registry import check_sample, reward_type, score
 from m2rl.verifiers.verdict import Verdict
 
 __all__ = [

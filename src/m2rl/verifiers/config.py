@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from m2rl.errors import UserError
+from m2rl.verifiers.plugins import custom_entries, use_plugins
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,6 @@ class VerifierConfig:
         code = get("code") or {}
         follow = get("instruction_following") or {}
         default = cls()
-        from m2rl.verifiers.plugins import custom_entries, use_plugins
-
         custom = custom_entries(get("custom"))
         use_plugins(custom)  # validated (and registered) when the config is read: exit 2 on a bad one
         return cls(

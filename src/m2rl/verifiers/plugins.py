@@ -1,6 +1,6 @@
 """Reward types as plugins: a user's scorer registered without touching m2rl.
 
-Two ways in, both ending in `registry.register` (the call the built-in types make):
+Two ways in, both ending in `kinds.register` (the call the built-in types make):
 
 * the config: `verifiers.custom.<rm_type>=<target>`, where the target is `package.module:function`
   (importable from the working directory or the environment) or `path/to/file.py:function` (a
@@ -39,7 +39,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from m2rl.errors import UserError
-from m2rl.verifiers.registry import RM_TYPES, RewardType, register
+from m2rl.verifiers.kinds import RM_TYPES, RewardType, register
 from m2rl.verifiers.verdict import Verdict, verdict
 
 ENTRY_POINT_GROUP = "m2rl.rewards"

@@ -1,6 +1,6 @@
-"""The reward-type registry: rm_type -> (sample check, scorer, time budget), and `score`/`check_sample`.
+"""The built-in reward types, and `score`/`check_sample`/`reward_type` over every registered type.
 
-One registry, filled by `register`: the built-in types below register through it exactly as a
+One registry (m2rl.verifiers.kinds), filled by `register`: the built-in types below register through it exactly as a
 user's plugins do (m2rl.verifiers.plugins: `verifiers.custom.<name>=module:function` in the config,
 or the `m2rl.rewards` entry point group of an installed package). The first type registered for a
 domain is that domain's default, and the domain name is accepted as an rm_type alias for it.
@@ -14,43 +14,18 @@ reason, whichever type produced it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from m2rl.errors import UserError
 from m2rl.verifiers.config import VerifierConfig
 from m2rl.verifiers.gate import scored_text
+from m2rl.verifiers.kinds import DOMAIN_ALIASES, RM_TYPES, Budget, RewardType, register
 from m2rl.verifiers.math_answer import score_math
 from m2rl.verifiers.multiple_choice import score_choice, valid_letters
+from m2rl.verifiers.plugins import discover, use_plugins
 from m2rl.verifiers.sandbox import Limits, make_sandbox, require_isolation
 from m2rl.verifiers.unit_tests import score_code, unit_tests_of
 from m2rl.verifiers.verdict import Verdict, short, verdict
-
-# A check returns None when the sample has what its reward type needs, else the problem.
-Check = Callable[[dict[str, Any]], str | None]
-Scorer = Callable[[dict[str, Any], str, VerifierConfig], Verdict]
-Budget = Callable[[dict[str, Any], VerifierConfig], float]
-
-
-@dataclass(frozen=True)
-class RewardType:
-    """One reward type: its domain, what a sample must carry, how to score, and its time budget."""
-
-    name: str
-    domain: str
-    check: Check
-    score: Scorer
-    budget_s: Budget
-    # Items a batch worker may hold queued: many for verifiers that take well under a millisecond
-    # (each round trip between processes costs ~90 us on a VM), few for code, whose items take up
-    # to seconds and would leave the other workers idle behind a long queue at a batch's end.
-    queue_depth: int = 16
-    # True where the scorer runs model-written programs and needs the sandbox's isolation checked
-    # (`check_runnable`) before a batch starts.
-    sandboxed: bool = False
-    # Where the type came from: "m2rl" for the built-ins, else the config path or entry point.
-    origin: str = "m2rl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,41 +144,6 @@ def _fixed_budget(seconds: float) -> Budget:
 
 
 # ---------------------------------------------------------------------------------------------
-# The registry: rm_type name (and domain alias) -> RewardType. Tests may monkeypatch entries.
-RM_TYPES: dict[str, RewardType] = {}
-DOMAIN_ALIASES: dict[str, str] = {}  # domain -> its default rm_type
-
-
-def register(kind: RewardType, replace: bool = False) -> RewardType:
-    """Add a reward type; the first one of its domain becomes the domain's default (and alias).
-
-    Registering the same definition again is a no-op; another definition under a taken name (or
-    a name that is another domain's alias) is a UserError naming both origins -- except that with
-    `replace` (a config's plugins) a plugin of that name from an earlier config gives way.
-    """
-    existing = RM_TYPES.get(kind.name)
-    if existing == kind:
-        return existing
-    if replace and existing is not None and existing.name == kind.name and existing.origin != "m2rl":
-        RM_TYPES.update({key: kind for key, value in RM_TYPES.items() if value is existing})
-        if existing.domain != kind.domain and DOMAIN_ALIASES.get(existing.domain) == kind.name:
-            del DOMAIN_ALIASES[existing.domain]
-            RM_TYPES.pop(existing.domain, None) if existing.domain != kind.name else None
-        existing = None
-    if existing is not None:
-        taken = (
-            f"registered by {existing.origin}"
-            if existing.name == kind.name
-            else f"the {kind.name} domain's alias of {existing.name} ({existing.origin})"
-        )
-        raise UserError(f"reward type {kind.name!r} from {kind.origin}: the name is already {taken}")
-    RM_TYPES[kind.name] = kind
-    if kind.domain not in DOMAIN_ALIASES:
-        DOMAIN_ALIASES[kind.domain] = kind.name
-        RM_TYPES.setdefault(kind.domain, kind)
-    return kind
-
-
 for _kind in (
     RewardType("deepscaler", "math", _check_math, _score_math, lambda s, c: c.math_timeout_s + 5.0),
     RewardType("gpqa", "science", _check_gpqa, _score_gpqa, _fixed_budget(10.0)),
@@ -216,8 +156,6 @@ for _kind in (
 
 def default_rm_type(domain: str) -> str | None:
     """The reward type a sample of `domain` without an rm_type gets (None if the domain has none)."""
-    from m2rl.verifiers.plugins import discover
-
     if domain not in DOMAIN_ALIASES:
         discover(domain)  # an installed plugin of that name may declare it
     return DOMAIN_ALIASES.get(domain)
@@ -225,8 +163,6 @@ def default_rm_type(domain: str) -> str | None:
 
 def reward_type(sample: dict[str, Any], where: str = "sample") -> RewardType:
     """The reward type of a sample (its rm_type, else its domain's default); UserError if unknown."""
-    from m2rl.verifiers.plugins import discover
-
     if not isinstance(sample, dict):
         raise UserError(f"{where}: a sample must be an object, got {type(sample).__name__}")
     name = sample.get("rm_type") or default_rm_type(str(sample.get("domain")))
@@ -264,8 +200,6 @@ def score(sample: dict[str, Any], response: str, config: VerifierConfig | None =
     """Score one response to one sample: binary reward and reason; raises only for a bad sample."""
     config = config or VerifierConfig()
     if config.custom:
-        from m2rl.verifiers.plugins import use_plugins
-
         use_plugins(config.custom)  # a worker process learns the config's plugins here
     check_sample(sample, "sample")
     kind = reward_type(sample)
