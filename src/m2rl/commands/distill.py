@@ -60,8 +60,7 @@ def command(
     one student, each sample scored by its own domain's teacher (per-token reverse KL as the advantage)."""
     from m2rl.errors import UserError
     from m2rl.jobs.build import check_config, distill_job
-    from m2rl.jobs.distill import parse_teachers
-    from m2rl.jobs.rl import parse_domains
+    from m2rl.jobs.rl import parse_names
     from m2rl.ledger import Ledger
 
     ledger = Ledger(runs_dir)
@@ -78,8 +77,8 @@ def command(
         )
     cfg = load_config(overrides)
     check_config(cfg)
-    domain_list = parse_domains(domains) if domains else None
-    spec = distill_job(cfg, name or "distill", parse_teachers(teachers), from_run, domain_list)
+    domain_list = parse_names(domains) if domains else None
+    spec = distill_job(cfg, name or "distill", parse_names(teachers), from_run, domain_list)
     served = spec.served_teachers()
     if dry_run:
         print_config(cfg, "m2rl distill: resolved config (dry run)")

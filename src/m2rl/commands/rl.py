@@ -44,7 +44,7 @@ def command(
     `--domains math,code,science,if` (the mixed run). Each sample is scored by its own domain's verifier."""
     from m2rl.errors import UserError
     from m2rl.jobs.build import check_config, rl_job
-    from m2rl.jobs.rl import parse_domains
+    from m2rl.jobs.rl import parse_names
     from m2rl.ledger import Ledger
 
     ledger = Ledger(runs_dir)
@@ -59,7 +59,7 @@ def command(
         )
     cfg = load_config(overrides)
     check_config(cfg)
-    domain_list = parse_domains(domains)
+    domain_list = parse_names(domains)
     spec = rl_job(cfg, name or "rl-" + "+".join(domain_list), domain_list, from_run)
     if dry_run:
         print_config(cfg, "m2rl rl: resolved config (dry run)")

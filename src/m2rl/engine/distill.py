@@ -38,6 +38,7 @@ from m2rl.engine.grpo import (
     OPTIMIZER_KEYS,
     PRECISION,
     GrpoOption,
+    domain_summary,
     grpo_dataset,
     importance_sampling_options,
     mapping_options,
@@ -355,16 +356,6 @@ def load_teacher(path: str, dtype, device):
     return model
 
 
-def _summary(domains: list[str]):
-    def summarize(logs: dict) -> str:
-        parts = [
-            f"{d} {logs[f'{d}/reverse_kl']:.3f}" for d in domains if logs.get(f"{d}/reverse_kl") is not None
-        ]
-        return "reverse KL " + " ".join(parts) if parts else ""
-
-    return summarize
-
-
 def build_trainer(
     spec: DistillJob,
     output_dir: Path,
@@ -422,7 +413,16 @@ def train_distill(
     )
     run.set_metrics(prompts=len(trainer.train_dataset), prompts_dropped_too_long=dropped)
     label = "distill " + ",".join(domains)
-    train_in_run(trainer, tokenizer, run, "distill", label, _summary(domains), resume_from, STAGES)
+    train_in_run(
+        trainer,
+        tokenizer,
+        run,
+        "distill",
+        label,
+        domain_summary(domains, "reverse_kl", "reverse KL", 3),
+        resume_from,
+        STAGES,
+    )
     return distill_summary(run.read_metrics(), domains)
 
 

@@ -376,10 +376,16 @@ def timed_trainer_class():
     return TimedGRPOTrainer
 
 
-def _summary(domains: list[str]):
+def domain_summary(domains: list[str], metric: str, label: str, digits: int) -> Callable[[dict], str]:
+    """A step's `<domain>/<metric>` of every domain in one line for the live bar, e.g. `reward math 0.42`."""
+
     def summarize(logs: dict) -> str:
-        parts = [f"{d} {logs[f'{d}/reward']:.2f}" for d in domains if logs.get(f"{d}/reward") is not None]
-        return "reward " + " ".join(parts) if parts else ""
+        parts = [
+            f"{d} {logs[f'{d}/{metric}']:.{digits}f}"
+            for d in domains
+            if logs.get(f"{d}/{metric}") is not None
+        ]
+        return f"{label} " + " ".join(parts) if parts else ""
 
     return summarize
 
@@ -415,7 +421,8 @@ def train_grpo(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
     )
     trainer.clock = clock
-    train_in_run(trainer, tokenizer, run, "rl", "grpo " + ",".join(domains), _summary(domains), resume_from)
+    summarize = domain_summary(domains, "reward", "reward", 2)
+    train_in_run(trainer, tokenizer, run, "rl", "grpo " + ",".join(domains), summarize, resume_from)
     return reward_summary(run.read_metrics(), domains)
 
 

@@ -12,26 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from m2rl.errors import UserError
-from m2rl.jobs.rl import training_samples
+from m2rl.jobs.rl import completed_sft, training_samples
 from m2rl.jobs.training import create_training_run, run_training
 from m2rl.ledger import Ledger, Run
 from m2rl.specs import DistillJob
-
-
-def parse_teachers(text: str) -> list[str]:
-    """`a,b` -> ["a", "b"] (order kept, duplicates dropped)."""
-    return list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
-
-
-def _sft_run(ledger: Ledger, ref: str) -> Run:
-    run = ledger.get(ref)
-    if run.kind != "sft" or run.status != "completed":
-        raise UserError(
-            f"--from {ref}: run {run.id} is a {run.status} {run.kind} run, not a completed SFT run"
-        )
-    if not (run.model_dir / "config.json").is_file():
-        raise UserError(f"--from {ref}: run {run.id} has no model directory at {run.model_dir}")
-    return run
 
 
 def study_experts(ledger: Ledger, study: str, sft: Run) -> list[Run]:
@@ -57,7 +41,7 @@ def _is_study(ledger: Ledger, ref: str) -> bool:
 def teacher_runs(ledger: Ledger, spec: DistillJob) -> tuple[Run, dict[str, Run]]:
     """(the SFT run, domain -> teacher run), every check a user can act on made here."""
     spec.served_teachers()  # a vLLM-served teacher of a domain the run lacks, or a bad address
-    sft = _sft_run(ledger, spec.start_from)
+    sft = completed_sft(ledger, spec.start_from)
     refs = spec.teachers
     if len(refs) == 1 and _is_study(ledger, refs[0]):
         runs = study_experts(ledger, refs[0], sft)

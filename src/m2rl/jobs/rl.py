@@ -17,10 +17,21 @@ from m2rl.ledger import Ledger, Run
 from m2rl.specs import RLJob
 
 
-def parse_domains(text: str) -> list[str]:
-    """`math,code` -> ["math", "code"] (order kept, duplicates dropped)."""
-    domains = [d.strip() for d in text.split(",") if d.strip()]
-    return list(dict.fromkeys(domains))
+def parse_names(text: str) -> list[str]:
+    """`math,code` -> ["math", "code"] (order kept, duplicates dropped): domains, teacher runs."""
+    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
+
+def completed_sft(ledger: Ledger, ref: str) -> Run:
+    """The completed SFT run `--from REF` names, with its model directory; else a UserError."""
+    run = ledger.get(ref)
+    if run.kind != "sft" or run.status != "completed":
+        raise UserError(
+            f"--from {ref}: run {run.id} is a {run.status} {run.kind} run, not a completed SFT run"
+        )
+    if not (run.model_dir / "config.json").is_file():
+        raise UserError(f"--from {ref}: run {run.id} has no model directory at {run.model_dir}")
+    return run
 
 
 def start_model(ledger: Ledger, spec: RLJob) -> tuple[str, list[str]]:
@@ -29,13 +40,7 @@ def start_model(ledger: Ledger, spec: RLJob) -> tuple[str, list[str]]:
 
     ref = spec.start_from
     if ref:
-        parent = ledger.get(ref)
-        if parent.kind != "sft" or parent.status != "completed":
-            raise UserError(
-                f"--from {ref}: run {parent.id} is a {parent.status} {parent.kind} run, not a completed SFT run"
-            )
-        if not (parent.model_dir / "config.json").is_file():
-            raise UserError(f"--from {ref}: run {parent.id} has no model directory at {parent.model_dir}")
+        parent = completed_sft(ledger, ref)
         return str(parent.model_dir), [parent.id]
     if spec.model.path:
         return resolve_base_model(spec.model, ledger.root), []
