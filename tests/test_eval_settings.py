@@ -23,7 +23,7 @@ def test_tiny_preset_evaluates_the_four_builtin_test_sets():
     ]
     assert all(b.spec["count"] == 10 for b in settings.benchmarks)  # follows data.sizes.test
     assert settings.seed == 7 and settings.backend == "hf"
-    assert (settings.generation.temperature, settings.generation.top_p) == (1.0, 0.7)
+    assert (settings.generation.temperature, settings.generation.top_p) == (1.0, 1.0)  # as the rollouts
 
 
 def test_paper_preset_uses_the_papers_sampling_and_k_and_matches_the_loaders_specs():
