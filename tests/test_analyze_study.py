@@ -230,7 +230,7 @@ def test_samples_on_the_vllm_backend_keep_the_sampled_token_ids(tiny_model_dir, 
         def generate(self, prompts, params, use_tqdm):
             calls.append((prompts, params))
             choice = types.SimpleNamespace(token_ids=(7, 8, 2))
-            return [types.SimpleNamespace(outputs=[choice] * params["n"]) for _ in prompts]
+            return [types.SimpleNamespace(outputs=[choice] * p["n"]) for p in params]
 
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=lambda **kwargs: kwargs))
     generator = types.SimpleNamespace(llm=FakeLLM(), tokenizer=load_tokenizer(tiny_model_dir), stop_ids=[2])
@@ -238,7 +238,8 @@ def test_samples_on_the_vllm_backend_keep_the_sampled_token_ids(tiny_model_dir, 
     prompt_ids, completions = sample_token_ids(generator, prompts, 3, 16, True, seed=5)
     ((sent, params),) = calls
     assert [p["prompt_token_ids"] for p in sent] == prompt_ids and len(prompt_ids[0]) > len(prompt_ids[1])
-    assert (params["temperature"], params["top_p"], params["top_k"], params["n"]) == (1.0, 1.0, 0, 3)
+    assert [(p["temperature"], p["top_p"], p["top_k"], p["n"]) for p in params] == [(1.0, 1.0, 0, 3)] * 2
+    assert params[0]["seed"] != params[1]["seed"]  # each prompt its own random numbers
     assert completions == [[[7, 8, 2]] * 3] * 2
 
 

@@ -88,3 +88,31 @@ def test_vllm_backend_without_vllm_says_how_to_install_it(tmp_path):
     settings = EvalSettings.from_cfg(compose_config(["preset=paper"]))
     with pytest.raises(UserError, match=r"m2rl\[gpu\]"):
         VllmGenerator(tmp_path, [], settings.vllm, seed=0)
+
+
+def test_vllm_eval_gives_each_prompt_its_own_seed_the_same_for_every_model(tiny_model_dir, monkeypatch):
+    """vLLM seeds a request's generator with the request's seed: one seed for all prompts would give them
+    the same random numbers. Each prompt gets its own, derived from the eval seed and its index only."""
+    import types
+
+    from m2rl.evaluate.generation import load_tokenizer
+
+    sent = []
+
+    class FakeLLM:
+        def generate(self, texts, params, use_tqdm):
+            sent.append(params)
+            choice = types.SimpleNamespace(text="4<|im_end|>", token_ids=(7, 2), finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[choice] * p["n"]) for p in params]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=lambda **kwargs: kwargs))
+    generator = VllmGenerator.__new__(VllmGenerator)
+    generator.tokenizer, generator.stop_ids, generator.llm = load_tokenizer(tiny_model_dir), [2], FakeLLM()
+    settings = EvalSettings.from_cfg(compose_config(["preset=paper"])).generation
+    prompts = [[{"role": "user", "content": text}] for text in ("2+2?", "3+3?", "2+2?")]
+    completions = generator.generate(prompts, 4, settings, seed=11)
+    generator.generate(prompts[:2], 4, settings, seed=11)
+    generator.generate(prompts, 4, settings, seed=12)
+    seeds = [[p["seed"] for p in params] for params in sent]
+    assert len(set(seeds[0])) == 3 and seeds[1] == seeds[0][:2] and set(seeds[2]).isdisjoint(seeds[0])
+    assert all(p["n"] == 4 for p in sent[0]) and completions[0][0].text == "4"

@@ -114,9 +114,9 @@ def _hf_samples(generator, prompt_ids, samples, settings, seed) -> list[list[lis
 def _vllm_samples(generator, prompt_ids, samples, settings, seed) -> list[list[list[int]]]:
     from vllm import SamplingParams
 
-    from m2rl.evaluate.generation import vllm_sampling_kwargs
+    from m2rl.evaluate.generation import vllm_request_params
 
-    params = SamplingParams(**vllm_sampling_kwargs(settings, samples, seed, generator.stop_ids))
+    params = vllm_request_params(SamplingParams, settings, samples, seed, generator.stop_ids, len(prompt_ids))
     outputs = generator.llm.generate(
         [{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False
     )

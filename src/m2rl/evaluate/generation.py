@@ -236,6 +236,26 @@ def vllm_sampling_kwargs(
     }
 
 
+def vllm_request_params(
+    sampling_params_class,
+    settings: GenerationSettings,
+    k: int,
+    seed: int,
+    stop_ids: Sequence[int],
+    prompts: int,
+) -> list[Any]:
+    """One `vllm.SamplingParams` per prompt, each with its own seed derived from `seed` and its index.
+
+    vLLM seeds a seeded request's own generator with the request's seed, so one seed for every prompt
+    would give every prompt the same random numbers at each step: their samples would not be
+    independent draws, which the bootstrap over items assumes.
+    """
+    return [
+        sampling_params_class(**vllm_sampling_kwargs(settings, k, derived_seed(seed, index), stop_ids))
+        for index in range(prompts)
+    ]
+
+
 class VllmGenerator:
     """Offline vLLM engine (GPU); prompts go in rendered by the same chat template as the HF path."""
 
@@ -268,7 +288,7 @@ class VllmGenerator:
         from vllm import SamplingParams
 
         texts = render_prompts(self.tokenizer, prompts, settings)
-        params = SamplingParams(**vllm_sampling_kwargs(settings, k, seed, self.stop_ids))
+        params = vllm_request_params(SamplingParams, settings, k, seed, self.stop_ids, len(texts))
         outputs = self.llm.generate(texts, params, use_tqdm=False)
         results = []
         for output in outputs:

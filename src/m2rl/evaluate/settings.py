@@ -104,7 +104,10 @@ class EvalSettings:
 
     def protocol(self) -> dict[str, Any]:
         """The settings that change results (not batch size or engine memory), for the config hash."""
-        return {"generation": asdict(self.generation), "seed": self.seed, "backend": self.backend}
+        protocol = {"generation": asdict(self.generation), "seed": self.seed, "backend": self.backend}
+        if self.backend == "vllm":  # results from before each prompt had its own seed are not reused
+            protocol["seeds"] = "per prompt"
+        return protocol
 
     @classmethod
     def from_cfg(cls, root: DictConfig) -> EvalSettings:
