@@ -163,3 +163,20 @@ def test_a_files_only_study_plans_its_own_domains(sort_files):
     assert list(cfg.study.domains) == ["sort", "units"]
     names = [stage.name for stage in plan(cfg, "f")]
     assert {"f-s0-rl-sort", "f-s0-rl-units", "f-s0-rl-mixed"} <= set(names)
+
+
+def test_a_bad_row_in_any_local_file_stops_the_study_before_its_first_stage(sort_files, tmp_path):
+    """The test file is read only by the eval stages, after SFT and RL: the pipeline reads every local
+    file first, so the bad row costs one line and exit 2 (dry run or not), with no run created."""
+    rows = sort_rows(3, start=100)
+    rows[1]["prompt"] = "not a list"
+    bad = write_jsonl(tmp_path / "bad_test.jsonl", rows)
+    runs = tmp_path / "runs"
+    args = ["data=files", f"data.domains.sort.train={sort_files['train']}", f"data.domains.sort.test={bad}",
+            f"data.domains.sort.sft={sort_files['train']}", sort_files["plugin"]]  # fmt: skip
+    for extra in (["--dry-run"], []):
+        done = m2rl("pipeline", *extra, *args, runs_dir=runs)
+        assert done.returncode == 2, done.stderr
+        assert "bad_test.jsonl line 2 (id 'sort-101')" in done.stderr
+        assert done.stderr.strip().count("\n") == 0
+    assert not runs.exists() or not any(runs.iterdir())

@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from m2rl.data.schema import validate_sample
-from m2rl.data.sources import RecordCursor, iter_records
+from m2rl.data.sources import RecordCursor, is_local, iter_records
 from m2rl.errors import UserError
 
 SPLITS = ("train", "test", "sft")
@@ -101,6 +101,16 @@ def read_domain(
     if not samples:
         raise UserError(f"{where or source}: no rows in {source}")
     return samples
+
+
+def check_local_files(data_cfg: Any) -> None:
+    """Read and validate every local file of the file-backed domains (UserError naming file and line),
+    so that a bad row stops a study before its first stage, not when the stage that reads it starts,
+    minutes or hours in. Hub datasets are checked when a stage loads them (that needs the network)."""
+    for domain, splits in file_domains(data_cfg).items():
+        for split, source in splits.items():
+            if source is not None and is_local(source):
+                read_domain(source, domain, split, reward=split != "sft", where=f"{domain} {split}")
 
 
 def rl_samples(data_cfg: Any, domains: list[str]) -> dict[str, list[dict[str, Any]]]:

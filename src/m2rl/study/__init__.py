@@ -29,10 +29,13 @@ def study_settings(cfg: DictConfig) -> StudySettings:
 
 
 def check_study(cfg: DictConfig, stages: list[Stage]) -> None:
-    """Everything that can be checked before the first stage: recipes, merge methods, eval settings."""
+    """Everything that can be checked before the first stage: recipes, merge methods, eval settings,
+    the rows of local data files."""
+    from m2rl.data.files import check_local_files
     from m2rl.merge.methods import load_method
 
     check_config(cfg)
+    check_local_files(cfg.data)
     study_settings(cfg)
     for method in {s.method for s in stages if s.method}:
         load_method(method)
