@@ -39,16 +39,15 @@ from m2rl.engine.grpo import (
     PRECISION,
     GrpoOption,
     domain_summary,
-    grpo_dataset,
     importance_sampling_options,
     mapping_options,
+    on_policy_trainer,
     optimizer_options,
     reward_summary,
     timed_trainer_class,
     train_in_run,
     vllm_engine_options,
 )
-from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.errors import UserError
 from m2rl.ledger import Run
 from m2rl.specs import DistillJob, DistillRecipe
@@ -364,27 +363,11 @@ def build_trainer(
     samples: list[dict[str, Any]],
 ):
     """(the DistillTrainer with its routed teachers, tokenizer, prompts dropped as too long)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from m2rl.verifiers import VerifierConfig
-
     recipe = spec.distill
-    use_cpu = not torch.cuda.is_available()
-    tokenizer = AutoTokenizer.from_pretrained(student_path)
-    dataset, dropped = grpo_dataset(samples, tokenizer, recipe.max_prompt_length, spec.seed)
-    dtype = torch.float32 if use_cpu else getattr(torch, spec.model.dtype)
-    model = AutoModelForCausalLM.from_pretrained(student_path, dtype=dtype)
-    args = build_distill_config(recipe, output_dir, spec.steps, spec.launcher.world_size, use_cpu, spec.seed)
-    clock = StepClock()
-    reward = DomainRoutedReward(
-        VerifierConfig.from_cfg(spec.verifiers), spec.domains, recipe.max_completion_length, clock
+    trainer, tokenizer, dropped = on_policy_trainer(
+        distill_trainer_class(), build_distill_config, spec, recipe, student_path, samples, output_dir
     )
-    trainer = distill_trainer_class()(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
-    )
-    trainer.clock = clock
-    device = trainer.accelerator.device
+    dtype, device = trainer.model.dtype, trainer.accelerator.device
     served = spec.served_teachers()
     trainer.set_teachers(
         {

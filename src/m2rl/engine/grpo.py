@@ -24,7 +24,7 @@ from m2rl.engine.callbacks import LedgerMetricsCallback, LedgerProgressCallback,
 from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.errors import UserError
 from m2rl.ledger import Run
-from m2rl.specs import LOSS_TYPES, RLJob, RLRecipe
+from m2rl.specs import LOSS_TYPES, DistillJob, OnPolicyRecipe, RLJob, RLRecipe
 
 # TRL's generation options that m2rl.sampling reproduces; any other (min_p, repetition penalty, a
 # suppressed token) sends rollouts through transformers' generate instead.
@@ -398,32 +398,46 @@ def train_grpo(
     resume_from: str | None = None,
 ) -> dict[str, Any]:
     """Run GRPO from `model_path` on `samples`; save the policy into the run; return summary metrics."""
+    trainer, tokenizer, dropped = on_policy_trainer(
+        timed_trainer_class(), build_grpo_config, spec, spec.rl, model_path, samples, run.path / "checkpoints"
+    )
+    run.set_metrics(prompts=len(trainer.train_dataset), prompts_dropped_too_long=dropped)
+    summarize = domain_summary(spec.domains, "reward", "reward", 2)
+    train_in_run(trainer, tokenizer, run, "rl", "grpo " + ",".join(spec.domains), summarize, resume_from)
+    return reward_summary(run.read_metrics(), spec.domains)
+
+
+def on_policy_trainer(
+    trainer_class,
+    build_config: Callable[..., Any],
+    spec: RLJob | DistillJob,
+    recipe: OnPolicyRecipe,
+    model_path: str,
+    samples: list[dict[str, Any]],
+    output_dir: Path,
+):
+    """(trainer, tokenizer, prompts dropped as too long) for a GRPOTrainer subclass: the policy from
+    `model_path` (float32 on CPU), the prompts, the config `build_config` makes, the routed verifiers."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from m2rl.verifiers import VerifierConfig
 
-    rl, domains = spec.rl, spec.domains
     use_cpu = not torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    dataset, dropped = grpo_dataset(samples, tokenizer, rl.max_prompt_length, spec.seed)
-    run.set_metrics(prompts=len(dataset), prompts_dropped_too_long=dropped)
+    dataset, dropped = grpo_dataset(samples, tokenizer, recipe.max_prompt_length, spec.seed)
     dtype = torch.float32 if use_cpu else getattr(torch, spec.model.dtype)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-    args = build_grpo_config(
-        rl, run.path / "checkpoints", spec.steps, spec.launcher.world_size, use_cpu, spec.seed
-    )
+    args = build_config(recipe, output_dir, spec.steps, spec.launcher.world_size, use_cpu, spec.seed)
     clock = StepClock()
     reward = DomainRoutedReward(
-        VerifierConfig.from_cfg(spec.verifiers), domains, rl.max_completion_length, clock
+        VerifierConfig.from_cfg(spec.verifiers), spec.domains, recipe.max_completion_length, clock
     )
-    trainer = timed_trainer_class()(
+    trainer = trainer_class(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
     )
     trainer.clock = clock
-    summarize = domain_summary(domains, "reward", "reward", 2)
-    train_in_run(trainer, tokenizer, run, "rl", "grpo " + ",".join(domains), summarize, resume_from)
-    return reward_summary(run.read_metrics(), domains)
+    return trainer, tokenizer, dropped
 
 
 def train_in_run(
