@@ -166,3 +166,25 @@ def test_interrupting_eval_outside_any_attempt_exits_128_plus_the_signal(sft_par
     assert proc.returncode == 128 + signum, stderr
     name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else "SIGTERM"
     assert one_message(stderr) == f"m2rl: interrupted by {name}"
+
+
+def test_an_error_raised_while_a_signal_unwinds_exits_as_that_signal(monkeypatch, capsys):
+    """Outside a run's attempt too: a cleanup failing on the half-done state a SIGTERM left (rich's
+    render-hook stack popped empty) is reported as the SIGTERM, exit 143, not as an internal error."""
+    from m2rl import cli
+    from m2rl.ledger import Terminated
+
+    def app(standalone_mode):
+        try:
+            raise Terminated("terminated by signal 15")
+        finally:
+            [].pop()
+
+    monkeypatch.setattr(cli, "app", app)
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)  # leave pytest's own handlers alone
+    monkeypatch.setattr(sys, "argv", ["m2rl", "sft"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 143
+    err = capsys.readouterr().err
+    assert err.startswith("m2rl: ") and "SIGTERM" in err and "IndexError" not in err and err.count("\n") == 1

@@ -68,6 +68,25 @@ def test_keyboard_interrupt_marks_run_failed_and_says_how_to_resume(tmp_path):
     assert caught.value.resume == f"m2rl rl --resume {run.id}"
 
 
+@pytest.mark.parametrize("signal_error", ["ctrl-c", "sigterm"])
+def test_a_cleanup_failing_on_the_signal_does_not_mask_it(tmp_path, signal_error):
+    """A signal landing in a library's bookkeeping (rich pushing its render hook) makes that library's
+    cleanup fail (IndexError: pop from empty list): still the interrupt, its exit status and one line."""
+    from m2rl.ledger import Terminated
+
+    run = Ledger(tmp_path).create("sft", "half-done", {})
+    with pytest.raises(Interrupted) as caught, attempt(run):
+        try:
+            raise KeyboardInterrupt if signal_error == "ctrl-c" else Terminated("terminated by signal 15")
+        finally:
+            [].pop()
+    assert caught.value.exit_status == (130 if signal_error == "ctrl-c" else 143)
+    saved = Ledger(tmp_path).get(run.id)
+    assert saved.status == "failed" and saved.manifest["error"].startswith("interrupted (")
+    with pytest.raises(IndexError), attempt(Ledger(tmp_path).create("sft", "plain", {})):
+        [].pop()  # without a signal behind it, an error stays itself
+
+
 def _child_script(root, body: str) -> str:
     return textwrap.dedent(
         f"""

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from m2rl.errors import Interrupted, StudyFailed, UserError
-from m2rl.ledger import Terminated
+from m2rl.ledger import Terminated, signal_behind
 from m2rl.provenance import command_line
 
 app = typer.Typer(
@@ -157,6 +157,11 @@ def main() -> None:
         print(f"m2rl: {exc}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:  # usage errors and anything unexpected
+        interrupt = signal_behind(exc)
+        if interrupt is not None:  # a cleanup that failed while Ctrl-C or SIGTERM unwound through it
+            signum = signal.SIGINT if isinstance(interrupt, KeyboardInterrupt) else signal.SIGTERM
+            _say_interrupted(Interrupted(signum))
+            sys.exit(128 + signum)
         message = _usage_error(exc)
         if message is not None and not debug:
             if message:

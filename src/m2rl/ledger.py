@@ -727,6 +727,20 @@ def sigterm_raises(error: Callable[[int], BaseException]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def signal_behind(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM that `exc` is, or was raised while unwinding from: a signal can land in a
+    library's bookkeeping (rich's live display pushing its render hook), whose cleanup then fails on
+    the half-done state (IndexError: pop from empty list) and would mask the signal."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt | Terminated):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
+
+
 @contextlib.contextmanager
 def attempt(run: Run) -> Iterator[Run]:
     """Run one attempt of `run`, owning it (its lock) throughout: on success `completed`, on any
@@ -745,8 +759,12 @@ def attempt(run: Run) -> Iterator[Run]:
             with sigterm_raises(lambda signum: Terminated(f"terminated by signal {signum}")):
                 yield run
             status = "completed"
-        except (KeyboardInterrupt, Terminated) as exc:
-            signum = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        except BaseException as exc:
+            interrupt = signal_behind(exc)
+            if interrupt is None:
+                error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+                raise
+            signum = signal.SIGINT if isinstance(interrupt, KeyboardInterrupt) else signal.SIGTERM
             error = f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'})"
             resume = (
                 f"m2rl {run.kind} --resume {run.id}"
@@ -754,9 +772,6 @@ def attempt(run: Run) -> Iterator[Run]:
                 else "run the same command again"
             )
             raise Interrupted(signum, [run.id], resume) from None
-        except BaseException as exc:
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            raise
         finally:
             run._account(time.perf_counter() - run._attempt_started)
             run._attempt_started = None
