@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from m2rl.data.schema import validate_sample
+from m2rl.data.schema import sft_conversation, validate_sample
 from m2rl.data.sources import RecordCursor, is_local, iter_records
 from m2rl.errors import UserError
 
@@ -114,7 +114,7 @@ def check_local_files(data_cfg: Any) -> None:
 
 
 def rl_samples(data_cfg: Any, domains: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The RL prompts of the file-backed `domains`."""
+    """The RL prompts of the file-backed `domains` (for data=files, the source's `rl`)."""
     files = file_domains(data_cfg)
     return {d: read_domain(files[d]["train"], d, "train", where=f"{d} train") for d in domains}
 
@@ -122,24 +122,12 @@ def rl_samples(data_cfg: Any, domains: list[str]) -> dict[str, list[dict[str, An
 def sft_messages(data_cfg: Any, domains: list[str]) -> list[dict[str, Any]]:
     """`messages` rows (prompt + the solution as the assistant's turn) of the domains that have an sft file."""
     files = file_domains(data_cfg)
-    rows = []
-    for domain in domains:
-        source = files[domain]["sft"]
-        if source is None:
-            continue
-        for sample in read_domain(source, domain, "sft", reward=False, where=f"{domain} sft"):
-            rows.append(
-                {
-                    "messages": sample["prompt"]
-                    + [{"role": "assistant", "content": sample["metadata"]["solution"]}]
-                }
-            )
-    return rows
-
-
-def source_rl(data_cfg: Any, domains: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """data=files: the RL prompts of its domains (each has a train file)."""
-    return rl_samples(data_cfg, domains)
+    return [
+        sft_conversation(sample)
+        for domain in domains
+        if files[domain]["sft"] is not None
+        for sample in read_domain(files[domain]["sft"], domain, "sft", reward=False, where=f"{domain} sft")
+    ]
 
 
 def source_sft(data_cfg: Any):

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from m2rl.data import files
 from m2rl.data.builtin import generate
-from m2rl.data.schema import validate_samples
+from m2rl.data.schema import sft_conversation, validate_samples
 from m2rl.errors import UserError
 
 
@@ -78,21 +78,17 @@ def check_domains(domains: list[str], data_cfg: DictConfig) -> list[str]:
 def _builtin_sft(data_cfg: DictConfig, extra: list[dict[str, Any]] | None = None):
     from datasets import Dataset
 
-    rows = []
-    for domain in _own_domains(data_cfg):
+    rows = [
+        sft_conversation(sample)
+        for domain in _own_domains(data_cfg)
         for sample in generate(
             domain,
             "sft",
             _builtin_size(data_cfg, "sft", domain),
             int(data_cfg.seed),
             builtin_difficulty(data_cfg, domain),
-        ):
-            rows.append(
-                {
-                    "messages": sample["prompt"]
-                    + [{"role": "assistant", "content": sample["metadata"]["solution"]}]
-                }
-            )
+        )
+    ]
     return Dataset.from_list(rows + list(extra or [])).shuffle(seed=int(data_cfg.seed))
 
 
@@ -133,7 +129,7 @@ def _nemotron_prepare(data_cfg: DictConfig, domains: list[str]):
 
 register_source(DataSource("builtin", _builtin_rl, _builtin_sft))
 register_source(DataSource("nemotron", _nemotron_rl, _nemotron_sft, _nemotron_prepare))
-register_source(DataSource("files", files.source_rl, files.source_sft))
+register_source(DataSource("files", files.rl_samples, files.source_sft))
 
 
 def _own_domains(data_cfg: DictConfig) -> list[str]:

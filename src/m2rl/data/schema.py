@@ -64,6 +64,11 @@ def make_sample(
     }
 
 
+def sft_conversation(sample: dict[str, Any]) -> dict[str, Any]:
+    """A `messages` row for SFT: the sample's prompt, then its `metadata.solution` as the assistant's turn."""
+    return {"messages": sample["prompt"] + [{"role": "assistant", "content": sample["metadata"]["solution"]}]}
+
+
 def validate_sample(sample: Any, where: str = "sample", reward: bool = True) -> dict[str, Any]:
     """Check one sample's shape and reward type; raise UserError naming `where` and the problem.
 
