@@ -157,9 +157,8 @@ def main() -> None:
         print(f"m2rl: {exc}", file=sys.stderr)
         sys.exit(1)
     except Exception as exc:  # usage errors and anything unexpected
-        interrupt = signal_behind(exc)
-        if interrupt is not None:  # a cleanup that failed while Ctrl-C or SIGTERM unwound through it
-            signum = signal.SIGINT if isinstance(interrupt, KeyboardInterrupt) else signal.SIGTERM
+        signum = signal_behind(exc)
+        if signum is not None:  # a cleanup that failed while Ctrl-C or SIGTERM unwound through it
             _say_interrupted(Interrupted(signum))
             sys.exit(128 + signum)
         message = _usage_error(exc)

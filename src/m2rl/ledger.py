@@ -727,15 +727,18 @@ def sigterm_raises(error: Callable[[int], BaseException]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def signal_behind(exc: BaseException) -> BaseException | None:
-    """The Ctrl-C or SIGTERM that `exc` is, or was raised while unwinding from: a signal can land in a
-    library's bookkeeping (rich's live display pushing its render hook), whose cleanup then fails on
-    the half-done state (IndexError: pop from empty list) and would mask the signal."""
+def signal_behind(exc: BaseException) -> int | None:
+    """SIGINT or SIGTERM if `exc` is Ctrl-C or SIGTERM, or was raised while unwinding from one; else None.
+
+    A signal can land in a library's bookkeeping (rich's live display pushing its render hook), whose
+    cleanup then fails on the half-done state (IndexError: pop from empty list) and would mask it."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, KeyboardInterrupt | Terminated):
-            return current
+        if isinstance(current, KeyboardInterrupt):
+            return signal.SIGINT
+        if isinstance(current, Terminated):
+            return signal.SIGTERM
         seen.add(id(current))
         current = current.__context__
     return None
@@ -760,11 +763,10 @@ def attempt(run: Run) -> Iterator[Run]:
                 yield run
             status = "completed"
         except BaseException as exc:
-            interrupt = signal_behind(exc)
-            if interrupt is None:
+            signum = signal_behind(exc)
+            if signum is None:
                 error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
                 raise
-            signum = signal.SIGINT if isinstance(interrupt, KeyboardInterrupt) else signal.SIGTERM
             error = f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'})"
             resume = (
                 f"m2rl {run.kind} --resume {run.id}"
