@@ -165,11 +165,14 @@ def test_cli_compare_of_runs_without_a_study_takes_every_evaluated_run(tmp_path)
     assert empty.exit_code != 0
 
 
-def test_runs_evaluated_with_different_k_are_flagged(tmp_path):
+def test_runs_evaluated_on_different_items_are_flagged_but_not_with_different_k(tmp_path):
     runs = build_study(tmp_path / "runs")
     run = runs["rl-math"]
-    run.manifest["metrics"]["eval"]["math"]["k"] = 8
+    run.manifest["metrics"]["eval"]["math"]["k"] = 8  # Avg@8 and Avg@2 estimate the same expected reward
+    run.save()
+    assert not any("evaluated on different items" in note for note in comparison_of(runs).notes)
+    run.manifest["metrics"]["eval"]["math"]["n_items"] = 3
     run.save()
     comparison = comparison_of(runs)
-    assert any(note.startswith("math: runs were evaluated differently") for note in comparison.notes)
+    assert any(note.startswith("math: runs were evaluated on different items") for note in comparison.notes)
     assert not any(note.startswith("code:") for note in comparison.notes)

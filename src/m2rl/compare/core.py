@@ -199,14 +199,15 @@ class _Builder:
         self.rows = [self._row(group, label) for group, label in zip(groups, labels, strict=True)]
 
     def _check_protocols(self, records: Sequence[RunRecord]) -> None:
+        # Only the items matter: Avg@K estimates the same expected reward whatever K is (a study gives
+        # its claims' evals more samples, study.claim_k); K only changes how noisy each item's mean is,
+        # which the intervals carry.
         for bench in self.benchmarks:
-            protocols = {
-                (r.results[bench].k, r.results[bench].n_items) for r in records if bench in r.results
-            }
-            if len(protocols) > 1:
-                shown = ", ".join(f"K={k} on {n} items" for k, n in sorted(protocols, key=str))
+            counts = {r.results[bench].n_items for r in records if bench in r.results}
+            if len(counts) > 1:
+                shown = ", ".join(str(n) for n in sorted(counts))
                 self.notes.append(
-                    f"{bench}: runs were evaluated differently ({shown}); scores are not strictly comparable"
+                    f"{bench}: runs were evaluated on different items ({shown} items); scores are not strictly comparable"
                 )
 
     def _row(self, replicates: list[RunRecord], label: str) -> Row:

@@ -9,10 +9,11 @@ from the SFT run's id, a merge names its experts' ids), so a stage's identity pi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from m2rl.errors import UserError
 from m2rl.jobs.build import analyze_job, check_config, distill_job, eval_job, merge_job, rl_job, sft_job
@@ -64,9 +65,30 @@ def study_seeds(cfg: DictConfig) -> list[int]:
 
 
 def _with_seed(cfg: DictConfig, seed: int) -> DictConfig:
-    copy = cfg.copy()
-    copy.seed = seed
-    return copy
+    seeded = cfg.copy()
+    seeded.seed = seed
+    return seeded
+
+
+def _with_claim_k(cfg: DictConfig, domains: Sequence[str]) -> DictConfig:
+    """The config with at least `study.claim_k` samples per item on the benchmarks of `domains`.
+
+    The study's claims rest on few evals: the SFT model is the baseline of every claim, and a trained
+    model's claim is on the domains it trained on. More samples there narrow every claim's interval at
+    a fraction of the cost of raising `eval.k` for all evals (the shared baseline is worth the most
+    samples, as the control arm of a trial with several arms is). Avg@K estimates the same expected
+    reward whatever K is, so the scores stay comparable.
+    """
+    claim_k = cfg.study.get("claim_k")
+    if not claim_k or not domains:
+        return cfg
+    result = copy.deepcopy(cfg)
+    default = int(result.eval.get("k", 1))
+    with open_dict(result):
+        for spec in result.eval.benchmarks.values():
+            if spec.get("domain") in domains:
+                spec.k = max(int(spec.get("k", default)), int(claim_k))
+    return result
 
 
 def plan(cfg: DictConfig, study: str) -> list[Stage]:
@@ -77,7 +99,7 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
     share_sft = bool(cfg.study.get("share_sft", False)) and len(seeds) > 1
     stages: list[Stage] = []
 
-    def add_eval(model: Stage) -> None:
+    def add_eval(model: Stage, claim_domains: Sequence[str]) -> None:
         stages.append(
             Stage(
                 f"{model.name}-eval",
@@ -85,8 +107,8 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 model.seed,
                 (model.name,),
                 # the lineage's seed, so a seed's evals are the same whether it runs alone or among others
-                lambda runs, model=model, c=_with_seed(cfg, model.seed): eval_job(
-                    c, runs[model.name].id, study, "eval"
+                lambda runs, model=model, c=_with_claim_k(_with_seed(cfg, model.seed), claim_domains): (
+                    eval_job(c, runs[model.name].id, study, "eval")
                 ),
                 evaluates=model.name,
             )
@@ -107,7 +129,7 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 lambda runs, c=sft_cfg, n=name: sft_job(c, n, study),
             )
             stages.append(shared)
-            add_eval(shared)
+            add_eval(shared, domains)  # the baseline of every claim
         sft = shared
         experts = []
         for domain in domains:
@@ -157,7 +179,7 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 stages.append(distill)
                 models.append(distill)
         for model in models:
-            add_eval(model)
+            add_eval(model, model.domains if model.kind in ("rl", "distill") else ())
         if cfg.study.get("analyze", False):
             stages.append(_analyze_stage(cfg, study, seed, [sft, *models], several=len(seeds) > 1))
     return stages
