@@ -62,8 +62,8 @@ def test_a_seeds_evals_are_the_same_alone_or_among_other_seeds():
     assert together == alone and together.seed == 1
 
 
-def test_the_evals_behind_the_claims_get_claim_k_samples_per_item():
-    """SFT (every claim's baseline) on every domain and each RL run on its own domains get at least
+def test_the_evals_behind_the_expert_claims_get_claim_k_samples_per_item():
+    """SFT (every claim's baseline) on every domain and each expert on its own domain get at least
     study.claim_k samples per item; every other eval keeps eval.k, and a benchmark's own larger k stays."""
     runs = {name: SimpleNamespace(id=f"run-{name}") for name in ("s-sft", "s-rl-code", "s-rl-mixed")}
     runs["s-merge-paper_ties"] = SimpleNamespace(id="run-merge")
@@ -75,7 +75,7 @@ def test_the_evals_behind_the_claims_get_claim_k_samples_per_item():
 
     assert ks([], "s-s0-sft") == {"math": 4, "code": 4, "science": 4, "if": 4}
     assert ks([], "s-s0-rl-code") == {"math": 2, "code": 4, "science": 2, "if": 2}
-    assert ks([], "s-s0-rl-mixed") == {"math": 4, "code": 4, "science": 4, "if": 4}
+    assert ks([], "s-s0-rl-mixed") == {"math": 2, "code": 2, "science": 2, "if": 2}
     assert ks([], "s-s0-merge-paper_ties") == {"math": 2, "code": 2, "science": 2, "if": 2}
     assert ks(["+eval.benchmarks.code.k=8"], "s-s0-rl-code")["code"] == 8
     assert ks(["study.claim_k=null"], "s-s0-sft") == {"math": 2, "code": 2, "science": 2, "if": 2}

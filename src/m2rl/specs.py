@@ -200,7 +200,7 @@ class StudySettings(Strict):
     slurm: SlurmSettings = SlurmSettings()
     analyze: bool = True  # an analyze stage per seed after its evals (m2rl analyze)
     distill: bool = False  # a multi-teacher on-policy distillation run per seed after its experts
-    claim_k: int | None = Field(None, ge=1)  # samples per item, at least, in the evals the claims rest on
+    claim_k: int | None = Field(None, ge=1)  # samples per item, at least, where expert claims are measured
 
 
 # -- jobs --------------------------------------------------------------------------------------

@@ -73,11 +73,11 @@ def _with_seed(cfg: DictConfig, seed: int) -> DictConfig:
 def _with_claim_k(cfg: DictConfig, domains: Sequence[str]) -> DictConfig:
     """The config with at least `study.claim_k` samples per item on the benchmarks of `domains`.
 
-    The study's claims rest on few evals: the SFT model is the baseline of every claim, and a trained
-    model's claim is on the domains it trained on. More samples there narrow every claim's interval at
-    a fraction of the cost of raising `eval.k` for all evals (the shared baseline is worth the most
-    samples, as the control arm of a trial with several arms is). Avg@K estimates the same expected
-    reward whatever K is, so the scores stay comparable.
+    The study's noisiest claims rest on few evals: the SFT model is the baseline of every claim, and an
+    expert's claim is on its one domain (a claim on the mean over domains has four times its items).
+    More samples there narrow those intervals at a fraction of the cost of raising `eval.k` for all
+    evals (the shared baseline is worth the most samples, as the control arm of a trial with several
+    arms is). Avg@K estimates the same expected reward whatever K is, so the scores stay comparable.
     """
     claim_k = cfg.study.get("claim_k")
     if not claim_k or not domains:
@@ -179,7 +179,7 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 stages.append(distill)
                 models.append(distill)
         for model in models:
-            add_eval(model, model.domains if model.kind in ("rl", "distill") else ())
+            add_eval(model, model.domains if model.kind == "rl" and len(model.domains) == 1 else ())
         if cfg.study.get("analyze", False):
             stages.append(_analyze_stage(cfg, study, seed, [sft, *models], several=len(seeds) > 1))
     return stages
