@@ -16,10 +16,12 @@ from safetensors.torch import load_file, save_file
 
 from m2rl import jobs
 from m2rl.config import compose_config
+from m2rl.errors import UserError
 from m2rl.evaluate.benchmarks import load_items
 from m2rl.evaluate.results import ItemResult, results_path, write_results
 from m2rl.evaluate.runner import eval_plan
 from m2rl.evaluate.settings import EvalSettings
+from m2rl.jobs.analyze import check_analysable
 from m2rl.jobs.build import analyze_job
 from m2rl.ledger import Ledger, Run, attempt
 
@@ -206,6 +208,15 @@ def test_analyze_study_publishes_the_report_reuses_it_and_compare_links_it(small
     named = m2rl("analyze", runs["math"].id, runs["mixed"].id, *OVERRIDES, runs_dir=runs_dir)
     assert named.returncode == 0, named.stderr
     assert "RL-Math / RL-Multi" in named.stdout and "report also in" not in named.stdout
+
+
+def test_analyses_take_eval_results_with_any_k_but_not_other_settings(small_study):
+    """A study evaluates some models with more samples per item (study.claim_k); the analyses read each
+    item's first sample, so results of the same settings at another K count, and other settings do not."""
+    runs_dir, runs = small_study
+    check_analysable(runs["sft"], compose_config([*OVERRIDES, "eval.k=4"]))
+    with pytest.raises(UserError, match="has no eval results"):
+        check_analysable(runs["sft"], compose_config([*OVERRIDES, "eval.top_p=0.5"]))
 
 
 def test_analyze_refuses_runs_without_eval_results(small_study, tmp_path):

@@ -8,6 +8,7 @@ same eval config, verifier config and model is not evaluated again.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -119,8 +120,14 @@ def eval_progress():
     )
 
 
-def eval_plan(run: Run, cfg: DictConfig) -> list[tuple[BenchmarkSpec, str, dict[str, Any] | None]]:
-    """(benchmark, config hash, saved metrics or None when it must be evaluated) for each benchmark."""
+def eval_plan(
+    run: Run, cfg: DictConfig, any_k: bool = False
+) -> list[tuple[BenchmarkSpec, str, dict[str, Any] | None]]:
+    """(benchmark, config hash, saved metrics or None when it must be evaluated) for each benchmark.
+
+    `any_k`: saved results of the same settings with another number of samples per item also count
+    (the analyses read each item's first sample; a study evaluates some models with more, study.claim_k).
+    """
     settings = EvalSettings.from_cfg(cfg)
     verifiers_cfg = cfg.get("verifiers")
     verifier_identity = (
@@ -129,7 +136,13 @@ def eval_plan(run: Run, cfg: DictConfig) -> list[tuple[BenchmarkSpec, str, dict[
     plan = []
     for bench in settings.benchmarks:
         digest = _config_hash(run, bench, settings, verifier_identity)
-        plan.append((bench, digest, _saved_metrics(run, bench, digest)))
+        saved = _saved_metrics(run, bench, digest)
+        saved_k = run.manifest.get("metrics", {}).get("eval", {}).get(bench.name, {}).get("k")
+        if saved is None and any_k and isinstance(saved_k, int) and saved_k != bench.k:
+            other = dataclasses.replace(bench, k=saved_k)
+            digest = _config_hash(run, other, settings, verifier_identity)
+            saved = _saved_metrics(run, other, digest)
+        plan.append((bench, digest, saved))
     return plan
 
 

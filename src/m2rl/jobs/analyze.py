@@ -42,11 +42,11 @@ def resolve(spec: AnalyzeJob, ledger: Ledger) -> AnalyzeJob:
 
 def check_analysable(run: Run, cfg) -> None:
     """Raise UserError unless the run is completed with a model and has saved eval results of this eval
-    config (eval settings, verifiers, seed) for every benchmark."""
+    config (eval settings, verifiers, seed; any number of samples per item) for every benchmark."""
     from m2rl.evaluate.runner import check_evaluable, eval_plan
 
     check_evaluable(run)
-    missing = [bench.name for bench, _digest, saved in eval_plan(run, cfg) if saved is None]
+    missing = [bench.name for bench, _digest, saved in eval_plan(run, cfg, any_k=True) if saved is None]
     if missing:
         raise UserError(
             f"run {run.name} ({run.id}) has no eval results of these eval settings for {', '.join(missing)}: "
