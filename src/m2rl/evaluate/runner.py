@@ -137,11 +137,13 @@ def eval_plan(
     for bench in settings.benchmarks:
         digest = _config_hash(run, bench, settings, verifier_identity)
         saved = _saved_metrics(run, bench, digest)
-        saved_k = run.manifest.get("metrics", {}).get("eval", {}).get(bench.name, {}).get("k")
-        if saved is None and any_k and isinstance(saved_k, int) and saved_k != bench.k:
-            other = dataclasses.replace(bench, k=saved_k)
-            digest = _config_hash(run, other, settings, verifier_identity)
-            saved = _saved_metrics(run, other, digest)
+        if saved is None and any_k:
+            saved_k = run.manifest.get("metrics", {}).get("eval", {}).get(bench.name, {}).get("k")
+            if isinstance(saved_k, int) and saved_k != bench.k:
+                other = dataclasses.replace(bench, k=saved_k)
+                other_digest = _config_hash(run, other, settings, verifier_identity)
+                if (found := _saved_metrics(run, other, other_digest)) is not None:
+                    digest, saved = other_digest, found
         plan.append((bench, digest, saved))
     return plan
 
