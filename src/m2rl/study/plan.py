@@ -79,16 +79,15 @@ def _with_claim_k(cfg: DictConfig, domains: Sequence[str]) -> DictConfig:
     evals (the shared baseline is worth the most samples, as the control arm of a trial with several
     arms is). Avg@K estimates the same expected reward whatever K is, so the scores stay comparable.
     """
-    from m2rl.evaluate.settings import EvalSettings
-
     claim_k = cfg.study.get("claim_k")
     if not claim_k or not domains:
         return cfg
     result = copy.deepcopy(cfg)
+    default = int(result.eval.get("k", 1))
     with open_dict(result):
-        for bench in EvalSettings.from_cfg(cfg).benchmarks:  # each benchmark's k as the eval reads it
-            if bench.domain in domains:
-                result.eval.benchmarks[bench.name].k = max(bench.k, int(claim_k))
+        for spec in result.eval.benchmarks.values():
+            if spec.get("domain") in domains:
+                spec.k = max(int(spec.get("k", default)), int(claim_k))
     return result
 
 
