@@ -52,6 +52,15 @@ def test_label_formats_match_the_real_data():
         assert s["metadata"]["prompt_text"] == s["prompt"][0]["content"]
 
 
+def test_if_keyword_family_only_at_difficulty_3():
+    def ids(difficulty):
+        samples = generate("if", "test", 100, difficulty=difficulty)
+        return {i for s in samples for i in s["metadata"]["instruction_id_list"]}
+
+    assert "keywords:existence" not in ids(1) | ids(2)
+    assert "keywords:existence" in ids(3) and len(ids(2)) == 6
+
+
 def family(sample) -> str:
     return sample["metadata"]["key"].split(":")[1]
 

@@ -321,7 +321,7 @@ def test_sentence_counts_follow_nltk_punkt_english() -> None:
 def _builtin_if_samples() -> list[tuple[str, list[str], list[dict], str]]:
     from m2rl.data.builtin import generate
 
-    samples = generate("if", "rl", 150, seed=3)
+    samples = generate("if", "rl", 150, seed=3, difficulty=3)  # 3: every family, the keyword too
     out = []
     for sample in samples:
         meta = sample["metadata"]
