@@ -65,21 +65,29 @@ def family(sample) -> str:
     return sample["metadata"]["key"].split(":")[1]
 
 
-def test_code_difficulty_3_is_mostly_the_compositional_families():
+def test_code_difficulty_3_is_branches_and_offsets_and_4_adds_filter():
     assert not {"filter", "branch"} & {family(s) for s in generate("code", "rl", 100, difficulty=2)}
-    hard = [family(s) for s in generate("code", "test", 256, difficulty=3)]
-    assert set(hard) == {"filter", "branch", "sum2", "max3"}
-    assert sum(f in ("filter", "branch") for f in hard) > 0.6 * len(hard)
+    default = generate("code", "test", 256, difficulty=3)
+    assert {family(s) for s in default} == {"branch", "sum2", "max3"}
+    assert sum(family(s) == "branch" for s in default) > 0.4 * len(default)
+    offsets = [int(s["metadata"]["key"].split(":")[2]) for s in default if family(s) in ("sum2", "max3")]
+    assert max(offsets) > 99  # three-digit offsets at 3 (two at 2)
+    assert {family(s) for s in generate("code", "test", 256, difficulty=4)} == {
+        "filter",
+        "branch",
+        "sum2",
+        "max3",
+    }
 
 
-@pytest.mark.parametrize("difficulty", [2, 3])
+@pytest.mark.parametrize("difficulty", [2, 3, 4])
 def test_code_reference_programs_pass_their_tests(difficulty):
     import subprocess
     import sys
 
     samples = generate("code", "test", 64, difficulty=difficulty)
-    if difficulty == 3:  # the new families: the first four of each
-        samples = [s for s in samples if family(s) == "filter"][:4] + [
+    if difficulty >= 3:  # the compositional families: the first four of each
+        samples = [s for s in samples if family(s) in ("filter", "sum2")][:4] + [
             s for s in samples if family(s) == "branch"
         ][:4]
     for sample in samples[:8]:

@@ -257,16 +257,21 @@ def _code_task(
 ) -> tuple[str, str, str, Callable[[random.Random], tuple[str, str]]]:
     """(key, statement, program, test maker) for one task family.
 
-    Difficulty 3 is mostly two compositional families (filter-then-aggregate over a list, a branch on a
-    property of n) where the program follows from two or three choices in the statement, and drops the
-    one-line formulas the built-in model always gets right after SFT (linear, square, mod: 100% in a
-    study). A third of it is filter (51-58% after SFT in two studies, 95% after RL in one; branch
-    99-100%), which leaves RL room to improve code.
+    Difficulty 3 (the default) is a branch on a property of n ("3*n if n is even, otherwise n-4") and
+    sum-of-two and max-of-three with a three-digit offset: programs that follow from the statement by
+    copying three or four choices, which the built-in model gets partly right after SFT (10-39% of the
+    code items in three SFT models) and RL sharpens (code experts +3 to +13 points). It drops the
+    one-line formulas the model always gets right after SFT (linear, square, mod: 100% in a study).
+    Difficulty 4 adds filter-then-aggregate over a list ("the count of those less than 7"), whose
+    aggregate word the built-in model either learns or guesses at chance depending on the SFT draw
+    (21-32% after SFT in four of five SFT models, 87-98% with half again as many examples), so an
+    expert gains on it in some draws and not at all in others.
     """
     if difficulty >= 3:
-        families = ["sum2", "max3", "branch", "branch", "filter", "filter"]
+        families = ["sum2", "max3", "branch", "branch"] + (["filter", "filter"] if difficulty >= 4 else [])
     else:
         families = ["linear", "linear", "square", "sum2", "max3", "mod", "reverse", "repeat"]
+    top = 999 if difficulty >= 3 else 99  # the offset of sum2 and max3
     family = rng.choice(families)
     if family == "filter":
         return _filter_task(rng)
@@ -289,7 +294,7 @@ def _code_task(
             lambda r: (lambda n: (f"{n}\n", f"{n * n + b}\n"))(r.randint(-30, 30)),
         )
     if family == "sum2":
-        c = rng.randint(1, 99)
+        c = rng.randint(1, top)
         return (
             f"sum2:{c}",
             f"Read two integers a and b on one line and print a+b+{c}.",
@@ -297,7 +302,7 @@ def _code_task(
             lambda r: (lambda a, b: (f"{a} {b}\n", f"{a + b + c}\n"))(r.randint(-99, 99), r.randint(-99, 99)),
         )
     if family == "max3":
-        c = rng.randint(1, 99)
+        c = rng.randint(1, top)
         return (
             f"max3:{c}",
             f"Read three integers on one line and print the largest minus {c}.",
@@ -364,7 +369,7 @@ def _filter_task(rng: random.Random) -> tuple[str, str, str, Callable[[random.Ra
 
 def _branch_task(rng: random.Random) -> tuple[str, str, str, Callable[[random.Random], tuple[str, str]]]:
     """Two formulas chosen by a property of n, e.g. 3*n if n is even, otherwise n-4."""
-    a, b, condition = rng.randint(2, 9), rng.randint(1, 30), rng.choice(list(BRANCH_CONDITIONS))
+    a, b, condition = rng.randint(2, 9), rng.randint(1, 99), rng.choice(list(BRANCH_CONDITIONS))
     code, holds = BRANCH_CONDITIONS[condition]
     return (
         f"branch:{condition}:{a}:{b}",
@@ -431,8 +436,8 @@ END_PHRASES = [
 # all-caps English, so a correct reference response would score 0.
 IF_FAMILIES = ("lowercase", "no_comma", "end_phrase", "bullets", "json", "quotation", "keyword")
 # The keyword family joins at difficulty 3 only: the built-in model picks the keyword from the eight at
-# random (items with one scored 10-13% after SFT in five SFT models, chance 12.5%, also when the reasoning
-# repeats the prompt's words "the keywords gentle"; no IF expert moved them), which RL cannot sharpen.
+# random (items with one scored 10-13% after SFT in five SFT models, chance 12.5%, and 10% in one whose
+# reasoning repeated the prompt's words "the keywords gentle"; no IF expert moved them): no room for RL.
 IF_FAMILIES_BY_DIFFICULTY = {1: IF_FAMILIES[:-1], 2: IF_FAMILIES[:-1], 3: IF_FAMILIES}
 
 

@@ -27,14 +27,16 @@ PAD_TOKEN, EOS_TOKEN = "<|endoftext|>", "<|im_end|>"
 
 # The tokenizer learns from the hardest level of every generator, so its merges cover every
 # operator, fact and instruction any `data.difficulty` can produce.
-CORPUS_DIFFICULTY = 3
+CORPUS_DIFFICULTY = {"math": 3, "code": 4, "science": 3, "if": 3}
 
 
 def _corpus(samples_per_domain: int, seed: int) -> list[str]:
     """Chat-formatted text of built-in SFT samples, the tokenizer's training corpus."""
     texts = []
     for domain in GENERATORS:
-        for sample in generate(domain, "sft", samples_per_domain, seed=seed, difficulty=CORPUS_DIFFICULTY):
+        for sample in generate(
+            domain, "sft", samples_per_domain, seed=seed, difficulty=CORPUS_DIFFICULTY[domain]
+        ):
             prompt = sample["prompt"][0]["content"]
             texts.append(f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
             texts.append(
