@@ -86,10 +86,14 @@ def test_code_reference_programs_pass_their_tests(difficulty):
     import sys
 
     samples = generate("code", "test", 64, difficulty=difficulty)
-    if difficulty >= 3:  # the compositional families: the first four of each
-        samples = [s for s in samples if family(s) in ("filter", "sum2")][:4] + [
-            s for s in samples if family(s) == "branch"
-        ][:4]
+    # at 3 and 4 the first few of each family the level adds: offsets at 3, filter at 4, and the branch
+    firsts = {3: {"sum2": 2, "max3": 2, "branch": 4}, 4: {"filter": 4, "branch": 4}}.get(difficulty)
+    if firsts:
+        picked = []
+        for name, count in firsts.items():
+            picked += [s for s in samples if family(s) == name][:count]
+        assert len(picked) == 8
+        samples = picked
     for sample in samples[:8]:
         program = sample["metadata"]["solution"].split("```python\n")[1].split("```")[0]
         tests = sample["metadata"]["unit_tests"]

@@ -438,7 +438,6 @@ IF_FAMILIES = ("lowercase", "no_comma", "end_phrase", "bullets", "json", "quotat
 # The keyword family joins at difficulty 3 only: the built-in model picks the keyword from the eight at
 # random (items with one scored 10-13% after SFT in five SFT models, chance 12.5%, and 10% in one whose
 # reasoning repeated the prompt's words "the keywords gentle"; no IF expert moved them): no room for RL.
-IF_FAMILIES_BY_DIFFICULTY = {1: IF_FAMILIES[:-1], 2: IF_FAMILIES[:-1], 3: IF_FAMILIES}
 
 
 @dataclass(frozen=True)
@@ -463,7 +462,7 @@ def _plain(sentences: list[str]) -> str:
 
 def _if_instruction(rng: random.Random, difficulty: int) -> Instruction:
     """A random IFEval instruction of this difficulty's families, with its kwargs."""
-    family = rng.choice(IF_FAMILIES_BY_DIFFICULTY[max(1, min(3, difficulty))])
+    family = rng.choice(IF_FAMILIES if difficulty >= 3 else tuple(f for f in IF_FAMILIES if f != "keyword"))
     if family == "lowercase":
         return Instruction(
             "change_case:english_lowercase",
