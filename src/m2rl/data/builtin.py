@@ -188,17 +188,25 @@ QUANTITIES = [("mass", "kg"), ("length", "m"), ("volume", "L"), ("temperature", 
 
 
 def _phase_question(rng: random.Random, difficulty: int) -> tuple[str, str, list[str], str]:
-    """The state of a substance at a temperature, from its melting and boiling points (two comparisons)."""
+    """The state of a substance at a temperature, from its melting and boiling points (two comparisons).
+
+    The state is drawn first, uniformly, then a temperature inside its range: with the temperature drawn
+    uniformly, liquid was the most common answer (107 of 256 test items against 65 solid), and an RL
+    run could gain by answering "liquid" more often instead of comparing the numbers.
+    """
     top = 99 if difficulty <= 2 else 999
     melt = rng.randint(5, top // 2)
-    boil = rng.randint(melt + 5, top)
-    temperature = rng.randint(1, top)
-    if temperature < melt:
-        phase, why = "solid", f"{temperature} is below {melt}"
-    elif temperature < boil:
-        phase, why = "liquid", f"{temperature} is above {melt} and below {boil}"
+    boil = rng.randint(melt + 5, top - 1)
+    phase = rng.choice(PHASES[:3])
+    if phase == "solid":
+        temperature = rng.randint(1, melt - 1)
+        why = f"{temperature} is below {melt}"
+    elif phase == "liquid":
+        temperature = rng.randint(melt + 1, boil - 1)
+        why = f"{temperature} is above {melt} and below {boil}"
     else:
-        phase, why = "gas", f"{temperature} is above {boil}"
+        temperature = rng.randint(boil + 1, top)
+        why = f"{temperature} is above {boil}"
     question = f"A substance melts at {melt} K and boils at {boil} K. What is its state at {temperature} K?"
     reason = f"It melts at {melt} and boils at {boil}. {why}, so it is {phase}."
     return question, phase, [p for p in PHASES if p != phase], reason
