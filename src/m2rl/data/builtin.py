@@ -183,21 +183,22 @@ def _fact_question(rng: random.Random, difficulty: int) -> tuple[str, str, list[
     return f"What is the atomic number of {name}?", str(number), pool, f"{name} has atomic number {number}."
 
 
-PHASES = ["solid", "liquid", "gas", "plasma"]
+STATES = ["solid", "liquid", "gas"]  # the answers a phase question can have
+PHASES = [*STATES, "plasma"]  # plasma: a fourth option, never the answer
 QUANTITIES = [("mass", "kg"), ("length", "m"), ("volume", "L"), ("temperature", "K"), ("speed", "m/s")]
 
 
 def _phase_question(rng: random.Random, difficulty: int) -> tuple[str, str, list[str], str]:
     """The state of a substance at a temperature, from its melting and boiling points (two comparisons).
 
-    The state is drawn first, uniformly, then a temperature inside its range: with the temperature drawn
-    uniformly, liquid was the most common answer (107 of 256 test items against 65 solid), and an RL
-    run could gain by answering "liquid" more often instead of comparing the numbers.
+    The state is drawn first, uniformly, then a temperature strictly inside its range: with the
+    temperature drawn uniformly, liquid was the most common answer (107 of 256 test items against 65
+    solid), and an RL run could gain by answering "liquid" more often instead of comparing the numbers.
     """
     top = 99 if difficulty <= 2 else 999
     melt = rng.randint(5, top // 2)
     boil = rng.randint(melt + 5, top - 1)
-    phase = rng.choice(PHASES[:3])
+    phase = rng.choice(STATES)
     if phase == "solid":
         temperature = rng.randint(1, melt - 1)
         why = f"{temperature} is below {melt}"
