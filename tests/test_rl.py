@@ -211,3 +211,69 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_completed_run(sft_run, tmp_
     result = m2rl("rl", "--domains", "math", "--from", rl_run.id, *FAST_RL, runs_dir=runs)
     assert result.returncode == 2 and "not a completed SFT run" in result.stderr
     assert [r.kind for r in Ledger(runs).runs()] == ["sft", "rl"]
+
+
+@pytest.mark.parametrize("loss_aggregation", ["sample_token_mean", "token_mean", "constant_normaliser"])
+def test_zero_advantage_samples_leave_loss_and_gradient_unchanged(tiny_model_dir, tmp_path, loss_aggregation):
+    """The loss on the samples with a non-zero advantage, scaled, equals TRL's loss on the whole batch,
+    and so do the gradients; the selection is skipped where every sample counts."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
+
+    from m2rl.engine.grpo import informative_rows, timed_trainer_class
+
+    recipe = RLRecipe(**section(compose_config([f"rl.loss_aggregation={loss_aggregation}"]), "rl"))
+    args = build_grpo_config(recipe, tmp_path / "out", 1, 1, True, 0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = timed_trainer_class()(
+        model=AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": "1+1="}] * 16),
+        processing_class=tokenizer,
+        reward_funcs=[lambda completions, **kwargs: [0.0] * len(completions)],
+    )
+    generator = torch.Generator().manual_seed(0)
+    rows, prompt, completion = 16, 12, 20
+    completion_mask = torch.ones(rows, completion, dtype=torch.long)
+    for row in range(rows):  # completions of different lengths
+        completion_mask[row, 5 + row :] = 0
+    advantages = torch.randn(rows, generator=generator)
+    advantages[[0, 1, 2, 3, 8, 9, 10, 11]] = 0.0  # two groups of four whose members all scored the same
+    inputs = {
+        "prompt_ids": torch.randint(5, 1000, (rows, prompt), generator=generator),
+        "prompt_mask": torch.ones(rows, prompt, dtype=torch.long),
+        "completion_ids": torch.randint(5, 1000, (rows, completion), generator=generator),
+        "completion_mask": completion_mask,
+        "advantages": advantages,
+        "num_items_in_batch": completion_mask.sum(),
+        # an older policy, so that the PPO ratio and its clip are not trivially 1
+        "old_per_token_logps": -5.0 + torch.randn(rows, completion, generator=generator),
+    }
+    subset, scale = informative_rows(inputs, trainer.loss_type)
+    assert subset["completion_ids"].shape[0] == 8
+    assert scale == (0.5 if trainer.loss_type != "dapo" else 1.0)
+
+    def loss_and_gradient(compute):
+        trainer.model.zero_grad()
+        loss = compute(trainer.model, inputs)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop
+    selected_loss, selected_grads = loss_and_gradient(trainer._compute_loss)
+    full_loss, full_grads = loss_and_gradient(
+        lambda model, batch: GRPOTrainer._compute_loss(trainer, model, batch)
+    )
+    assert full_loss != 0
+    torch.testing.assert_close(selected_loss, full_loss, rtol=1e-5, atol=1e-7)
+    assert len(selected_grads) == len(full_grads)
+    for selected, full in zip(selected_grads, full_grads, strict=True):
+        torch.testing.assert_close(selected, full, rtol=1e-4, atol=1e-7)
+    # every sample informative: nothing to select; none informative: one row, loss 0
+    assert informative_rows({**inputs, "advantages": torch.ones(rows)}, trainer.loss_type) is None
+    none_kept, _ = informative_rows({**inputs, "advantages": torch.zeros(rows)}, trainer.loss_type)
+    assert none_kept["prompt_ids"].shape[0] == 1
+    assert informative_rows({**inputs, "pixel_values": torch.zeros(1)}, trainer.loss_type) is None

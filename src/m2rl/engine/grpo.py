@@ -3,9 +3,11 @@
 The paper's recipe maps onto TRL options through `GRPO_MAPPING`, the one table from which the
 GRPOConfig, the dry-run table and the README's table are made. Rollouts without vLLM go through
 `m2rl.sampling` (the same sampling as transformers' generate, without finished rows in the batch).
-Two more additions live here: a trainer subclass that times generation apart from training (so the ledger
-splits step time into generation, reward and training seconds), and the dataset builder that
-filters prompts over `max_prompt_length` tokens, as the paper does.
+Three more additions live here: a trainer subclass that times generation apart from training (so the ledger
+splits step time into generation, reward and training seconds) and computes the loss on the samples
+whose advantage is not zero (`informative_rows`: the same loss and gradient, a quarter less forward
+and backward work in the tiny study), and the dataset builder that filters prompts over
+`max_prompt_length` tokens, as the paper does.
 """
 
 from __future__ import annotations
@@ -199,7 +201,8 @@ GRPO_MAPPING: tuple[GrpoOption, ...] = (
         "no dynamic sampling, zero-variance groups stay",
         ("mask_truncated_completions",),
         lambda rl, s, w, c: {"mask_truncated_completions": rl.mask_truncated_completions},
-        "TRL keeps every group",
+        "TRL keeps every group; the loss is computed on the non-zero-advantage samples only, scaled to "
+        "the same loss and gradient (`informative_rows`)",
     ),
     GrpoOption("rollouts on vLLM (colocated)", ("rollout", "vllm.*"), vllm_engine_options),
     PRECISION,
@@ -301,6 +304,58 @@ def grpo_dataset(samples: list[dict[str, Any]], tokenizer, max_prompt_length: in
     return Dataset.from_list(rows), dropped
 
 
+# The loss inputs GRPOTrainer gives one row per sample (text-only models). With any other key (images,
+# tile counts) rows are not selected: the loss is computed on the whole batch.
+PER_SAMPLE_INPUTS = frozenset(
+    {
+        "prompt_ids",
+        "prompt_mask",
+        "completion_ids",
+        "completion_mask",
+        "advantages",
+        "old_per_token_logps",
+        "sampling_per_token_logps",
+        "ref_per_token_logps",
+        "importance_sampling_ratio",
+        "tool_mask",
+    }
+)
+# How each loss type scales with the rows it is computed on: a mean over samples ("grpo") or a sum over
+# samples x a fixed length ("dr_grpo") scales by rows kept / rows; a sum over tokens divided by the whole
+# generation batch's token count ("dapo", `num_items_in_batch`) does not change.
+ROW_SCALED_LOSSES = frozenset({"grpo", "dr_grpo"})
+BATCH_NORMALISED_LOSSES = frozenset({"dapo"})
+
+
+def informative_rows(inputs: dict[str, Any], loss_type: str) -> tuple[dict[str, Any], float] | None:
+    """The loss inputs restricted to the samples whose advantage is not zero, and the factor that makes
+    the loss on them equal to the loss on the whole batch; None where every row counts or the selection
+    would not be exact.
+
+    With no KL and no entropy term, a sample's loss is its advantage times a function of its own
+    log-probs: a sample with advantage 0 at every token (every member of its group scored the same,
+    about a quarter of the tiny study's samples) adds exactly 0 to the loss and to the gradient, yet
+    costs its share of the forward and backward pass. At least one row is kept so that every process
+    still runs the forward and backward pass (collectives under DeepSpeed ZeRO-3).
+    """
+    import torch
+
+    if loss_type not in ROW_SCALED_LOSSES | BATCH_NORMALISED_LOSSES or set(inputs) - PER_SAMPLE_INPUTS - {
+        "num_items_in_batch"
+    }:
+        return None
+    advantages = inputs["advantages"]
+    rows = advantages.shape[0]
+    nonzero = (advantages.reshape(rows, -1) != 0).any(dim=-1)
+    kept = int(nonzero.sum())
+    if kept == rows:
+        return None
+    index = nonzero.nonzero()[:, 0] if kept else torch.zeros(1, dtype=torch.long, device=advantages.device)
+    subset = {key: value[index] if key in PER_SAMPLE_INPUTS else value for key, value in inputs.items()}
+    scale = len(index) / rows if loss_type in ROW_SCALED_LOSSES else 1.0
+    return subset, scale
+
+
 def timed_trainer_class():
     from trl import GRPOTrainer
 
@@ -358,6 +413,22 @@ def timed_trainer_class():
                     model, prompt_ids, settings, eos, self._tokenizer.pad_token_id, generator
                 )
             return completions, None
+
+        def _compute_loss(self, model, inputs):
+            """The loss on the samples with a non-zero advantage only, scaled to equal the whole batch's
+            (`informative_rows`); TRL's own loss wherever that is not exact. The logged entropy and clip
+            ratios then describe those samples."""
+            exact = (
+                self.beta == 0.0
+                and not self._entropy_bonus_enabled
+                and self.top_entropy_quantile == 1.0
+                and not self.aux_loss_enabled
+            )
+            selected = informative_rows(inputs, self.loss_type) if exact else None
+            if selected is None:
+                return super()._compute_loss(model, inputs)
+            subset, scale = selected
+            return super()._compute_loss(model, subset) * scale
 
         def training_step(self, model, inputs, num_items_in_batch):
             start = time.perf_counter()
