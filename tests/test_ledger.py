@@ -351,3 +351,31 @@ def test_replace_dir_swaps_a_whole_folder(tmp_path):
         (tmp / "a.txt").write_text(content)
         replace_dir(tmp, target)
     assert (target / "a.txt").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning"
+)  # the lost exception, as expected
+def test_a_sigterm_lost_in_a_finalizer_is_raised_again_where_progress_is_reported():
+    """Python drops an exception raised in a `__del__`; a stage signalled at that moment must still stop."""
+    from m2rl.ledger import Terminated, raise_lost_signal, sigterm_raises
+
+    class SignalledInFinalizer:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, inside the finalizer: its exception is lost
+                pass
+
+    went_on = False
+    with (
+        pytest.raises(Terminated),
+        sigterm_raises(lambda signum: Terminated(f"terminated by signal {signum}")),
+    ):
+        finalized = SignalledInFinalizer()
+        del finalized
+        went_on = True
+        raise_lost_signal()
+    assert went_on  # the signal did not stop the work by itself
+    raise_lost_signal()  # outside the context: nothing pending
+    with sigterm_raises(lambda signum: Terminated("unused")):
+        raise_lost_signal()  # no signal came

@@ -709,22 +709,43 @@ class Ledger:
         return run
 
 
+# The exceptions SIGTERM handlers raised inside `sigterm_raises` contexts still open (innermost last).
+_raised_by_signal: list[BaseException] = []
+
+
 @contextlib.contextmanager
 def sigterm_raises(error: Callable[[int], BaseException]) -> Iterator[None]:
-    """SIGTERM raises `error(signum)` in the main thread while inside (elsewhere it is left as it is)."""
+    """SIGTERM raises `error(signum)` in the main thread while inside (elsewhere it is left as it is).
+
+    Python runs a signal handler between any two bytecodes, also inside a finalizer (`__del__`, a
+    weakref callback), where an exception is printed as "ignored" and lost: the process would go on
+    as if never signalled. So the raised exception is also kept until the context ends, and
+    `raise_lost_signal` (called where long work reports progress) raises it again.
+    """
 
     def handler(signum, frame):  # noqa: ARG001
-        raise error(signum)
+        exc = error(signum)
+        _raised_by_signal.append(exc)
+        raise exc
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
         yield
         return
+    depth = len(_raised_by_signal)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        del _raised_by_signal[depth:]
+
+
+def raise_lost_signal() -> None:
+    """Raise again the exception a SIGTERM handler raised in this still-open `sigterm_raises`
+    context, if a finalizer swallowed it (a no-op when no signal came)."""
+    if _raised_by_signal:
+        raise _raised_by_signal[-1]
 
 
 def signal_behind(exc: BaseException) -> int | None:

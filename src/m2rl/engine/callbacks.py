@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from transformers import TrainerCallback
 
-from m2rl.ledger import Run
+from m2rl.ledger import Run, raise_lost_signal
 
 
 def _clean(logs: dict) -> dict:
@@ -52,6 +52,7 @@ class LedgerProgressCallback(TrainerCallback):
         self._publish(state, force=True)
 
     def on_step_end(self, args, state, control, **kwargs):
+        raise_lost_signal()
         self._publish(state)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from m2rl.ledger import Ledger, Run
+from m2rl.ledger import Ledger, Run, raise_lost_signal
 from m2rl.specs import EvalJob
 
 
@@ -51,6 +51,7 @@ class ProgressFile:
         return self.shown.add_task(description, total=total) if self.shown is not None else None
 
     def advance(self, task: Any, amount: int) -> None:
+        raise_lost_signal()
         self.done += amount
         self.run.write_progress("eval", self.done, self.total, self.note)
         if self.shown is not None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from m2rl import jobs
 from m2rl.errors import Interrupted, UserError
-from m2rl.ledger import LOCK, Ledger, Run, lock_held, sigterm_raises, try_lock, unlock
+from m2rl.ledger import LOCK, Ledger, Run, lock_held, raise_lost_signal, sigterm_raises, try_lock, unlock
 from m2rl.specs import JobSpec, StudySettings
 from m2rl.study.backends import Backend, Handle, LocalBackend, Resources, SlurmBackend
 from m2rl.study.plan import Stage
@@ -294,6 +294,7 @@ class Executor:
                         break
                     self.on_tick()
                     time.sleep(self.poll_s)
+                    raise_lost_signal()
             except (KeyboardInterrupt, Interrupted) as exc:
                 stopped = [s.stage.name for s in self.running()]
                 self.cancel()
