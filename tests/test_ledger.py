@@ -353,9 +353,8 @@ def test_replace_dir_swaps_a_whole_folder(tmp_path):
     assert (target / "a.txt").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
-@pytest.mark.filterwarnings(
-    "ignore::pytest.PytestUnraisableExceptionWarning"
-)  # the lost exception, as expected
+# the warning is the lost exception, as expected
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_sigterm_lost_in_a_finalizer_is_raised_again_where_progress_is_reported():
     """Python drops an exception raised in a `__del__`; a stage signalled at that moment must still stop."""
     from m2rl.ledger import Terminated, raise_lost_signal, sigterm_raises

@@ -304,8 +304,10 @@ def grpo_dataset(samples: list[dict[str, Any]], tokenizer, max_prompt_length: in
     return Dataset.from_list(rows), dropped
 
 
-# The loss inputs GRPOTrainer gives one row per sample (text-only models). With any other key (images,
-# tile counts) rows are not selected: the loss is computed on the whole batch.
+# The loss inputs GRPOTrainer gives one row per sample (text-only models), and the ones that hold one
+# value for the whole batch. With any other key (images, tile counts) rows are not selected: the loss
+# is computed on the whole batch.
+BATCH_INPUTS = frozenset({"num_items_in_batch"})
 PER_SAMPLE_INPUTS = frozenset(
     {
         "prompt_ids",
@@ -340,9 +342,9 @@ def informative_rows(inputs: dict[str, Any], loss_type: str) -> tuple[dict[str, 
     """
     import torch
 
-    if loss_type not in ROW_SCALED_LOSSES | BATCH_NORMALISED_LOSSES or set(inputs) - PER_SAMPLE_INPUTS - {
-        "num_items_in_batch"
-    }:
+    if loss_type not in ROW_SCALED_LOSSES | BATCH_NORMALISED_LOSSES:
+        return None
+    if set(inputs) - PER_SAMPLE_INPUTS - BATCH_INPUTS:
         return None
     advantages = inputs["advantages"]
     rows = advantages.shape[0]
