@@ -307,6 +307,31 @@ def test_student_equal_to_its_teachers_has_zero_advantage_and_does_not_move(ledg
         assert torch.equal(before[key], after[key]), key
 
 
+def test_two_processes_with_uneven_informative_rows_distill(ledger_with_sft, tmp_path):
+    """One prompt per rank and step: a math prompt's teacher is the student itself (advantage 0 on
+    every row), a code prompt's disagrees. A rank holding math has no informative row while the other
+    has all of them; both must still pass the same number of rows to TRL's gathers in the loss."""
+    ledger, sft = ledger_with_sft
+    _expert(ledger, "rl-math", "math", sft, sft.model_dir, seed=None)
+    _expert(ledger, "rl-code", "code", sft, sft.model_dir, seed=3)
+    result = m2rl(
+        "distill",
+        *("--teachers", "rl-math,rl-code", "--from", "sft", "--domains", "math,code"),
+        "launcher=accelerate_ddp",
+        *FAST_DISTILL,
+        "distill.per_device_batch_size=4",  # 2 prompts x 4 samples over 2 ranks: one group each
+        "distill.steps=2",
+        "distill.save_steps=0",
+        runs_dir=ledger.root,
+    )
+    logs = "".join(log.read_text()[-3000:] for log in ledger.root.glob("*/launch.log"))
+    assert result.returncode == 0, result.stderr + logs
+    run = next(r for r in Ledger(ledger.root).runs() if r.kind == "distill")
+    assert run.status == "completed" and run.manifest["metrics"]["processes"] == 2
+    first = next(r for r in run.read_metrics() if "reverse_kl" in r)
+    assert first["math/reverse_kl"] == 0.0 and first["code/reverse_kl"] != 0.0  # a rank of each kind
+
+
 def _one_line_error(result) -> str:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

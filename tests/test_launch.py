@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -89,3 +90,72 @@ def test_two_process_accelerate_run_completes_on_cpu(tmp_path, tiny_model_dir):
     assert run.manifest["device"]["count"] == 2
     assert (run.model_dir / "model.safetensors").is_file()
     assert json.loads((run.path / "run.json").read_text())["status"] == "completed"
+
+
+# A reward for the 2-process tests: rank 0's samples score a coin flip of their text (groups whose
+# members differ: rows with a non-zero advantage), rank 1's all score 0 (no informative row), so the
+# ranks keep different numbers of rows in the GRPO loss.
+UNEVEN_REWARD = """
+import os
+import zlib
+
+
+def score(sample, text):
+    if os.environ.get("RANK", "0") != "0":
+        return 0.0
+    return float(zlib.crc32(text.encode()) % 2)
+"""
+
+
+def uneven_domain(folder: Path) -> list[str]:
+    """The overrides of a `coin` domain (16 prompts) scored by UNEVEN_REWARD."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"id": f"coin-{i}", "domain": "coin", "rm_type": "coin", "prompt": [{"role": "user", "content": f"Flip {i}"}]}
+        for i in range(16)
+    ]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "reward.py").write_text(UNEVEN_REWARD)
+    return [
+        "data=files",
+        f"data.domains.coin.train={folder / 'train.jsonl'}",
+        f"verifiers.custom.coin={folder / 'reward.py'}:score",
+        "verifiers.require_think=false",
+    ]
+
+
+def launch_log(runs: Path) -> str:
+    """The end of the launch logs under `runs` (the ranks' tracebacks), for a failed test's message."""
+    return "".join(log.read_text()[-3000:] for log in runs.glob("*/launch.log"))
+
+
+def test_two_process_grpo_with_uneven_informative_rows_completes(tmp_path, tiny_model_dir):
+    """Each rank computes the loss on its informative rows: rank 0 has some, rank 1 none. TRL gathers
+    per-row statistics in the loss, so both must pass the same number of rows (gloo aborts otherwise)."""
+    runs = tmp_path / "runs"
+    sft = Ledger(runs).create("sft", "sft", {})
+    with attempt(sft):
+        shutil.copytree(tiny_model_dir, sft.model_dir)
+    result = m2rl(
+        "rl",
+        "--domains",
+        "coin",
+        "--from",
+        "sft",
+        "launcher=accelerate_ddp",
+        "rl.prompts_per_step=4",
+        "rl.num_generations=4",
+        "rl.per_device_batch_size=8",
+        "rl.max_completion_length=16",
+        "rl.steps=2",
+        "rl.save_steps=0",
+        *uneven_domain(tmp_path / "coin"),
+        runs_dir=runs,
+    )
+    assert result.returncode == 0, result.stderr + launch_log(runs)
+    run = next(r for r in Ledger(runs).runs() if r.kind == "rl")
+    assert run.status == "completed" and run.manifest["metrics"]["processes"] == 2
+    steps = [r for r in run.read_metrics() if "coin/reward" in r]
+    assert len(steps) == 2
+    # rank 0's rows scored 0 and 1, rank 1's 0: some groups informative, some not, on every step
+    assert all(0 < r["coin/reward"] < 0.5 and 0 < r["frac_reward_zero_std"] < 1 for r in steps)

@@ -272,6 +272,19 @@ def test_zero_advantage_samples_leave_loss_and_gradient_unchanged(tiny_model_dir
     assert len(selected_grads) == len(full_grads)
     for selected, full in zip(selected_grads, full_grads, strict=True):
         torch.testing.assert_close(selected, full, rtol=1e-4, atol=1e-7)
+    # another rank kept 12 rows: this one makes up its 8 with zero-advantage rows, in batch order, and
+    # the loss and gradient are still the whole batch's
+    padded, padded_scale = informative_rows(inputs, trainer.loss_type, lambda kept: max(kept, 12))
+    assert padded["completion_ids"].shape[0] == 12
+    assert padded["advantages"].count_nonzero() == 8
+    assert torch.equal(padded["completion_ids"][-4:], inputs["completion_ids"][12:])  # informative 12..15 last
+    padded_loss, padded_grads = loss_and_gradient(
+        lambda model, batch: GRPOTrainer._compute_loss(trainer, model, padded) * padded_scale
+    )
+    torch.testing.assert_close(padded_loss, full_loss, rtol=1e-5, atol=1e-7)
+    for selected, full in zip(padded_grads, full_grads, strict=True):
+        torch.testing.assert_close(selected, full, rtol=1e-4, atol=1e-7)
+    assert informative_rows(inputs, trainer.loss_type, lambda kept: rows) is None  # a rank kept them all
     # every sample informative: nothing to select; none informative: one row, loss 0
     assert informative_rows({**inputs, "advantages": torch.ones(rows)}, trainer.loss_type) is None
     none_kept, _ = informative_rows({**inputs, "advantages": torch.zeros(rows)}, trainer.loss_type)

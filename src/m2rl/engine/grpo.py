@@ -329,7 +329,9 @@ ROW_SCALED_LOSSES = frozenset({"grpo", "dr_grpo"})
 BATCH_NORMALISED_LOSSES = frozenset({"dapo"})
 
 
-def informative_rows(inputs: dict[str, Any], loss_type: str) -> tuple[dict[str, Any], float] | None:
+def informative_rows(
+    inputs: dict[str, Any], loss_type: str, agree: Callable[[int], int] = lambda kept: kept
+) -> tuple[dict[str, Any], float] | None:
     """The loss inputs restricted to the samples whose advantage is not zero, and the factor that makes
     the loss on them equal to the loss on the whole batch; None where every row counts or the selection
     would not be exact.
@@ -337,8 +339,14 @@ def informative_rows(inputs: dict[str, Any], loss_type: str) -> tuple[dict[str, 
     With no KL and no entropy term, a sample's loss is its advantage times a function of its own
     log-probs: a sample with advantage 0 at every token (every member of its group scored the same,
     about a quarter of the tiny study's samples) adds exactly 0 to the loss and to the gradient, yet
-    costs its share of the forward and backward pass. At least one row is kept so that every process
-    still runs the forward and backward pass (collectives under DeepSpeed ZeRO-3).
+    costs its share of the forward and backward pass.
+
+    Across processes every rank must compute the loss on the same number of rows: TRL gathers per-row
+    statistics (clip ratios) inside the loss, and a collective with different sizes on different ranks
+    fails (gloo) or hangs (NCCL). `agree` maps this rank's count to the count all ranks use (their
+    maximum; a collective, so every rank calls it at every loss): a rank with fewer informative rows
+    makes up the count with zero-advantage rows, which add exactly 0 as well. At least one row is kept,
+    so every process runs the forward and backward pass (collectives under DeepSpeed ZeRO-3).
     """
     import torch
 
@@ -349,12 +357,14 @@ def informative_rows(inputs: dict[str, Any], loss_type: str) -> tuple[dict[str, 
     advantages = inputs["advantages"]
     rows = advantages.shape[0]
     nonzero = (advantages.reshape(rows, -1) != 0).any(dim=-1)
-    kept = int(nonzero.sum())
-    if kept == rows:
+    kept = agree(max(int(nonzero.sum()), 1))
+    if kept >= rows:
         return None
-    index = nonzero.nonzero()[:, 0] if kept else torch.zeros(1, dtype=torch.long, device=advantages.device)
+    # the informative rows first, then zero-advantage rows up to the agreed count; in batch order
+    informative_first = torch.argsort((~nonzero).to(torch.int8), stable=True)
+    index = informative_first[:kept].sort().values
     subset = {key: value[index] if key in PER_SAMPLE_INPUTS else value for key, value in inputs.items()}
-    scale = len(index) / rows if loss_type in ROW_SCALED_LOSSES else 1.0
+    scale = kept / rows if loss_type in ROW_SCALED_LOSSES else 1.0
     return subset, scale
 
 
@@ -426,11 +436,20 @@ def timed_trainer_class():
                 and self.top_entropy_quantile == 1.0
                 and not self.aux_loss_enabled
             )
-            selected = informative_rows(inputs, self.loss_type) if exact else None
+            selected = informative_rows(inputs, self.loss_type, self._rows_on_every_rank) if exact else None
             if selected is None:
                 return super()._compute_loss(model, inputs)
             subset, scale = selected
             return super()._compute_loss(model, subset) * scale
+
+        def _rows_on_every_rank(self, kept: int) -> int:
+            """The largest of the ranks' informative row counts (`kept` alone in a single process)."""
+            if self.accelerator.num_processes == 1:
+                return kept
+            import torch
+
+            counts = self.accelerator.gather(torch.tensor([kept], device=self.accelerator.device))
+            return int(counts.max())
 
         def training_step(self, model, inputs, num_items_in_batch):
             start = time.perf_counter()
