@@ -3,6 +3,9 @@
 torchrun starts each rank in a session of its own, so a signal to the launcher's process group never
 reaches it: a rank asks the kernel for SIGKILL when its launcher dies instead, and a launcher killed
 outright (SIGKILL, OOM killer) leaves no rank holding the devices or writing into the run.
+
+A rank that trained to the end tears its process group down itself (`close_process_group`) before the
+interpreter exits.
 """
 
 from __future__ import annotations
@@ -33,6 +36,22 @@ def main(argv: list[str] | None = None) -> None:
     run.writes_manifest = os.environ.get("RANK", "0") == "0"  # rank 0 alone writes run.json
     spec = jobs.read_spec(run)
     train_on_this_rank(spec, run, jobs.module(spec.kind).train, args.resume_from)
+    close_process_group()
+
+
+def close_process_group() -> None:
+    """Wait for every rank, then destroy the process group while the interpreter is still whole.
+
+    Left to interpreter exit, gloo's worker threads may still hold finished work whose tensors refer
+    to Python objects; destroying them during finalization aborts the rank ("terminate called without
+    an active exception", SIGABRT), so a run that trained to the end was marked failed. The barrier
+    keeps a rank from tearing down while another still saves (rank 0 writes the model and metrics).
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
