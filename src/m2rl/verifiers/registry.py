@@ -78,7 +78,7 @@ def code_limits(config: VerifierConfig) -> Limits:
 
 
 def _score_code(sample: dict[str, Any], text: str, config: VerifierConfig) -> Verdict:
-    sandbox = make_sandbox(config.sandbox_url, config.code_allow_unsandboxed)
+    sandbox = make_sandbox(config.sandbox_url, config.sandbox)
     return score_code(sample, text, sandbox, code_limits(config), config.code_max_tests, config.seed)
 
 
@@ -185,7 +185,7 @@ def check_runnable(samples: list[dict[str, Any]], config: VerifierConfig) -> Non
     """UserError if code samples would run in a local sandbox that cannot isolate them here
     (unless `verifiers.code.allow_unsandboxed`); probed once per process."""
     if config.sandbox_url is None and any(reward_type(s).sandboxed for s in samples):
-        require_isolation(config.code_allow_unsandboxed)
+        require_isolation(config.sandbox)
 
 
 def check_sample(sample: dict[str, Any], where: str) -> None:

@@ -29,7 +29,7 @@ from m2rl.verifiers.forkserver import recv_frame, send_frame, unit_test_passed
 
 FORKSERVER = Path(__file__).with_name("forkserver.py")
 SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
-STATUSES = ("ok", "error", "timeout", "output_limit", "signal", "sandbox_error")
+STATUSES = ("ok", "error", "timeout", "memory_limit", "output_limit", "signal", "sandbox_error")
 
 
 @dataclass(frozen=True)
@@ -131,12 +131,21 @@ class LocalSandbox:
 
     `audit_hook=False` leaves only the kernel-enforced isolation (used by tests to prove it holds).
     Where the server reports no kernel isolation, starting it raises UserError unless
-    `allow_unsandboxed`.
+    `allow_unsandboxed`. `packages` are what programs may import besides the standard library;
+    `memory_budget_mb` is what one test may hold in all (this server's share of the host's memory).
     """
 
-    def __init__(self, audit_hook: bool = True, allow_unsandboxed: bool = False) -> None:
+    def __init__(
+        self,
+        audit_hook: bool = True,
+        allow_unsandboxed: bool = False,
+        packages: tuple[str, ...] = (),
+        memory_budget_mb: int | None = None,
+    ) -> None:
         self.audit_hook = audit_hook
         self.allow_unsandboxed = allow_unsandboxed
+        self.packages = tuple(packages)
+        self.memory_budget_mb = memory_budget_mb
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self.isolation: dict[str, str] = {}
@@ -163,8 +172,11 @@ class LocalSandbox:
 
     def _launch(self, isolated: bool) -> tuple[subprocess.Popen[bytes], str | None]:
         """Start a fork server; it and the problem it reports (when it has one, it has ended)."""
+        options = [*([] if isolated else ["--unsandboxed"]), *(f"--package={name}" for name in self.packages)]
+        if self.memory_budget_mb is not None:
+            options.append(f"--memory-budget-mb={self.memory_budget_mb}")
         proc = subprocess.Popen(
-            [sys.executable, "-I", str(FORKSERVER), *([] if isolated else ["--unsandboxed"])],
+            [sys.executable, "-I", str(FORKSERVER), *options],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -296,38 +308,53 @@ class FusionSandbox:
         return runs
 
 
-_LOCAL: dict[tuple[int, bool], LocalSandbox] = {}
-_PROBLEMS: dict[int, str | None] = {}  # per process: why the local sandbox cannot isolate programs
+@dataclass(frozen=True)
+class SandboxSettings:
+    """What the local sandbox is asked for: run without kernel isolation or not, the packages
+    programs may import besides the standard library, and what one test may hold in all (MB)."""
+
+    allow_unsandboxed: bool = False
+    packages: tuple[str, ...] = ()
+    memory_budget_mb: int | None = None
 
 
-def local_sandbox(allow_unsandboxed: bool = False) -> LocalSandbox:
-    """This process's shared local sandbox (one fork server per process)."""
-    key = (os.getpid(), allow_unsandboxed)
+_LOCAL: dict[tuple[int, SandboxSettings], LocalSandbox] = {}
+_PROBLEMS: dict[tuple[int, SandboxSettings], str | None] = {}  # per process: why it cannot isolate programs
+
+
+def local_sandbox(settings: SandboxSettings = SandboxSettings()) -> LocalSandbox:
+    """This process's shared local sandbox for these settings (one fork server per process)."""
+    key = (os.getpid(), settings)
     if key not in _LOCAL:
         if any(pid != key[0] for pid, _ in _LOCAL):
             _LOCAL.clear()  # a forked child must not share its parent's server pipes
-        _LOCAL[key] = LocalSandbox(allow_unsandboxed=allow_unsandboxed)
+        _LOCAL[key] = LocalSandbox(
+            allow_unsandboxed=settings.allow_unsandboxed,
+            packages=settings.packages,
+            memory_budget_mb=settings.memory_budget_mb,
+        )
     return _LOCAL[key]
 
 
-def require_isolation(allow_unsandboxed: bool) -> None:
+def require_isolation(settings: SandboxSettings = SandboxSettings()) -> None:
     """UserError unless the local sandbox isolates programs here or the risk is accepted (probed once)."""
-    if allow_unsandboxed:
+    if settings.allow_unsandboxed:
         return
-    if os.getpid() not in _PROBLEMS:
-        probe = LocalSandbox()
+    key = (os.getpid(), settings)
+    if key not in _PROBLEMS:
+        probe = LocalSandbox(packages=settings.packages, memory_budget_mb=settings.memory_budget_mb)
         try:
             probe.start()
         except UserError:
             pass  # its problem says why
         finally:
             probe.close()
-        _PROBLEMS[os.getpid()] = probe.problem
-    problem = _PROBLEMS[os.getpid()]
+        _PROBLEMS[key] = probe.problem
+    problem = _PROBLEMS[key]
     if problem is not None:
         raise UserError(refusal(problem))
 
 
-def make_sandbox(sandbox_url: str | None, allow_unsandboxed: bool = False) -> Sandbox:
+def make_sandbox(sandbox_url: str | None, settings: SandboxSettings = SandboxSettings()) -> Sandbox:
     """The sandbox the config asks for: SandboxFusion at `sandbox_url`, else the local one."""
-    return FusionSandbox(sandbox_url) if sandbox_url else local_sandbox(allow_unsandboxed)
+    return FusionSandbox(sandbox_url) if sandbox_url else local_sandbox(settings)

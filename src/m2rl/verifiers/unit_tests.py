@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import random
 import re
+import signal
 from typing import Any
 
-from m2rl.verifiers.sandbox import Limits, Sandbox, passed
+from m2rl.verifiers.sandbox import Execution, Limits, Sandbox, passed
 from m2rl.verifiers.verdict import Verdict, verdict
 
 _OPEN_FENCE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\r?\n", re.IGNORECASE)
@@ -64,6 +65,19 @@ def sample_tests(
     return [pairs[i] for i in sorted(rng.sample(range(len(pairs)), max_tests))]
 
 
+def ended(run: Execution) -> str:
+    """How a failed program ended, in words: "exited with status N: <its last stderr line>" or
+    "killed by SIGSEGV"."""
+    if run.exit_code is not None and run.exit_code < 0:
+        try:
+            name = signal.Signals(-run.exit_code).name
+        except ValueError:
+            name = f"signal {-run.exit_code}"
+        return f"killed by {name}"
+    last_line = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
+    return f"exited with status {run.exit_code}" + (f": {last_line}" if last_line else "")
+
+
 def score_program(program: str, tests: list[tuple[str, str]], sandbox: Sandbox, limits: Limits) -> Verdict:
     """Run the program on each test in the sandbox (stopping at the first failure); reward 1 iff all pass."""
     expected = [output for _, output in tests]
@@ -74,11 +88,12 @@ def score_program(program: str, tests: list[tuple[str, str]], sandbox: Sandbox, 
             return verdict(False, f"{where}: time limit exceeded")
         if run.status == "output_limit":
             return verdict(False, f"{where}: output limit exceeded")
+        if run.status == "memory_limit":
+            return verdict(False, f"{where}: memory limit exceeded")
         if run.status == "sandbox_error":
             return verdict(False, f"{where}: sandbox error: {run.stderr}")
         if run.status != "ok":
-            last_line = run.stderr.strip().splitlines()[-1] if run.stderr.strip() else ""
-            return verdict(False, f"{where}: exit status {run.exit_code} {last_line}")
+            return verdict(False, f"{where}: {ended(run)}")
         if not passed(run, expected[number - 1]):
             return verdict(
                 False,
