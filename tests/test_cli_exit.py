@@ -112,9 +112,10 @@ def test_usage_errors_and_bad_overrides_are_one_line_and_exit_2(tmp_path, args, 
     assert not (tmp_path / "runs").exists()  # checked before any run directory exists
 
 
-def _check_interrupted(proc: subprocess.Popen, signum: int, runs: Path, kind: str, what: str) -> None:
+def _check_interrupted(proc: subprocess.Popen, signum: int, runs: Path, kind: str, what: str) -> str:
     """Exit 128 + signal; the run and folder named at start; one line naming the stopped run, its failed
-    status and the resume command (with the runs root, not the default one here); no traceback."""
+    status and the resume command (with the runs root, not the default one here); no traceback.
+    Returns the resume command."""
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signum, stderr
     line = one_message(stderr)
@@ -122,19 +123,41 @@ def _check_interrupted(proc: subprocess.Popen, signum: int, runs: Path, kind: st
     assert run.status == "failed"
     assert stdout.splitlines()[0] == f"{kind} run {run.id}: {what}; folder {run.path}"
     name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else "SIGTERM"
-    assert line == (
-        f"m2rl: interrupted by {name}: stopped run {run.id}, marked failed; "
-        f"resume with: m2rl {kind} --resume {run.id} --runs-dir {runs.resolve()}"
-    )
+    resume = f"m2rl {kind} --resume {run.id} --runs-dir {runs.resolve()}"
+    assert line == f"m2rl: interrupted by {name}: stopped run {run.id}, marked failed; resume with: {resume}"
+    return resume
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_interrupting_sft_exits_128_plus_the_signal_with_one_line(tmp_path, signum):
+def test_interrupting_sft_exits_128_plus_the_signal_and_its_resume_command_finishes_it(tmp_path, signum):
     runs = tmp_path / "runs"
-    proc = start_m2rl("sft", "--runs-dir", str(runs), *SMALL_BATCHES, "sft.max_steps=2000")
-    wait_for("*/progress/sft.json", runs, proc)  # training has begun
+    proc = start_m2rl("sft", "--runs-dir", str(runs), *SMALL_BATCHES, "sft.max_steps=40", "sft.save_steps=2")
+    wait_for("*/checkpoints/checkpoint-*/trainer_state.json", runs, proc)  # a checkpoint to resume from
     send(proc, signum)
-    _check_interrupted(proc, signum, runs, "sft", "training")
+    resume = _check_interrupted(proc, signum, runs, "sft", "training")
+    resumed = run_m2rl(*resume.split()[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    (run,) = Ledger(runs).runs()
+    assert run.status == "completed" and len(run.manifest["attempts"]) == 2
+    assert "resuming sft run" in resumed.stdout and (run.model_dir / "config.json").is_file()
+
+
+def test_interrupting_a_run_before_its_first_checkpoint_says_to_start_it_again(tmp_path):
+    """Nothing can resume a run that saved no checkpoint: the line says so and gives the command that
+    starts it again, never a resume command that would fail."""
+    runs = tmp_path / "runs"
+    args = ["sft", "--runs-dir", str(runs), *SMALL_BATCHES, "sft.max_steps=2000", "sft.save_steps=0"]
+    proc = start_m2rl(*args)
+    wait_for("*/progress/sft.json", runs, proc)
+    send(proc, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    line = one_message(stderr)
+    (run,) = Ledger(runs).runs()
+    assert "resume with" not in line and line.endswith(
+        "it saved no checkpoint yet (sft.save_steps), so nothing can resume it: start it again with: "
+        f"m2rl {' '.join(args)}"
+    ), line
 
 
 @pytest.fixture()
@@ -149,10 +172,10 @@ def sft_parent(tmp_path, tiny_model_dir) -> Path:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupting_rl_exits_128_plus_the_signal_with_no_worker_tracebacks(sft_parent, signum):
-    mixed = ["--domains", "math,code", "--from", "sft", *FAST_RL, "rl.mixed_steps=200"]
+    mixed = ["--domains", "math,code", "--from", "sft", *FAST_RL, "rl.mixed_steps=200", "rl.save_steps=1"]
     args = [*mixed, "--runs-dir", str(sft_parent)]
     proc = start_m2rl("rl", *args)
-    wait_for("*-rl-*/metrics.jsonl", sft_parent, proc)  # a step was taken: verifier workers are up
+    wait_for("*-rl-*/checkpoints/checkpoint-*/trainer_state.json", sft_parent, proc)  # workers are up
     send(proc, signum)
     _check_interrupted(proc, signum, sft_parent, "rl", "200 GRPO steps on math+code")
 

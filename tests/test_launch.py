@@ -111,7 +111,12 @@ def uneven_domain(folder: Path) -> list[str]:
     """The overrides of a `coin` domain (16 prompts) scored by UNEVEN_REWARD."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = [
-        {"id": f"coin-{i}", "domain": "coin", "rm_type": "coin", "prompt": [{"role": "user", "content": f"Flip {i}"}]}
+        {
+            "id": f"coin-{i}",
+            "domain": "coin",
+            "rm_type": "coin",
+            "prompt": [{"role": "user", "content": f"Flip {i}"}],
+        }
         for i in range(16)
     ]
     (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -277,7 +277,9 @@ def test_zero_advantage_samples_leave_loss_and_gradient_unchanged(tiny_model_dir
     padded, padded_scale = informative_rows(inputs, trainer.loss_type, lambda kept: max(kept, 12))
     assert padded["completion_ids"].shape[0] == 12
     assert padded["advantages"].count_nonzero() == 8
-    assert torch.equal(padded["completion_ids"][-4:], inputs["completion_ids"][12:])  # informative 12..15 last
+    assert torch.equal(
+        padded["completion_ids"][-4:], inputs["completion_ids"][12:]
+    )  # informative 12..15 last
     padded_loss, padded_grads = loss_and_gradient(
         lambda model, batch: GRPOTrainer._compute_loss(trainer, model, padded) * padded_scale
     )

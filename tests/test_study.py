@@ -18,7 +18,6 @@ import pytest
 from m2rl.config import compose_config
 from m2rl.errors import Interrupted, UserError
 from m2rl.jobs.build import eval_job, merge_job, rl_job, sft_job
-from m2rl.jobs.training import complete_checkpoints
 from m2rl.ledger import Ledger, attempt
 from m2rl.specs import load_spec
 from m2rl.study.backends import LocalBackend
@@ -350,7 +349,7 @@ def test_pipeline_resumes_after_a_kill_and_reuses_everything_on_a_rerun(tmp_path
     proc.wait(timeout=30)
     before = {r.name: r.id for r in Ledger(tmp_path).runs()}
     # stages run two at once: the one that reached checkpoint-2 resumes from it; another may have had none
-    checkpointed = {r.name for r in Ledger(tmp_path).runs() if r.kind == "rl" and complete_checkpoints(r)}
+    checkpointed = {r.name for r in Ledger(tmp_path).runs() if r.kind == "rl" and r.complete_checkpoints()}
     assert checkpointed
 
     again = _pipeline(tmp_path, "rl.steps=6", "rl.mixed_steps=6")

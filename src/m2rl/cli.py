@@ -106,7 +106,12 @@ def _say_interrupted(exc: Interrupted) -> None:
     key = " (Ctrl-C)" if exc.signum == signal.SIGINT else ""
     runs = f"run{'s' if len(exc.stopped) > 1 else ''} {', '.join(exc.stopped)}"
     what = f": stopped {runs}, marked failed" if exc.stopped else ""
-    resume = f"; resume with: {exc.resume}" if exc.resume else ""
+    if exc.resume:
+        resume = f"; resume with: {exc.resume}"
+    elif exc.no_resume:
+        resume = f"; {exc.no_resume}: start it again with: {command_line(sys.argv)}"
+    else:
+        resume = ""
     print(f"m2rl: {exc}{key}{what}{resume}", file=sys.stderr)
 
 
@@ -135,7 +140,9 @@ def main() -> None:
         print(f"m2rl: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Interrupted as exc:
-        if exc.stopped and not exc.resume:  # a study's stages: the same command again resumes them
+        if (
+            exc.stopped and not exc.resume and not exc.no_resume
+        ):  # a study's stages: the same command resumes them
             exc.resume = command_line(sys.argv)
         _say_interrupted(exc)
         sys.exit(exc.exit_status)

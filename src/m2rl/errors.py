@@ -14,10 +14,11 @@ class StudyFailed(Exception):
 class Interrupted(Exception):
     """Stopped by a signal (Ctrl-C: SIGINT, or SIGTERM); exit status 128 + the signal number."""
 
-    def __init__(self, signum: int, stopped: list[str] | None = None, resume: str = ""):
+    def __init__(self, signum: int, stopped: list[str] | None = None, resume: str = "", no_resume: str = ""):
         self.signum = int(signum)
         self.stopped = list(stopped or [])
-        self.resume = resume
+        self.resume = resume  # the command that continues the stopped work, if one can
+        self.no_resume = no_resume  # else why nothing can: it starts again with the same command
         name = (
             signal.Signals(self.signum).name
             if self.signum in signal.Signals._value2member_map_

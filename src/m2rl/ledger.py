@@ -56,6 +56,7 @@ LOCK = "run.lock"
 RUN_KINDS = ("sft", "rl", "merge", "analyze", "distill")
 # the kinds whose runs hold a model (an analyze run holds a report)
 MODEL_KINDS = ("sft", "rl", "merge", "distill")
+TRAINING_KINDS = ("sft", "rl", "distill")  # kinds that save checkpoints and resume from them
 STATUSES = ("queued", "running", "completed", "failed")
 PROGRESS_DIR = "progress"
 CLAIM_WAIT_S = 5.0  # a reader holds a run's lock for an instant; an attempt retries this long
@@ -423,6 +424,27 @@ class Run:
     def model_dir(self) -> Path:
         return self.path / self.manifest.get("artifacts", {}).get("model", "model")
 
+    def complete_checkpoints(self) -> list[Path]:
+        """The run's `checkpoints/checkpoint-N` directories that were saved to the end, oldest first.
+
+        transformers writes `trainer_state.json` last (after weights, optimizer, scheduler and RNG
+        states), so a checkpoint without it was cut short by a kill and cannot be resumed from.
+        """
+        found = [
+            p
+            for p in (self.path / "checkpoints").glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+        ]
+        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+    def resume_advice(self) -> tuple[str, str]:
+        """(the command that resumes this stopped run, "") or, where nothing can resume it, ("", why)."""
+        if self.kind not in TRAINING_KINDS:
+            return "", f"a {self.kind} run restarts whole"
+        if self.complete_checkpoints():
+            return f"m2rl {self.kind} --resume {self.id}", ""
+        return "", f"it saved no checkpoint yet ({self.kind}.save_steps), so nothing can resume it"
+
     def __repr__(self) -> str:
         return f"Run({self.id!r}, kind={self.kind!r}, status={self.status!r})"
 
@@ -553,9 +575,10 @@ def warn_once(problem: Problem) -> None:
 
 def _resume_hint(run: Run) -> str:
     study = f", or run the study {run.manifest['study']} again" if run.manifest.get("study") else ""
-    if run.kind in ("sft", "rl", "distill"):
-        return f"resume it with `m2rl {run.kind} --resume {run.id}`{study}"
-    return f"run the command that made it again (a {run.kind} restarts whole){study}"
+    command, why = run.resume_advice()
+    return (
+        f"resume it with `{command}`" if command else f"{why}: run the command that made it again"
+    ) + study
 
 
 def _run_problems(run: Run) -> list[Problem]:
@@ -789,12 +812,8 @@ def attempt(run: Run) -> Iterator[Run]:
                 error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
                 raise
             error = f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else 'SIGTERM'})"
-            resume = (
-                f"m2rl {run.kind} --resume {run.id}"
-                if run.kind in ("sft", "rl", "distill")
-                else "run the same command again"
-            )
-            raise Interrupted(signum, [run.id], resume) from None
+            resume, why = run.resume_advice()
+            raise Interrupted(signum, [run.id], resume, why) from None
         finally:
             run._account(time.perf_counter() - run._attempt_started)
             run._attempt_started = None

@@ -68,7 +68,8 @@ class SFTRecipe(Strict):
     mask_empty_think: bool = True
     bf16: bool = False
     logging_steps: int = Field(ge=1)
-    save_steps: int = Field(ge=0)  # 0: no intermediate checkpoints
+    save_steps: int = Field(ge=0)  # 0: no intermediate checkpoints (and nothing to resume from)
+    save_total_limit: int = Field(default=1, ge=1)  # checkpoints kept: the newest N
     gradient_checkpointing: bool = False
     report_to: list[str] = []
 

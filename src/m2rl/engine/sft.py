@@ -50,6 +50,7 @@ def build_sft_config(sft: SFTRecipe, output_dir: Path, world_size: int, use_cpu:
         logging_steps=sft.logging_steps,
         save_strategy="steps" if sft.save_steps > 0 else "no",
         save_steps=max(sft.save_steps, 1),
+        save_total_limit=sft.save_total_limit,
         report_to=list(sft.report_to),
         seed=seed,
         disable_tqdm=True,

@@ -46,23 +46,9 @@ def create_training_run(
     return run
 
 
-def complete_checkpoints(run: Run) -> list[Path]:
-    """The run's `checkpoint-N` directories that were saved to the end, oldest first.
-
-    transformers writes `trainer_state.json` last (after weights, optimizer, scheduler and RNG
-    states), so a checkpoint without it was cut short by a kill and cannot be resumed from.
-    """
-    found = [
-        p
-        for p in (run.path / "checkpoints").glob("checkpoint-*")
-        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
-    ]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
 def last_checkpoint(run: Run) -> str | None:
     """The newest complete checkpoint of a run, if any."""
-    checkpoints = complete_checkpoints(run)
+    checkpoints = run.complete_checkpoints()
     return str(checkpoints[-1]) if checkpoints else None
 
 
