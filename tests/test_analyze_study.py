@@ -19,7 +19,7 @@ from m2rl.config import compose_config
 from m2rl.errors import UserError
 from m2rl.evaluate.benchmarks import load_items
 from m2rl.evaluate.results import ItemResult, results_path, write_results
-from m2rl.evaluate.runner import eval_plan
+from m2rl.evaluate.runner import eval_plan, settings_summary
 from m2rl.evaluate.settings import EvalSettings
 from m2rl.jobs.analyze import check_analysable
 from m2rl.jobs.build import analyze_job
@@ -84,6 +84,7 @@ def _evaluate(run: Run, role: str, cfg, seed: int) -> None:
                              "ci95": [score, score], "n_items": len(results), "config_hash": "x"}  # fmt: skip
     for bench, digest, _saved in eval_plan(run, cfg):  # recorded as made with this eval config
         evals[bench.name]["config_hash"] = digest
+        evals[bench.name]["settings"] = settings_summary(bench, settings)
     run.set_metrics(eval=evals)
 
 
@@ -109,7 +110,7 @@ def _lineage(ledger: Ledger, models: Path, seed: int) -> dict[str, Run]:
     merge = {"method": "paper_average", "backend": "paper", "experts": experts, "base": runs["sft"].id}
     runs["merge"] = _run(ledger, "merge", f"{prefix}-merge-paper_average", models / "merge", [*experts, *parents],
                          seed, merge=merge, domains=list(DOMAINS))  # fmt: skip
-    cfg = compose_config(OVERRIDES)
+    cfg = compose_config([*OVERRIDES, f"seed={seed}"])  # as the study evaluates each seed's models
     for role, run in runs.items():
         _evaluate(run, role, cfg, seed)
     return runs
@@ -280,3 +281,30 @@ def test_two_seeds_are_two_lineages_and_consistency_pools_them(small_study):
     for name in ("jaccard_s0.png", "cosine_s1.png", "consistency.png"):
         assert (run.path / "figures" / name).is_file()
     assert "## Weight-update geometry (seed 1)" in (run.path / "analysis.md").read_text()
+    # through the command, as the README says: each seed's models were evaluated with that seed
+    by_study = m2rl("analyze", "small", "--name", "by-study", *OVERRIDES, *quick, runs_dir=ledger.root)
+    assert by_study.returncode == 0, by_study.stderr
+
+
+def test_an_eval_with_other_settings_never_replaces_saved_results_unasked(small_study, tmp_path):
+    """`m2rl eval` of a seed-1 study model with the default seed is refused with the setting that
+    differs; nothing is written. With --replace the old results are kept under eval/replaced/."""
+    runs_dir, runs = small_study
+    ledger = Ledger(tmp_path / "runs")
+    seed1 = _lineage(ledger, runs_dir.parent / "models", seed=1)["sft"]
+    before = {p.name: p.read_bytes() for p in (seed1.path / "eval").glob("*.jsonl")}
+    manifest = (seed1.path / "run.json").read_text()
+    refused = m2rl("eval", seed1.id, *OVERRIDES[:4], runs_dir=ledger.root)
+    assert refused.returncode == 2, refused.stderr
+    assert "seed 1 (now 0)" in refused.stderr and "--replace" in refused.stderr
+    assert {p.name: p.read_bytes() for p in (seed1.path / "eval").glob("*.jsonl")} == before
+    assert (seed1.path / "run.json").read_text() == manifest
+    same = m2rl("eval", seed1.id, *OVERRIDES[:4], "seed=1", runs_dir=ledger.root)  # its own settings: reused
+    assert same.returncode == 0 and "reusing saved results" in same.stdout, same.stderr
+    replaced = m2rl("eval", seed1.id, *OVERRIDES[:4], "--replace", runs_dir=ledger.root)
+    assert replaced.returncode == 0, replaced.stderr
+    kept = sorted((seed1.path / "eval" / "replaced").glob("*.jsonl"))
+    assert [p.name.split(".")[0] for p in kept] == sorted(name.split(".")[0] for name in before)
+    assert {p.read_bytes() for p in kept} == set(before.values())
+    saved = Run.load(seed1.path).manifest["metrics"]
+    assert saved["eval"]["math"]["settings"]["seed"] == 0 and len(saved["eval_replaced"]) == len(before)

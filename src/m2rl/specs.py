@@ -283,6 +283,11 @@ class EvalJob(JobSpec):
     run: str  # the evaluated run (id, name or directory)
     eval: dict[str, Any]
     verifiers: dict[str, Any]
+    # Saved results of other settings are replaced (the old file kept under eval/replaced/) only when
+    # asked (`m2rl eval --replace`) or by a study's own eval stage; otherwise the eval refuses.
+    replace: bool = False
+
+    NOT_IDENTITY: ClassVar[frozenset[str]] = JobSpec.NOT_IDENTITY | {"replace"}
 
 
 class NeighbourhoodSettings(Strict):

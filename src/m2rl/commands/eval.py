@@ -50,11 +50,19 @@ def command(
     all_runs: Annotated[
         bool, typer.Option("--all", help="Evaluate every completed model run under the runs root.")
     ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Evaluate again where a run holds results made with other settings (the old files move "
+            "to eval/replaced/); without it such an eval is refused.",
+        ),
+    ] = False,
     dry_run: DryRun = False,
 ) -> None:
     """Evaluate runs: `m2rl eval RUN [RUN...] [overrides]`; saved results with the same config are reused."""
     from m2rl.compare.selection import resolve_run
-    from m2rl.evaluate.runner import check_evaluable, eval_plan
+    from m2rl.evaluate.runner import check_evaluable, eval_plan, replaced_results
     from m2rl.evaluate.settings import EvalSettings
     from m2rl.ledger import Ledger
 
@@ -67,8 +75,10 @@ def command(
         runs = [resolve_run(ledger, ref) for ref in refs]
     if not runs:
         raise UserError("no runs to evaluate: name runs (see `m2rl runs`) or pass --all")
+    settings = EvalSettings.from_cfg(cfg)
     for run in runs:
         check_evaluable(run)
+        replaced_results(run, eval_plan(run, cfg), settings, replace)  # refused before any run is evaluated
     if dry_run:
         print_config(cfg.eval, "m2rl eval: resolved eval config (dry run)")
         plan = Table(title="plan")
@@ -87,7 +97,7 @@ def command(
 
     for run in runs:
         say_plan(run, eval_plan(run, cfg))
-        done = jobs.execute(eval_job(cfg, run.id), run)
+        done = jobs.execute(eval_job(cfg, run.id, replace=replace), run)
         metrics = {
             b: done.manifest["metrics"]["eval"][b]
             for b in (s.name for s in EvalSettings.from_cfg(cfg).benchmarks)

@@ -148,6 +148,69 @@ def eval_plan(
     return plan
 
 
+def settings_summary(bench: BenchmarkSpec, settings: EvalSettings) -> dict[str, Any]:
+    """The settings a reader tells results apart by (kept beside the results' config hash)."""
+    generation = settings.generation
+    return {
+        "K": bench.k,
+        "seed": settings.seed,
+        "temperature": generation.temperature,
+        "top_p": generation.top_p,
+        "max_new_tokens": generation.max_new_tokens,
+        "backend": settings.backend,
+        "items": bench.stable_hash()[:12],
+    }
+
+
+def other_settings(
+    run: Run, plan: list[tuple[BenchmarkSpec, str, dict[str, Any] | None]], settings: EvalSettings
+) -> dict[str, str]:
+    """benchmark -> how the run's saved results differ from these settings, for each benchmark whose
+    results this eval would replace (made with other settings; the file is there)."""
+    saved_all = run.manifest.get("metrics", {}).get("eval", {})
+    differ: dict[str, str] = {}
+    for bench, _digest, saved in plan:
+        old = saved_all.get(bench.name)
+        if saved is not None or not old or not results_path(run.path, bench.name).is_file():
+            continue
+        new = settings_summary(bench, settings)
+        before = old.get("settings")
+        if before is None:  # results from before the settings were recorded
+            differ[bench.name] = "other eval, verifier or model settings"
+            continue
+        changed = [f"{key} {before.get(key)} (now {value})" for key, value in new.items() if before.get(key) != value]
+        differ[bench.name] = ", ".join(changed) or "other verifier settings or another model"
+    return differ
+
+
+def replaced_results(
+    run: Run, plan: list[tuple[BenchmarkSpec, str, dict[str, Any] | None]], settings: EvalSettings, replace: bool
+) -> list[str]:
+    """The benchmarks whose saved results of other settings this eval replaces; UserError naming what
+    differs unless `replace`."""
+    differ = other_settings(run, plan, settings)
+    if differ and not replace:
+        what = "; ".join(f"{bench}: {how}" for bench, how in differ.items())
+        raise UserError(
+            f"run {run.name} ({run.id}) holds eval results made with other settings ({what}): pass the "
+            "same settings to reuse them, or --replace to evaluate again (the old files move to eval/replaced/)"
+        )
+    return list(differ)
+
+
+def _keep_replaced(run: Run, bench: str) -> Path:
+    """Move a benchmark's results of other settings to `eval/replaced/`, named by their config hash."""
+    old = run.manifest.get("metrics", {}).get("eval", {}).get(bench, {})
+    source = results_path(run.path, bench)
+    target = source.parent / "replaced" / f"{bench}.{str(old.get('config_hash', 'unknown'))[:12]}.jsonl"
+    target.parent.mkdir(exist_ok=True)
+    source.replace(target)
+    replaced = run.manifest.setdefault("metrics", {}).setdefault("eval_replaced", {})
+    replaced[target.name] = old
+    run.save()
+    return target
+
+
 def check_evaluable(run: Run) -> None:
     """Raise UserError unless the run is completed and holds a Hugging Face model."""
     if run.status != "completed":
@@ -162,19 +225,25 @@ def evaluate_run(
     cfg: DictConfig,
     *,
     progress: Any | None = None,
+    replace: bool = False,
 ) -> dict[str, dict]:
     """Evaluate `run` on every benchmark of `cfg.eval`; return {benchmark: metrics} (reused ones included).
 
     `progress`: a rich Progress to add tasks to (e.g. the pipeline's); by default a new one is shown.
+    Saved results of other settings are never overwritten silently: without `replace` a UserError
+    names what differs; with it they move to `eval/replaced/` and their metrics to `eval_replaced`.
     """
     from m2rl.verifiers import VerifierConfig
 
     settings = EvalSettings.from_cfg(cfg)
     verifier_config = VerifierConfig.from_cfg(cfg.get("verifiers"))
     check_evaluable(run)
+    plan = eval_plan(run, cfg)
+    for bench in replaced_results(run, plan, settings, replace):
+        _keep_replaced(run, bench)
     results: dict[str, dict] = {}
     todo: list[tuple[BenchmarkSpec, str]] = []
-    for bench, digest, saved in eval_plan(run, cfg):
+    for bench, digest, saved in plan:
         if saved is not None:
             results[bench.name] = saved
         else:
@@ -200,6 +269,7 @@ def evaluate_run(
             metrics = summarise(item_results, bench, settings.bootstrap_samples, settings.seed)
             metrics.update(
                 config_hash=digest,
+                settings=settings_summary(bench, settings),
                 backend=settings.backend,
                 device=generator.device_type,
                 seconds=round(seconds, 3),

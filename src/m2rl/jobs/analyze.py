@@ -42,16 +42,23 @@ def resolve(spec: AnalyzeJob, ledger: Ledger) -> AnalyzeJob:
 
 def check_analysable(run: Run, cfg) -> None:
     """Raise UserError unless the run is completed with a model and has saved eval results of this eval
-    config (eval settings, verifiers, seed; any number of samples per item) for every benchmark."""
+    config (eval settings, verifiers; any number of samples per item) for every benchmark, sampled with
+    this seed or the run's own training seed (a study evaluates each seed's models with that seed)."""
     from m2rl.evaluate.runner import check_evaluable, eval_plan
 
     check_evaluable(run)
-    missing = [bench.name for bench, _digest, saved in eval_plan(run, cfg, any_k=True) if saved is None]
-    if missing:
-        raise UserError(
-            f"run {run.name} ({run.id}) has no eval results of these eval settings for {', '.join(missing)}: "
-            f"run `m2rl eval {run.id}` with the same eval overrides first"
-        )
+    own_seed = run.manifest.get("seed")
+    configs = [cfg] + ([OmegaConf.merge(cfg, {"seed": own_seed})] if own_seed not in (None, cfg.seed) else [])
+    missing: list[str] = []
+    for candidate in configs:
+        missing = [bench.name for bench, _digest, saved in eval_plan(run, candidate, any_k=True) if saved is None]
+        if not missing:
+            return
+    seeds = " or ".join(f"seed={c.seed}" for c in configs)
+    raise UserError(
+        f"run {run.name} ({run.id}) has no eval results of these eval settings ({seeds}) for "
+        f"{', '.join(missing)}: run `m2rl eval {run.id} seed={configs[-1].seed}` with the same eval overrides first"
+    )
 
 
 def create(

@@ -110,13 +110,17 @@ def merge_job(
     return validated(MergeJob, values)
 
 
-def eval_job(cfg: DictConfig, run: str, study: str | None = None, name: str | None = None) -> EvalJob:
-    """Evaluating one run with this config's eval settings and verifiers."""
+def eval_job(
+    cfg: DictConfig, run: str, study: str | None = None, name: str | None = None, replace: bool = False
+) -> EvalJob:
+    """Evaluating one run with this config's eval settings and verifiers (a study's eval stage, which
+    owns its results, replaces saved ones of other settings; elsewhere only `replace` does)."""
     from m2rl.evaluate.settings import EvalSettings, eval_section
 
     EvalSettings.from_cfg(cfg)  # validate before any work
     values = _common(cfg, name or "eval", study)
     values |= {"run": run, "eval": eval_section(cfg), "verifiers": section(cfg, "verifiers") or {}}
+    values["replace"] = replace or study is not None
     return validated(EvalJob, values)
 
 

@@ -77,5 +77,5 @@ def run(spec: EvalJob, run: Run, resume: bool = False) -> Run:  # noqa: ARG001 (
 
     shown = eval_progress() if sys.stderr.isatty() else None
     with ProgressFile(run, shown) as progress:
-        evaluate_run(Ledger(run.path.parent), run, config_of(spec), progress=progress)
+        evaluate_run(Ledger(run.path.parent), run, config_of(spec), progress=progress, replace=spec.replace)
     return Run.load(run.path)
