@@ -13,10 +13,12 @@ import pytest
 from m2rl.data.benchmarks import (
     LOADERS,
     PAPER_BENCHMARKS,
+    LeftOut,
     benchmark_format,
     decode_lcb_tests,
     fill,
     load_benchmark,
+    read_benchmark,
 )
 from m2rl.data.sources import iter_records
 from m2rl.errors import UserError
@@ -69,7 +71,7 @@ def test_ifeval_and_ifbench_carry_instruction_ids_kwargs_and_prompt_text():
     assert ifeval[0]["metadata"]["prompt_text"] == ifeval[0]["prompt"][0]["content"]
 
 
-def test_ifbench_rows_convert_and_unsupported_instruction_ids_are_user_errors(tmp_path):
+def test_ifbench_rows_convert_and_rows_with_unknown_instruction_ids_are_left_out(tmp_path, capsys):
     records = iter_records(str(BENCH / "ifbench.jsonl"))
     first = next(LOADERS["ifbench"](spec("ifbench", "ifbench.jsonl"), records))
     assert first["rm_type"] == "ifbench" and first["metadata"]["instruction_id_list"] == [
@@ -77,14 +79,20 @@ def test_ifbench_rows_convert_and_unsupported_instruction_ids_are_user_errors(tm
     ]
     assert first["metadata"]["kwargs"] == [{"min_words": 40, "max_words": 60}]
     bad = tmp_path / "ifbench.jsonl"
-    bad.write_text(
-        json.dumps({"key": "x", "prompt": "p", "instruction_id_list": ["no_such:rule"], "kwargs": [{}]})
-        + "\n"
+    rows = (BENCH / "ifbench.jsonl").read_text().splitlines()
+    unknown = {"key": "x", "prompt": "p", "instruction_id_list": ["no_such:rule"], "kwargs": [{}]}
+    bad.write_text("\n".join([rows[0], json.dumps(unknown), rows[1]]) + "\n")
+    items = load_benchmark({"name": "ifbench", "source": str(bad), "split": None})
+    assert [s["id"] for s in items] == ["ifbench-ifbench-0", "ifbench-ifbench-1"]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"benchmark ifbench: left out 1 of 3 rows of {bad} it cannot express: "
+        "unsupported instruction id(s): no_such:rule: line 2 (id ifbench-x)"
     )
-    with pytest.raises(
-        UserError, match=r"ifbench.jsonl line 1 \(benchmark ifbench\) \(id 'ifbench-x'.*no_such:rule"
-    ):
-        load_benchmark({"name": "ifbench", "source": str(bad), "split": None})
+    read = read_benchmark({"name": "ifbench", "source": str(bad), "split": None})
+    assert read.rows == 3 and read.left_out == [
+        LeftOut(str(bad), "line 2", "ifbench-x", "unsupported instruction id(s): no_such:rule")
+    ]
 
 
 def test_livecodebench_windows_decode_private_tests_and_skip_call_based_problems():
@@ -152,17 +160,39 @@ def test_paper_benchmark_specs_are_complete():
     assert fill("{a} {b} {a}", a="x") == "x {b} x"
 
 
-def test_a_wrong_value_type_in_a_benchmark_row_names_its_file_and_line(tmp_path):
+def test_a_row_with_a_wrong_value_type_is_left_out_naming_its_file_and_line(tmp_path, capsys):
     good = {
         "question_id": "a",
         "question_content": "q",
         "contest_date": "2024-09-01",
-        "public_test_cases": "[]",
+        "public_test_cases": json.dumps([{"input": "1", "output": "1", "testtype": "stdin"}]),
     }
     bad = {**good, "question_id": "b", "public_test_cases": "[1]"}  # a test case that is not an object
     path = tmp_path / "lcb.jsonl"
     path.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
-    with pytest.raises(
-        UserError, match=rf"^{path} line 3: a field has the wrong type or shape \(AttributeError"
-    ):
-        load_benchmark({"name": "lcb_v5", "source": str(path), "split": None})
+    items = load_benchmark({"name": "lcb_v5", "source": str(path), "split": None})
+    assert [s["id"] for s in items] == ["lcb_v5-a"]
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"benchmark lcb_v5: left out 1 of 2 rows of {path} it cannot express: "
+        "a field has the wrong type or shape (AttributeError"
+    )
+    assert err.rstrip().endswith(": line 3") and len(err.splitlines()) == 1
+
+
+def test_a_benchmark_none_of_whose_rows_loads_is_an_error_naming_the_first_problem(tmp_path):
+    path = tmp_path / "aime.jsonl"
+    path.write_text(json.dumps({"question_text": "no problem field"}) + "\n")
+    with pytest.raises(UserError, match=rf"has no usable items: {path} line 1: missing field 'problem'"):
+        load_benchmark({"name": "aime24", "source": str(path), "split": None})
+
+
+def test_many_rows_left_out_are_counted_and_the_line_is_capped(tmp_path, capsys):
+    rows = [{"problem": f"p{i}", "answer": str(i)} for i in range(3)] + [{"answer": "1"}] * 20
+    path = tmp_path / "aime.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert len(load_benchmark({"name": "aime24", "source": str(path), "split": None})) == 3
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "left out 20 of 23 rows" in line and "line 4, line 5," in line
+    assert line.endswith("line 15 and 8 more")
+    assert len(load_benchmark({"name": "aime24", "source": str(path), "split": None, "limit": 2})) == 2

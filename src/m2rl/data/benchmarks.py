@@ -4,6 +4,13 @@ A benchmark spec is a dict: `name`, `source` (hub id or local path), `split`, op
 (hub config name), `limit`, `template` (prompt with `{problem}`/`{question}`/`{options}`/`{letters}`
 /`{prompt}` fields), `seed`, and `format` (which loader; inferred from the name when absent).
 `PAPER_BENCHMARKS` lists the paper preset's specs (with K and reward type) for `conf/eval/paper.yaml`.
+
+A row the loader cannot express (a missing field, test cases it cannot decode, an instruction id
+no checker knows, ...) is left out, counted, and named in one warning line with the problem: one
+such row never stops a whole benchmark. A file that cannot be read, or a benchmark none of whose
+rows loads, is still an error. Left out rather than scored 0: the reward registry refuses a
+sample it cannot score (never a silent 0), and a row in the denominator that no response can pass
+would read as the model's failure; the warning gives the count to set beside published numbers.
 """
 
 from __future__ import annotations
@@ -415,8 +422,40 @@ def _records(spec: dict[str, Any], fmt: str) -> Iterator[Record]:
     yield from iter_records(source, split, config)
 
 
-def load_benchmark(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """A benchmark's items as validated canonical samples (first `limit` items when set)."""
+@dataclasses.dataclass(frozen=True)
+class LeftOut:
+    """A row of a benchmark file that was not loaded: where it is, its item id if it got one, and why."""
+
+    where: str
+    row: str
+    item_id: str | None
+    problem: str
+
+    @property
+    def location(self) -> str:
+        return f"{self.where} {self.row}"
+
+
+@dataclasses.dataclass
+class BenchmarkRead:
+    """A benchmark's validated samples, the rows left out, and how many rows were read."""
+
+    samples: list[dict[str, Any]]
+    left_out: list[LeftOut]
+    rows: int
+
+
+def _problem(message: str, location: str, name: str, item_id: str | None) -> str:
+    """The problem of an error about one row, without the row's location, benchmark and id."""
+    text = message.removeprefix(location).removeprefix(f" (benchmark {name})")
+    if item_id is not None:
+        text = re.sub(r"^ \(id " + re.escape(repr(item_id)) + r"(, rm_type [^)]*)?\)", "", text)
+    return text.removeprefix(":").strip()
+
+
+def read_benchmark(spec: dict[str, Any]) -> BenchmarkRead:
+    """A benchmark's items as validated canonical samples (first `limit` items when set), and the
+    rows that could not be expressed (left out, each with its problem)."""
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(spec, DictConfig):
@@ -425,14 +464,82 @@ def load_benchmark(spec: dict[str, Any]) -> list[dict[str, Any]]:
         if not spec.get(key):
             raise UserError(f"benchmark spec {spec!r} needs a {key!r}")
     fmt = benchmark_format(spec)
+    name = str(spec["name"])
     limit = None if spec.get("limit") is None else int(spec["limit"])
-    samples: list[dict[str, Any]] = []
+    read = BenchmarkRead([], [], 0)
     cursor = RecordCursor(_records(spec, fmt))
-    with cursor.reading():  # each loader converts one record per sample it yields
-        for sample in LOADERS[fmt](spec, cursor):
-            if limit is not None and len(samples) >= limit:
-                break
-            samples.append(validate_sample(sample, f"{cursor.current.location} (benchmark {spec['name']})"))
-    if not samples:
-        raise UserError(f"benchmark {spec['name']} ({spec['source']}) has no usable items")
-    return samples
+    for record in cursor:  # a file that cannot be read raises here, for the whole benchmark
+        if limit is not None and len(read.samples) >= limit:
+            break
+        read.rows += 1
+        item_id = None
+        try:
+            with cursor.reading():  # each loader converts one record per sample it yields
+                for sample in LOADERS[fmt](spec, iter([record])):
+                    item_id = str(sample.get("id"))
+                    read.samples.append(validate_sample(sample, f"{record.location} (benchmark {name})"))
+        except UserError as exc:
+            problem = _problem(str(exc), record.location, name, item_id)
+            row = record.location.removeprefix(record.where).strip()
+            read.left_out.append(LeftOut(record.where, row, item_id, problem))
+    return read
+
+
+def left_out_line(name: str, read: BenchmarkRead, shown: int = 12) -> str | None:
+    """One line naming the rows left out of benchmark `name` (with their ids) by problem, or None."""
+    if not read.left_out:
+        return None
+    files = {row.where for row in read.left_out}
+    single = len(files) == 1
+    by_problem: dict[str, list[LeftOut]] = {}
+    for row in read.left_out:
+        by_problem.setdefault(row.problem, []).append(row)
+    parts = []
+    for problem, rows in by_problem.items():
+        named = [
+            (row.row if single else row.location) + (f" (id {row.item_id})" if row.item_id else "")
+            for row in rows[:shown]
+        ]
+        more = f" and {len(rows) - shown} more" if len(rows) > shown else ""
+        parts.append(f"{problem}: {', '.join(named)}{more}")
+    source = f" of {files.pop()}" if single else ""
+    return f"left out {len(read.left_out)} of {read.rows} rows{source} it cannot express: " + "; ".join(parts)
+
+
+def unavailable_line(samples: list[dict[str, Any]], shown: int = 12) -> str | None:
+    """One line naming the instruction-following items that score 0 here for want of a model, or None."""
+    from m2rl.verifiers.instruction_following import unavailable_ids
+
+    missing: dict[str, list[str]] = {}
+    for sample in samples:
+        ids = (sample.get("metadata") or {}).get("instruction_id_list") or []
+        for reason in dict.fromkeys(unavailable_ids(ids).values()):
+            missing.setdefault(reason, []).append(str(sample["id"]))
+    if not missing:
+        return None
+    return "; ".join(
+        f"{len(items)} item(s) score 0 here: {reason}: {', '.join(items[:shown])}"
+        + (f" and {len(items) - shown} more" if len(items) > shown else "")
+        for reason, items in missing.items()
+    )
+
+
+def load_benchmark(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """A benchmark's items as validated canonical samples; rows left out are named in one warning line."""
+    read = read_benchmark(spec)
+    name = str(spec["name"])
+    if not read.samples:
+        detail = f": {read.left_out[0].location}: {read.left_out[0].problem}" if read.left_out else ""
+        raise UserError(f"benchmark {name} ({spec['source']}) has no usable items{detail}")
+    for line in (left_out_line(name, read), unavailable_line(read.samples)):
+        if line:
+            _warn(name, line)
+    return read.samples
+
+
+def _warn(name: str, line: str) -> None:
+    from rich.text import Text
+
+    from m2rl.console import err_console
+
+    err_console.print(Text.assemble((f"benchmark {name}: ", "yellow"), line), soft_wrap=True, highlight=False)

@@ -3,8 +3,9 @@
 `verify(response, instruction_id_list, kwargs, prompt_text, strict)` is True iff every listed
 instruction is followed. strict=True is IFEval's strict test (an empty response follows nothing);
 strict=False is IFEval's loose test, which also accepts the response with its first and/or last
-line removed and/or with asterisks stripped. It never raises: a checker error or unusable kwargs
-count as "not followed" with a reason that says so.
+line removed and/or with asterisks stripped. It never raises: a checker error, unusable kwargs or
+a checker's model that is not installed (`unavailable_ids`) count as "not followed" with a reason
+that says so.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from m2rl.verifiers.instruction_following import ifbench, ifeval, ifevalg
+from m2rl.verifiers.instruction_following import ifbench, ifeval, ifevalg, tagger
 from m2rl.verifiers.instruction_following.kwargs import BadKwargs, normalise
 
 CHECKERS: dict[str, ifeval.Checker] = {**ifeval.CHECKERS, **ifevalg.CHECKERS, **ifbench.CHECKERS}
@@ -20,7 +21,15 @@ CHECKERS: dict[str, ifeval.Checker] = {**ifeval.CHECKERS, **ifevalg.CHECKERS, **
 SUPPORTED_IDS: tuple[str, ...] = tuple(CHECKERS)
 IFEVAL_IDS: tuple[str, ...] = tuple(ifeval.CHECKERS)
 
-__all__ = ["IFEVAL_IDS", "SUPPORTED_IDS", "follow_list", "loose_variants", "unsupported_ids", "verify"]
+__all__ = [
+    "IFEVAL_IDS",
+    "SUPPORTED_IDS",
+    "follow_list",
+    "loose_variants",
+    "unavailable_ids",
+    "unsupported_ids",
+    "verify",
+]
 
 
 def unsupported_ids(ids: Sequence[str]) -> list[str]:
@@ -30,6 +39,16 @@ def unsupported_ids(ids: Sequence[str]) -> list[str]:
         if instruction_id not in CHECKERS and instruction_id not in seen:
             seen.append(str(instruction_id))
     return seen
+
+
+def unavailable_ids(ids: Sequence[str]) -> dict[str, str]:
+    """The ids (in order, without repeats) whose checker needs a model not installed here, with what to install.
+
+    Such an instruction is never followed here: its reason is this message.
+    """
+    if not any(i in ifbench.NEEDS_TAGGER for i in ids) or tagger.available():
+        return {}
+    return {str(i): str(tagger.TaggerUnavailable()) for i in dict.fromkeys(ids) if i in ifbench.NEEDS_TAGGER}
 
 
 def loose_variants(response: str) -> list[str]:
@@ -79,6 +98,8 @@ def follow_list(
             results.append(_check(instruction_id, candidates, kw))
         except BadKwargs as error:
             results.append((False, f"bad kwargs ({error})"))
+        except tagger.TaggerUnavailable as error:
+            results.append((False, str(error)))
         except Exception as error:  # noqa: BLE001 - a reward never raises; the reason records it
             results.append((False, f"error {type(error).__name__}"))
     return results
