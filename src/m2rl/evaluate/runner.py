@@ -178,13 +178,18 @@ def other_settings(
         if before is None:  # results from before the settings were recorded
             differ[bench.name] = "other eval, verifier or model settings"
             continue
-        changed = [f"{key} {before.get(key)} (now {value})" for key, value in new.items() if before.get(key) != value]
+        changed = [
+            f"{key} {before.get(key)} (now {value})" for key, value in new.items() if before.get(key) != value
+        ]
         differ[bench.name] = ", ".join(changed) or "other verifier settings or another model"
     return differ
 
 
 def replaced_results(
-    run: Run, plan: list[tuple[BenchmarkSpec, str, dict[str, Any] | None]], settings: EvalSettings, replace: bool
+    run: Run,
+    plan: list[tuple[BenchmarkSpec, str, dict[str, Any] | None]],
+    settings: EvalSettings,
+    replace: bool,
 ) -> list[str]:
     """The benchmarks whose saved results of other settings this eval replaces; UserError naming what
     differs unless `replace`."""

@@ -51,7 +51,9 @@ def check_analysable(run: Run, cfg) -> None:
     configs = [cfg] + ([OmegaConf.merge(cfg, {"seed": own_seed})] if own_seed not in (None, cfg.seed) else [])
     missing: list[str] = []
     for candidate in configs:
-        missing = [bench.name for bench, _digest, saved in eval_plan(run, candidate, any_k=True) if saved is None]
+        missing = [
+            bench.name for bench, _digest, saved in eval_plan(run, candidate, any_k=True) if saved is None
+        ]
         if not missing:
             return
     seeds = " or ".join(f"seed={c.seed}" for c in configs)
