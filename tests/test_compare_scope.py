@@ -65,8 +65,10 @@ def test_study_and_all_options_choose_their_runs_and_folders(tmp_path):
     data = json.loads((root / "old-compare" / "compare.json").read_text())
     assert {run["id"] for row in data["rows"] for run in row["runs"]} == {r.id for r in old.runs.values()}
 
+    assert (root / "old-compare").resolve() == root / "old-s0-compare"  # the link to its latest
     everything = select_runs(Ledger(root), all_runs=True)
-    assert everything.out_dir == Ledger(root).root / "compare"
+    assert everything.out_dir == Ledger(root).root / "all-compare"
+    assert everything.latest == Ledger(root).root / "compare"
     labels = [row.label for row in comparison_of(everything.runs).rows]
     assert "RL-Math [old]" in labels and "RL-Math [new]" in labels
     assert len(labels) == len(set(labels)) == 2 * 8 + 1  # every label once: two studies and the stray run
@@ -77,7 +79,9 @@ def test_named_runs_are_compared_and_written_to_the_compare_folder(tmp_path):
     study = build_study(root, name="s", seeds=(0,))
     names = [study.runs[role, 0].name for role in ("sft", "rl-math", "rl-mixed")]
     selection = select_runs(Ledger(root), names)
-    assert selection.out_dir == Ledger(root).root / "compare"
+    assert selection.out_dir.name.startswith("compare-") and selection.latest == Ledger(root).root / "compare"
+    assert select_runs(Ledger(root), list(reversed(names))).out_dir == selection.out_dir  # any order
+    assert select_runs(Ledger(root), names[:2]).out_dir != selection.out_dir
     assert [row.label for row in comparison_of(selection.runs).rows] == ["SFT", "RL-Math", "RL-Multi"]
 
 
@@ -106,5 +110,43 @@ def test_runs_without_a_study_are_compared_together_with_a_note(tmp_path):
     unrelated_run(root, "a")
     unrelated_run(root, "b")
     selection = select_runs(Ledger(root))
-    assert len(selection.runs) == 2 and selection.out_dir == Ledger(root).root / "compare"
+    assert len(selection.runs) == 2 and selection.out_dir == Ledger(root).root / "all-compare"
     assert "no evaluated run here records a study" in selection.notes[0]
+
+
+def test_each_scope_keeps_its_own_folder_and_the_stable_name_links_the_latest(tmp_path):
+    """Seed 0, then seed 1, then both, then seed 0 again (the demo re-run): no comparison replaces
+    another's, `<study>-compare` names the latest, and the command says what it wrote where."""
+    root = tmp_path / "runs"
+    build_study(root, name="s", seeds=(0, 1))
+    ledger = Ledger(root)
+    seed0 = [r for r in ledger.runs() if r.manifest.get("seed") == 0]
+    seed1 = [r for r in ledger.runs() if r.manifest.get("seed") == 1]
+    from m2rl.compare import compare_runs
+    from m2rl.compare.selection import scope_folder
+
+    for runs in (seed0, seed1):
+        compare_runs(runs, root / scope_folder("s", runs), bootstrap_samples=200, latest=root / "s-compare")
+    result = compare(root)  # the latest study, both seeds
+    assert result.exit_code == 0, result.output
+    assert "s-s0-s1-compare" in result.output and "s-compare links to it" in result.output
+    compare_runs(seed0, root / scope_folder("s", seed0), bootstrap_samples=200, latest=root / "s-compare")
+    folders = sorted(p.name for p in root.glob("s-*compare"))
+    assert folders == ["s-compare", "s-s0-compare", "s-s0-s1-compare", "s-s1-compare"]
+    assert (root / "s-compare").is_symlink() and (root / "s-compare").resolve() == root / "s-s0-compare"
+    both = json.loads((root / "s-s0-s1-compare" / "compare.json").read_text())
+    assert {run["seed"] for row in both["rows"] for run in row["runs"]} == {0, 1}
+    markdown = (root / "s-s0-s1-compare" / "compare.md").read_text()  # no analysis made: no dead link
+    assert "not made yet: `m2rl analyze s` writes them" in markdown and "](../s-analysis" not in markdown
+
+
+def test_an_older_real_folder_under_the_stable_name_is_moved_aside_not_lost(tmp_path):
+    root = tmp_path / "runs"
+    build_study(root, name="s", seeds=(0,))
+    (root / "s-compare").mkdir(parents=True)
+    (root / "s-compare" / "compare.md").write_text("an older comparison")
+    result = compare(root)
+    assert result.exit_code == 0, result.output
+    (aside,) = root.glob("s-compare-before-*")
+    assert (aside / "compare.md").read_text() == "an older comparison"
+    assert (root / "s-compare").resolve() == root / "s-s0-compare"

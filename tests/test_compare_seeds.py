@@ -38,7 +38,7 @@ def test_two_seeds_give_intervals_in_markdown_csv_and_json(tmp_path):
     selection = select_runs(Ledger(tmp_path / "runs"))
     result = compare_runs(selection.runs, selection.out_dir, bootstrap_samples=300)
     comparison = result.comparison
-    assert result.markdown_path.parent == tmp_path / "runs" / "study-compare"
+    assert result.markdown_path.parent == tmp_path / "runs" / "study-s0-s1-compare"
     assert [row.label for row in comparison.rows] == LABELS
     assert all(row.seeds == (0, 1) for row in comparison.rows)
     assert comparison.variance_note == "2 seeds x test items" and comparison.seeds == [0, 1]

@@ -244,14 +244,16 @@ def test_compare_killed_while_writing_leaves_the_previous_folder_whole(tmp_path)
     build_study(root, name="s", seeds=(0,), n_items=12)
     compare = ["compare", "--bootstrap-samples", "100"]
     assert _invoke(root, *compare).exit_code == 0
-    folder = root / "s-compare"
+    folder = root / "s-s0-compare"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert {"compare.md", "compare.json", "score_vs_hours.png"} <= before.keys()
 
     argv = _cli(*compare, "--seed", "1", "--runs-dir", str(root))
     Command(tmp_path, argv, pause="m2rl.compare.plots:plot_transfer:before:1").kill_when_paused()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the old output, whole
-    assert [p for p in root.glob(".s-compare.*.tmp") if (p / "compare.json").is_file()]  # the new, unfinished
+    assert [
+        p for p in root.glob(".s-s0-compare.*.tmp") if (p / "compare.json").is_file()
+    ]  # the new, unfinished
 
     assert _invoke(root, *compare, "--seed", "1").exit_code == 0
     after = {p.name: p.read_bytes() for p in folder.iterdir()}

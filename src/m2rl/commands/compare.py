@@ -33,7 +33,9 @@ def command(
         Path | None,
         typer.Option(
             "--out",
-            help="Output folder (default: <runs-dir>/<study>-compare for a study, else <runs-dir>/compare).",
+            help="Output folder (default: one per scope: <runs-dir>/<study>-s0-s1-compare for a study's "
+            "seeds, all-compare for --all, compare-<hash> for runs named; <study>-compare and compare "
+            "link to the latest).",
             show_default=False,
         ),
     ] = None,
@@ -53,5 +55,6 @@ def command(
         bootstrap_samples=bootstrap_samples,
         seed=seed,
         notes=selection.notes,
+        latest=None if out else selection.latest,
     )
     print_compare(result, console)

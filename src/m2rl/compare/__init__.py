@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class CompareResult:
     differences_path: Path
     json_path: Path
     plot_paths: list[Path] = field(default_factory=list)
+    latest: Path | None = None  # the link that now names this comparison
+    moved_aside: Path | None = None  # where an older real folder of the link's name went
 
     @property
     def paths(self) -> list[Path]:
@@ -73,7 +76,7 @@ def write_outputs(comparison: Comparison, out_dir: Path) -> CompareResult:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.mkdir()
     try:
-        (tmp / "compare.md").write_text(to_markdown(comparison))
+        (tmp / "compare.md").write_text(to_markdown(comparison, out_dir.parent))
         write_csv(comparison, tmp / "compare.csv")
         write_differences_csv(comparison, tmp / "differences.csv")
         write_json(comparison, tmp / "compare.json")
@@ -97,15 +100,35 @@ def write_outputs(comparison: Comparison, out_dir: Path) -> CompareResult:
     )
 
 
+def link_latest(out_dir: Path, latest: Path) -> Path | None:
+    """Point the link `latest` at `out_dir` (relative, replaced at once); a real folder of that name
+    (an older m2rl's comparison) is first moved aside to `<name>-before-<time>`, never deleted.
+    Returns where such a folder went."""
+    import time
+
+    from m2rl.ledger import temp_sibling
+
+    moved = None
+    if latest.exists() and not latest.is_symlink():
+        moved = latest.with_name(f"{latest.name}-before-{time.strftime('%Y%m%d-%H%M%S')}")
+        latest.rename(moved)
+    tmp = temp_sibling(latest)
+    os.symlink(os.path.relpath(out_dir, latest.parent), tmp)
+    os.replace(tmp, latest)
+    return moved
+
+
 def compare_runs(
     runs: list[Run],
     out_dir: Path,
     bootstrap_samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     notes: Sequence[str] = (),
+    latest: Path | None = None,
 ) -> CompareResult:
     """Compare evaluated runs (replicates over seeds grouped; costs include ancestors found beside them)
-    and write the outputs; `notes` (e.g. what the run selection left out) are reported with the rest."""
+    and write the outputs; `notes` (e.g. what the run selection left out) are reported with the rest.
+    `latest`: a link to point at `out_dir` once it is written (the stable name of the latest one)."""
     if not runs:
         raise UserError("no evaluated runs to compare: run `m2rl eval RUN` first")
     for run in runs:
@@ -114,7 +137,11 @@ def compare_runs(
     records, lineage = records_from_runs(runs)
     comparison = build_comparison(records, lineage, bootstrap_samples=bootstrap_samples, seed=seed)
     comparison.notes = [*notes, *comparison.notes]
-    return write_outputs(comparison, out_dir)
+    result = write_outputs(comparison, out_dir)
+    if latest is not None and Path(latest).resolve() != Path(out_dir).resolve():
+        result.latest = Path(latest)
+        result.moved_aside = link_latest(Path(out_dir).resolve(), Path(latest))
+    return result
 
 
 def print_compare(result: CompareResult, console: Console | None = None) -> None:
@@ -129,4 +156,9 @@ def print_compare(result: CompareResult, console: Console | None = None) -> None
         style="dim",
     )
     folder = result.markdown_path.parent
-    console.print(f"wrote {folder}/: {', '.join(p.name for p in result.paths)}", style="dim")
+    # paths are printed whole (soft wrap): a path folded over two lines cannot be copied
+    console.print(f"wrote {folder}/: {', '.join(p.name for p in result.paths)}", style="dim", soft_wrap=True)
+    if result.latest is not None:
+        aside = f"; the folder that was there is now {result.moved_aside}" if result.moved_aside else ""
+        line = f"{result.latest} links to it (the latest comparison of this kind){aside}"
+        console.print(line, style="dim", soft_wrap=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from m2rl.compare.claims import KINDS, scope_words
 from m2rl.compare.core import Comparison
 from m2rl.compare.formatting import (
@@ -82,33 +84,39 @@ def _per_seed(estimate: Estimate) -> str:
     return ", ".join(signed(v) for v in estimate.per_seed) if len(estimate.per_seed) > 1 else ""
 
 
-def _analysis_links(comparison: Comparison) -> list[str]:
-    """Links to the study's analysis reports (`m2rl analyze`), in their folders beside this one."""
+def _analysis_links(comparison: Comparison, root: Path | None) -> list[str]:
+    """Links to the study's analysis reports (`m2rl analyze`) that exist in their folders under `root`
+    (the runs root this comparison is written into), and the command that makes the ones that do not."""
     from m2rl.analysis import REPORT_NAME, analysis_folder
+
+    def made(folder: str) -> bool:
+        return root is not None and (root / folder / REPORT_NAME).is_file()
 
     def link(folder: str) -> str:
         return f"[`{folder}/{REPORT_NAME}`](../{folder}/{REPORT_NAME})"
 
     lines = []
     for study in comparison.studies:
-        if len(comparison.seeds) > 1:
-            per_seed = ", ".join(link(analysis_folder(study, seed)) for seed in comparison.seeds)
-            where = (
-                f"per seed {per_seed} (the pipeline's analyze stages); all seeds pooled "
-                f"{link(analysis_folder(study))} (`m2rl analyze {study}`)"
-            )
+        folders = (
+            [analysis_folder(study, seed) for seed in comparison.seeds] if len(comparison.seeds) > 1 else []
+        )
+        folders.append(analysis_folder(study))
+        found = [link(folder) for folder in folders if made(folder)]
+        if found:
+            where = f"in {', '.join(found)}"
         else:
             where = (
-                f"{link(analysis_folder(study))} (the pipeline's analyze stage, or `m2rl analyze {study}`)"
+                f"not made yet: `m2rl analyze {study}` writes them (`study.analyze=true` makes them part "
+                "of the pipeline)"
             )
         lines.append(
             f"- Study {study}: weight-update geometry, skill consistency, policy neighbourhoods and "
-            f"self-verification in {where}."
+            f"self-verification {where}."
         )
     return ["", "## Analysis: why mixing works", "", *lines] if lines else []
 
 
-def to_markdown(comparison: Comparison) -> str:
+def to_markdown(comparison: Comparison, root: Path | None = None) -> str:
     """The whole comparison as a Markdown document."""
     out = ["# m2rl compare", "", header_line(comparison)]
     if comparison.headline:
@@ -206,7 +214,7 @@ def to_markdown(comparison: Comparison) -> str:
                 ],
             )
         )
-    out += _analysis_links(comparison)
+    out += _analysis_links(comparison, root)
     out += ["", "## Method", "", METHOD.format(hours_label=comparison.hours_label)]
     if comparison.notes:
         out += ["", *[f"> note: {n}" for n in comparison.notes]]

@@ -1,9 +1,12 @@
 """Which runs `m2rl compare` compares, and where it writes.
 
-No arguments: the latest study (the `study` of the newest evaluated run that records one), written to
-`<runs>/<study>-compare/`, the folder `m2rl pipeline` writes too. `--study NAME`: that study, same
-folder scheme. `--all`, or runs named on the command line: `<runs>/compare/`. A run name that several
-runs share is an error listing them (ids, studies, seeds), never a silent pick.
+No arguments: the latest study (the `study` of the newest evaluated run that records one); `--study
+NAME`: that study; `--all`, or runs named on the command line. Every scope has a folder of its own,
+so one comparison never replaces another's: a study's seeds `<runs>/<study>-s0-s1-compare/` (what
+`m2rl pipeline` writes for its seeds too), every evaluated run `<runs>/all-compare/`, runs named
+`<runs>/compare-<hash of their ids>/`. The latest of a study's folders is also reachable as
+`<runs>/<study>-compare` (a link), and the latest of the others as `<runs>/compare`. A run name that
+several runs share is an error listing them (ids, studies, seeds), never a silent pick.
 """
 
 from __future__ import annotations
@@ -16,22 +19,42 @@ from m2rl.compare.manifests import evaluated_runs
 from m2rl.errors import UserError
 from m2rl.ledger import Ledger, Run
 
-EXPLICIT_FOLDER = "compare"
+EXPLICIT_FOLDER = "compare"  # the link to the latest comparison of named runs or of --all
+ALL_FOLDER = "all-compare"
 
 
 def study_folder(study: str) -> str:
-    """The compare folder of a study: `<study>-compare`."""
+    """The link to a study's latest comparison: `<study>-compare`."""
     return f"{study}-compare"
+
+
+def scope_folder(study: str, runs: Sequence[Run]) -> str:
+    """A study's comparison of these runs' seeds: `<study>-s0-s1-compare` (`<study>-all-seeds-compare`
+    where some run records no seed)."""
+    seeds = {r.manifest.get("seed") for r in runs}
+    if None in seeds:
+        return f"{study}-all-seeds-compare"
+    return f"{study}-{'-'.join(f's{seed}' for seed in sorted(seeds))}-compare"
+
+
+def named_folder(runs: Sequence[Run]) -> str:
+    """The comparison of these runs (in any order): `compare-<8 hex digits of their ids>`."""
+    import hashlib
+
+    digest = hashlib.sha256("\n".join(sorted(r.id for r in runs)).encode()).hexdigest()[:8]
+    return f"{EXPLICIT_FOLDER}-{digest}"
 
 
 @dataclass
 class Selection:
-    """The runs to compare, the folder for the outputs, and what the choice left out."""
+    """The runs to compare, the folder for the outputs, the stable name linked to it, and what the
+    choice left out."""
 
     runs: list[Run]
     out_dir: Path
     study: str | None = None
     notes: list[str] = field(default_factory=list)
+    latest: Path | None = None  # a link that names the latest comparison of this kind
 
 
 def _describe(run: Run) -> str:
@@ -61,22 +84,24 @@ def select_runs(
         raise UserError("name runs, or pass --study NAME, or --all: one of them")
     root = ledger.root
     if refs:
-        return Selection([resolve_run(ledger, ref) for ref in refs], root / EXPLICIT_FOLDER)
+        named = [resolve_run(ledger, ref) for ref in refs]
+        return Selection(named, root / named_folder(named), latest=root / EXPLICIT_FOLDER)
     evaluated = evaluated_runs(ledger)
     if not evaluated:
         raise UserError(f"no evaluated runs under {root}: run `m2rl eval RUN` first")
     if all_runs:
-        return Selection(evaluated, root / EXPLICIT_FOLDER)
+        return Selection(evaluated, root / ALL_FOLDER, latest=root / EXPLICIT_FOLDER)
     studies = [s for s in dict.fromkeys(_study(r) for r in reversed(evaluated)) if s is not None]
     if study is None:
         if not studies:
             return Selection(
                 evaluated,
-                root / EXPLICIT_FOLDER,
+                root / ALL_FOLDER,
                 notes=[
                     "no evaluated run here records a study (runs made outside `m2rl pipeline` or by an "
                     "older m2rl): comparing every evaluated run; name runs to choose"
                 ],
+                latest=root / EXPLICIT_FOLDER,
             )
         study = studies[0]
     chosen = [r for r in evaluated if _study(r) == study]
@@ -89,4 +114,4 @@ def select_runs(
         notes.append(
             f"study {study}: {others} other evaluated run(s) under {root} left out (--all compares them)"
         )
-    return Selection(chosen, root / study_folder(study), study, notes)
+    return Selection(chosen, root / scope_folder(study, chosen), study, notes, root / study_folder(study))

@@ -45,6 +45,7 @@ def check_study(cfg: DictConfig, stages: list[Stage]) -> None:
 def run_study(cfg: DictConfig, runs_dir: Path, name: str, console: Console) -> Any:
     """Run every stage of the study, then compare the evaluated models; return the compare result."""
     from m2rl.compare import compare_runs
+    from m2rl.compare.selection import scope_folder, study_folder
 
     stages = plan(cfg, name)
     check_study(cfg, stages)
@@ -74,4 +75,5 @@ def run_study(cfg: DictConfig, runs_dir: Path, name: str, console: Console) -> A
         )
     evaluated = [s.evaluates for s in stages if s.kind == "eval"]
     runs = [ledger.get(states[model].run.id) for model in evaluated]
-    return compare_runs(runs, ledger.root / f"{name}-compare", seed=int(cfg.seed))
+    out = ledger.root / scope_folder(name, runs)
+    return compare_runs(runs, out, seed=int(cfg.seed), latest=ledger.root / study_folder(name))
