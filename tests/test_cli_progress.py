@@ -32,3 +32,16 @@ def test_sft_names_its_run_resumes_from_a_stated_step_and_points_at_its_logs(tmp
     logs = run.path / "checkpoints" / "runs"
     assert "tensorboard logs" in summary and list(logs.glob("*/events.out.tfevents.*"))
     assert str(logs) in resumed.stdout.replace("\n", "").replace(" ", "").replace("│", "")
+
+
+def test_training_writes_progress_lines_where_stderr_is_a_file(tmp_path):
+    """A bar cannot redraw in a log file: the first and the last step, and one line every 30 s between,
+    are written as plain lines with the step, the time and the latest summary."""
+    runs = tmp_path / "runs"
+    result = run_m2rl(
+        "sft", "--runs-dir", str(runs), *SMALL_BATCHES, "sft.max_steps=4", "sft.logging_steps=1"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "] sft: step " in line]
+    assert len(lines) == 2 and "step 1/4 (25%)" in lines[0] and "step 4/4 (100%)" in lines[1], result.stderr
+    assert "elapsed, about 0:00:00 left; loss " in lines[1]

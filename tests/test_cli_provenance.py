@@ -96,3 +96,26 @@ def test_a_new_manifest_records_provenance(tmp_path, checkout, typed_command):
     assert recorded["versions"]["python"] == platform.python_version()
     assert recorded["host"]["cpu"] == cpu_model()
     assert recorded["torch_threads"] >= 1
+
+
+def test_the_recorded_thread_count_is_the_one_the_training_process_used(tmp_path):
+    """A study makes a stage's run in its own process (two threads) and trains it in another (one):
+    run.json says what the training used, as job.json does."""
+    import torch
+
+    from m2rl import jobs
+    from m2rl.config import compose_config
+    from m2rl.jobs.build import sft_job
+    from m2rl.jobs.training import train_on_this_rank
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        spec = sft_job(compose_config(["torch_threads=1"]), "sft")
+        run = jobs.create(spec, Ledger(tmp_path / "runs"))
+        assert run.manifest["provenance"]["torch_threads"] == 2  # the creating process's
+        train_on_this_rank(spec, run, lambda spec, run, resume: {}, None)
+        saved = Ledger(tmp_path / "runs").get(run.id)
+        assert saved.manifest["provenance"]["torch_threads"] == spec.torch_threads == 1
+    finally:
+        torch.set_num_threads(before)

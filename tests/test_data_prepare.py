@@ -27,6 +27,18 @@ def test_prepare_builtin_writes_domain_files_mixed_file_and_counts(tmp_path):
     assert read_samples(out / "if.parquet")[0]["metadata"]["instruction_id_list"]
     assert "RL data: builtin" in result.output and "mixed" in result.output
     assert json.loads((out / "report.json").read_text())["counts"] == {"math": 12, "if": 12}
+    assert f"files in {out.resolve()}/\n" in result.output or f"files in {out}/\n" in result.output  # whole
+
+
+def test_prepare_names_its_folder_whole_at_80_columns(tmp_path):
+    out = tmp_path / ("a-long-folder-name-" * 4) / "prepared"
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(
+        app,
+        ["data", "prepare", "--domains", "math", "--out", str(out), "data.sizes.rl=4"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and str(out) in result.output.replace("files in ", "")
 
 
 def test_prepare_nemotron_from_local_files_reports_what_was_left_out(tmp_path):

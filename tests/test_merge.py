@@ -445,6 +445,19 @@ def test_cli_dry_run_prints_resolved_config_and_glob_selects_experts(cli, study)
     assert run.manifest["merge"]["experts"] == [study["experts"]["if"].id, study["experts"]["agent"].id]
 
 
+def test_a_glob_of_experts_leaves_the_mixed_run_and_other_runs_out(cli, study, tmp_path):
+    """`--experts 'rl-i*'` once merged the mixed run (`rl-imixed` here) as one more expert."""
+    ledger = study["ledger"]
+    mixed_model = study["experts"]["if"].model_dir
+    _finished(ledger, "rl", "rl-imixed", mixed_model, [study["sft"].id], domains=["if", "math"])
+    result = cli("--experts", "rl-i*", "--name", "cli-glob-experts", "--method", "paper_ta")
+    assert result.exit_code == 0, result.output
+    assert ledger.get("cli-glob-experts").manifest["merge"]["experts"] == [study["experts"]["if"].id]
+    only_mixed = cli("--experts", "rl-imix*", "--name", "cli-glob-none")
+    assert isinstance(only_mixed.exception, UserError)
+    assert "only rl-imixed, not experts" in str(only_mixed.exception)
+
+
 def test_cli_errors_are_user_errors(cli):
     assert isinstance(cli("--method", "bogus", "--experts", "rl-math").exception, UserError)
     assert isinstance(cli("--method", "ties", "merge.density=2", "--dry-run").exception, UserError)

@@ -25,7 +25,8 @@ app = typer.Typer(
         "(Qwen3-4B-Base, Nemotron data, GPUs). Use --dry-run to see the resolved config."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion: Typer's completion for bash, zsh, fish
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -44,44 +45,83 @@ def _options(
     version: Annotated[  # noqa: ARG001 (handled by its callback)
         bool,
         typer.Option(
-            "--version", help="Print m2rl's version and exit.", callback=_print_version, is_eager=True
+            "--version",
+            help="Print m2rl's version and exit.",
+            callback=_print_version,
+            is_eager=True,
+            metavar="",
         ),
     ] = False,
 ) -> None:
     """Options of `m2rl` itself (before the command)."""
 
 
+# Each command's examples, shown at the end of its --help (one per line).
+EXAMPLES = {
+    "sft": [
+        "m2rl sft sft.epochs=1",
+        "m2rl sft --resume RUN",
+        "m2rl sft preset=paper model.path=/models/qwen3-4b-base --dry-run",
+    ],
+    "runs": ["m2rl runs", "m2rl runs --kind rl --json", "m2rl runs --check"],
+    "rl": [
+        "m2rl rl --domains math --from study-s0-sft rl.steps=50",
+        "m2rl rl --domains math,code,science,if --from study-s0-sft",
+        "m2rl rl --resume RUN",
+    ],
+    "distill": ["m2rl distill --teachers study --from study-s0-sft", "m2rl distill --resume RUN"],
+    "merge": [
+        "m2rl merge --method paper_ties --experts study-s0-rl-math,study-s0-rl-code",
+        "m2rl merge --method all --experts 'study-s0-rl-*' merge.density=0.3",
+    ],
+    "verify": ["m2rl verify responses.jsonl -o scored.jsonl verifiers.require_think=false"],
+    "eval": ["m2rl eval study-s0-rl-mixed", "m2rl eval RUN eval.k=8 seed=1", "m2rl eval RUN --replace"],
+    "compare": ["m2rl compare", "m2rl compare --study study", "m2rl compare RUN1 RUN2 --out /tmp/cmp"],
+    "analyze": ["m2rl analyze", "m2rl analyze study analyze.neighbourhoods.prompts=16"],
+    "pipeline": [
+        "m2rl pipeline",
+        "m2rl pipeline study.seeds=3",
+        "m2rl pipeline study.domains=[math,code] data.sizes.test=64 --dry-run",
+        "m2rl pipeline preset=paper study.executor=slurm study.slurm.partition=gpu --dry-run",
+    ],
+}
+
+
+def _epilog(name: str) -> str:
+    return "Examples:\n\n" + "\n\n".join(f"  {example}" for example in EXAMPLES[name])
+
+
 def _register() -> None:
     from m2rl.commands import runs, sft
 
-    app.command("sft", help=sft.__doc__)(sft.command)
-    app.command("runs", help=runs.__doc__)(runs.command)
+    app.command("sft", help=sft.__doc__, epilog=_epilog("sft"))(sft.command)
+    app.command("runs", help=runs.__doc__, epilog=_epilog("runs"))(runs.command)
     from m2rl.commands import rl
 
-    app.command("rl", help=rl.__doc__)(rl.command)
+    app.command("rl", help=rl.__doc__, epilog=_epilog("rl"))(rl.command)
     from m2rl.commands import distill
 
-    app.command("distill", help=distill.__doc__)(distill.command)
+    app.command("distill", help=distill.__doc__, epilog=_epilog("distill"))(distill.command)
     from m2rl.commands import merge
 
-    app.command("merge", help=merge.__doc__)(merge.command)
+    app.command("merge", help=merge.__doc__, epilog=_epilog("merge"))(merge.command)
     from m2rl.commands import data
 
     app.add_typer(data.app, name="data", help=data.__doc__)
     from m2rl.commands import verify
 
-    app.command("verify", help=verify.__doc__)(verify.command)
+    app.command("verify", help=verify.__doc__, epilog=_epilog("verify"))(verify.command)
     from m2rl.commands import compare
     from m2rl.commands import eval as eval_command
 
-    app.command("eval", help=eval_command.__doc__)(eval_command.command)
-    app.command("compare", help=compare.__doc__)(compare.command)
+    app.command("eval", help=eval_command.__doc__, epilog=_epilog("eval"))(eval_command.command)
+    app.command("compare", help=compare.__doc__, epilog=_epilog("compare"))(compare.command)
     from m2rl.commands import analyze
 
-    app.command("analyze", help=analyze.__doc__)(analyze.command)
+    app.command("analyze", help=analyze.__doc__, epilog=_epilog("analyze"))(analyze.command)
     from m2rl.commands import pipeline
 
-    app.command("pipeline", help=pipeline.__doc__)(pipeline.command)
+    app.command("pipeline", help=pipeline.__doc__, epilog=_epilog("pipeline"))(pipeline.command)
 
 
 _register()

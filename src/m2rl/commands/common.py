@@ -23,7 +23,8 @@ from m2rl.errors import Interrupted
 Overrides = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Hydra overrides, e.g. `preset=paper rl.steps=50 data.sizes.rl=200`.", show_default=False
+        help="Hydra overrides: `key=value`, `+key=value` to add, `~key` to delete (examples below).",
+        show_default=False,
     ),
 ]
 RunsDir = Annotated[
@@ -32,7 +33,7 @@ RunsDir = Annotated[
 ]
 Name = Annotated[str | None, typer.Option("--name", help="Run name (default: derived from the command).")]
 DryRun = Annotated[
-    bool, typer.Option("--dry-run", help="Print the resolved config and exit without running.")
+    bool, typer.Option("--dry-run", help="Print the resolved config and plan; run nothing.", metavar="")
 ]
 
 DEFAULT_RUNS_DIR = Path("runs")

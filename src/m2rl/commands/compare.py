@@ -26,7 +26,7 @@ def command(
         str | None, typer.Option("--study", help="Compare the runs of this study.", show_default=False)
     ] = None,
     all_runs: Annotated[
-        bool, typer.Option("--all", help="Compare every evaluated run under the runs root.")
+        bool, typer.Option("--all", help="Compare every evaluated run under the runs root.", metavar="")
     ] = False,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
     out: Annotated[

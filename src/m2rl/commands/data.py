@@ -57,6 +57,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"RL data: {summary['data']}")
     for column in ("domain", "reward type", "samples", "share of mix", "file"):
         table.add_column(column, justify="right" if column in ("samples", "share of mix") else "left")
+    folder = Path(summary["files"]["mixed"]).parent
     for domain in summary["domains"]:
         share = summary["mixed_counts"].get(domain, 0) / total_mixed
         table.add_row(
@@ -64,16 +65,17 @@ def print_summary(summary: dict[str, Any]) -> None:
             ", ".join(summary["rm_types"][domain]),
             str(summary["counts"][domain]),
             f"{share:.1%}",
-            summary["files"][domain],
+            Path(summary["files"][domain]).name,
         )
     table.add_row(
         "[bold]mixed[/]",
         "",
         f"[bold]{sum(summary['mixed_counts'].values())}[/]",
         "100.0%",
-        summary["files"]["mixed"],
+        Path(summary["files"]["mixed"]).name,
     )
     console.print(table)
+    console.print(f"files in {folder}/", soft_wrap=True)  # whole: a path folded over lines cannot be copied
     for line in summary["report_lines"]:
         console.print(f"[yellow]note:[/] {line}")
 

@@ -48,7 +48,8 @@ def command(
     ] = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
     all_runs: Annotated[
-        bool, typer.Option("--all", help="Evaluate every completed model run under the runs root.")
+        bool,
+        typer.Option("--all", help="Evaluate every completed model run under the runs root.", metavar=""),
     ] = False,
     replace: Annotated[
         bool,
@@ -56,6 +57,7 @@ def command(
             "--replace",
             help="Evaluate again where a run holds results made with other settings (the old files move "
             "to eval/replaced/); without it such an eval is refused.",
+            metavar="",
         ),
     ] = False,
     dry_run: DryRun = False,

@@ -27,13 +27,17 @@ COSTS_NOTE = (
 
 def command(
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifests as a JSON list.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the manifests as a JSON list.", metavar="")
+    ] = False,
     kind: Annotated[
         str | None, typer.Option("--kind", help="Only runs of this kind (sft, rl, merge, ...).")
     ] = None,
     check: Annotated[
         bool,
-        typer.Option("--check", help="Report every problem under the runs root and what to do (exit 1)."),
+        typer.Option(
+            "--check", help="Report every problem under the runs root and what to do (exit 1).", metavar=""
+        ),
     ] = False,
 ) -> None:
     """List runs: id, kind, status, study, parents, device-hours and CPU-hours (`--json` for manifests)."""

@@ -64,7 +64,13 @@ class LedgerProgressCallback(TrainerCallback):
 
 
 class RichProgressBar(TrainerCallback):
-    """One progress bar for the whole training, with a short summary of the latest logged metrics."""
+    """One progress bar for the whole training, with a short summary of the latest logged metrics.
+
+    Where stderr is not a terminal (a log file, a Slurm job's output) a bar cannot redraw, so a plain
+    line is written instead at the first step, every `LINE_EVERY_S` seconds and at the last step.
+    """
+
+    LINE_EVERY_S = 30.0
 
     def __init__(self, description: str, summarize: Callable[[dict], str], console: Console | None = None):
         self.description = description
@@ -72,9 +78,17 @@ class RichProgressBar(TrainerCallback):
         self.console = console or Console(stderr=True)
         self.progress: Progress | None = None
         self.task = None
+        self.lines = False  # plain lines instead of a bar
+        self.started = self.last_line = 0.0
+        self.start_step = 0  # the step training (re)started from: a resumed run's earlier ones took no time
+        self.summary = ""
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
+            return
+        if not self.console.is_terminal:
+            self.lines, self.started, self.last_line = True, time.monotonic(), -math.inf
+            self.start_step = state.global_step
             return
         self.progress = Progress(
             TextColumn("[bold blue]{task.description}"),
@@ -94,10 +108,28 @@ class RichProgressBar(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step)
+        elif self.lines:
+            now = time.monotonic()
+            if now - self.last_line >= self.LINE_EVERY_S or state.global_step >= state.max_steps:
+                self.last_line = now
+                self.console.print(self._line(state, now - self.started), soft_wrap=True, highlight=False)
+
+    def _line(self, state, elapsed: float) -> str:
+        """`grpo math: step 40/200 (20%), 0:01:02 elapsed, about 0:04:08 left; reward math 0.42`."""
+        done, total = state.global_step, max(state.max_steps, 1)
+        left = elapsed / max(done - self.start_step, 1) * (total - done)
+        clock = time.strftime("%H:%M:%S")
+        summary = f"; {self.summary}" if self.summary else ""
+        return (
+            f"[{clock}] {self.description}: step {done}/{total} ({100 * done / total:.0f}%), "
+            f"{_duration(elapsed)} elapsed, about {_duration(left)} left{summary}"
+        )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.progress is not None and logs:
-            self.progress.update(self.task, summary=self.summarize(logs))
+        if logs and (self.progress is not None or self.lines):
+            self.summary = self.summarize(logs) or self.summary
+            if self.progress is not None:
+                self.progress.update(self.task, summary=self.summary)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.stop()
@@ -107,3 +139,8 @@ class RichProgressBar(TrainerCallback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

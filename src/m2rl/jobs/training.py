@@ -72,10 +72,14 @@ def is_rank_zero() -> bool:
 
 def train_on_this_rank(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume_from: str | None) -> None:
     """Train in this process (the only one, or one rank of an accelerate launch); rank 0 records metrics."""
-    if spec.torch_threads:
-        import torch
+    import torch
 
+    if spec.torch_threads:
         torch.set_num_threads(spec.torch_threads)
+    if is_rank_zero():  # the threads this process trains with (the run was made by another process)
+        run.update(
+            provenance={**run.manifest.get("provenance", {}), "torch_threads": torch.get_num_threads()}
+        )
     metrics = train(spec, run, resume_from)
     if is_rank_zero():
         import torch.distributed as dist

@@ -32,25 +32,31 @@ def resolve_experts(ledger: Ledger, refs: list[str]) -> list[Run]:
     for ref in (r.strip() for r in refs):
         if not ref:
             continue
-        if any(c in ref for c in GLOB_CHARS):
-            matched = [r for r in ledger.runs() if r.status == "completed" and fnmatch.fnmatch(r.name, ref)]
+        if any(c in ref for c in GLOB_CHARS):  # a glob matches experts only (not the mixed run, SFT...)
+            named = [r for r in ledger.runs() if r.status == "completed" and fnmatch.fnmatch(r.name, ref)]
+            matched = [r for r in named if is_expert(r)]
             if not matched:
-                raise UserError(f"--experts: no completed run name matches {ref!r} under {ledger.root}")
+                others = f" (only {', '.join(sorted({r.name for r in named}))}, not experts)" if named else ""
+                raise UserError(
+                    f"--experts: no completed expert's name matches {ref!r} under {ledger.root}{others}"
+                )
             experts.extend(_newest_per_name(matched))
             continue
         study = [
             r
             for r in ledger.runs()
-            if r.manifest.get("study") == ref
-            and r.kind == "rl"
-            and r.status == "completed"
-            and len(r.manifest.get("domains") or []) == 1
+            if r.manifest.get("study") == ref and r.status == "completed" and is_expert(r)
         ]
         experts.extend(_newest_per_name(study) if study else [ledger.get(ref)])
     unique = list({r.id: r for r in experts}.values())
     if not unique:
         raise UserError("--experts: no runs given")
     return unique
+
+
+def is_expert(run: Run) -> bool:
+    """A single-domain RL run."""
+    return run.kind == "rl" and len(run.manifest.get("domains") or []) == 1
 
 
 def _newest_per_name(runs: list[Run]) -> list[Run]:
