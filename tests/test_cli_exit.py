@@ -195,7 +195,7 @@ def test_an_error_raised_while_a_signal_unwinds_exits_as_that_signal(monkeypatch
     """Outside a run's attempt too: a cleanup failing on the half-done state a SIGTERM left (rich's
     render-hook stack popped empty) is reported as the SIGTERM, exit 143, not as an internal error."""
     from m2rl import cli
-    from m2rl.ledger import Terminated
+    from m2rl.signals import Terminated
 
     def app(standalone_mode):
         try:

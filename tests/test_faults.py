@@ -420,7 +420,7 @@ def _training_processes(pid: int) -> tuple[list[psutil.Process], list[psutil.Pro
     for proc in tree:
         with contextlib.suppress(psutil.Error):
             line = " ".join(proc.cmdline())
-            if "m2rl.engine.entry" in line and "accelerate" not in line:
+            if "m2rl.jobs.entry" in line and "accelerate" not in line:
                 ranks.append(proc)
     return tree, ranks
 

@@ -29,9 +29,9 @@ def test_zero3_launcher_builds_a_deepspeed_accelerate_config(tmp_path):
     assert config["distributed_type"] == "DEEPSPEED" and config["num_processes"] == 8
     assert config["deepspeed_config"]["zero_stage"] == 3 and config["deepspeed_config"]["zero3_init_flag"]
     assert config["mixed_precision"] == "bf16"
-    command = accelerate_command(spec, tmp_path, ["--run-dir", str(tmp_path)])
+    command = accelerate_command(spec, tmp_path, "m2rl.jobs.entry", ["--run-dir", str(tmp_path)])
     assert command[1:3] == ["-m", "accelerate.commands.launch"] and command[-3:-1] == [
-        "m2rl.engine.entry",
+        "m2rl.jobs.entry",
         "--run-dir",
     ]
     assert yaml.safe_load((tmp_path / "accelerate.yaml").read_text()) == config
@@ -172,7 +172,7 @@ def test_a_rank_destroys_its_process_group_after_training(tmp_path, monkeypatch)
     import torch.distributed as dist
 
     from m2rl import jobs
-    from m2rl.engine import entry
+    from m2rl.jobs import entry
     from m2rl.jobs.build import sft_job
 
     spec = sft_job(compose_config([]), "sft")

@@ -65,14 +65,20 @@ def test_keyboard_interrupt_marks_run_failed_and_says_how_to_resume(tmp_path):
         raise KeyboardInterrupt
     assert Ledger(tmp_path).get(run.id).status == "failed"
     assert caught.value.exit_status == 130 and caught.value.stopped == [run.id]
-    assert caught.value.resume == f"m2rl rl --resume {run.id}"
+    assert caught.value.resume == "" and "saved no checkpoint yet (rl.save_steps)" in caught.value.no_resume
+    checkpoint = run.path / "checkpoints" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")  # written last: a complete checkpoint
+    with pytest.raises(Interrupted) as caught, attempt(run):
+        raise KeyboardInterrupt
+    assert caught.value.resume == f"m2rl rl --resume {run.id}" and caught.value.no_resume == ""
 
 
 @pytest.mark.parametrize("signal_error", ["ctrl-c", "sigterm"])
 def test_a_cleanup_failing_on_the_signal_does_not_mask_it(tmp_path, signal_error):
     """A signal landing in a library's bookkeeping (rich pushing its render hook) makes that library's
     cleanup fail (IndexError: pop from empty list): still the interrupt, its exit status and one line."""
-    from m2rl.ledger import Terminated
+    from m2rl.signals import Terminated
 
     run = Ledger(tmp_path).create("sft", "half-done", {})
     with pytest.raises(Interrupted) as caught, attempt(run):
@@ -193,7 +199,7 @@ def test_temp_names_are_unique_per_host_and_process(tmp_path):
 def test_only_the_main_process_writes_the_manifest(tmp_path):
     run = Ledger(tmp_path).create("sft", "ranks", {})
     rank = Run.load(run.path)
-    rank.writes_manifest = False  # what engine/entry.py sets on ranks other than 0
+    rank.writes_manifest = False  # what jobs/entry.py sets on ranks other than 0
     rank.set_metrics(loss=1.0)
     assert "loss" not in read_manifest(run.path)["metrics"]
 
@@ -205,7 +211,7 @@ def test_a_live_attempt_owns_its_run_and_a_second_one_is_refused(tmp_path, monke
         run = Ledger(tmp_path).get(run_id)
         assert run.status == "running" and not run.killed
         assert run.manifest["pid"] == proc.pid and run.manifest["boot_id"] and run.manifest["process_started"]
-        monkeypatch.setattr("m2rl.ledger.CLAIM_WAIT_S", 0.2)
+        monkeypatch.setattr("m2rl.ledger.run.CLAIM_WAIT_S", 0.2)
         with (
             pytest.raises(UserError, match=rf"run {run_id} is running \(process {proc.pid} on "),
             attempt(run),
@@ -337,7 +343,8 @@ def test_runs_check_reports_every_problem_with_its_path_and_what_to_do(tmp_path)
     said = "\n".join(lines)
     for path, message in expected.items():
         assert f"{path}: not" in said and message in said
-    assert f"m2rl sft --resume {killed}" in said and "killed: process" in said
+    assert "killed: process" in said  # it saved no checkpoint: nothing can resume it
+    assert "it saved no checkpoint yet (sft.save_steps), so nothing can resume it: run the command" in said
     assert "model is missing" in said and f"{cut_short}: a run folder without run.json" in said
     assert f"{leftover}: left by a write that never finished; delete it" in said
     assert lines[-1].startswith(f"{len(lines) - 1} problem(s) under")
@@ -357,7 +364,7 @@ def test_replace_dir_swaps_a_whole_folder(tmp_path):
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_sigterm_lost_in_a_finalizer_is_raised_again_where_progress_is_reported():
     """Python drops an exception raised in a `__del__`; a stage signalled at that moment must still stop."""
-    from m2rl.ledger import Terminated, raise_lost_signal, sigterm_raises
+    from m2rl.signals import Terminated, raise_lost_signal, sigterm_raises
 
     class SignalledInFinalizer:
         def __del__(self):

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from m2rl.errors import Interrupted, StudyFailed, UserError
-from m2rl.ledger import Terminated, signal_behind
 from m2rl.provenance import command_line
+from m2rl.signals import Terminated, signal_behind
 
 app = typer.Typer(
     name="m2rl",

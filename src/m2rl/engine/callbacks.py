@@ -17,7 +17,8 @@ from rich.progress import (
 )
 from transformers import TrainerCallback
 
-from m2rl.ledger import Run, raise_lost_signal
+from m2rl.ledger import Run
+from m2rl.signals import raise_lost_signal
 
 
 def _clean(logs: dict) -> dict:

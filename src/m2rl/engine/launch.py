@@ -2,13 +2,13 @@
 
 `launcher=local` trains in-process. `launcher=accelerate*` writes an accelerate config (and a
 DeepSpeed section when ZeRO is configured) into the run directory and starts
-`accelerate launch ... -m m2rl.engine.entry --run-dir RUN`; every rank rebuilds the same trainer
+`accelerate launch ... -m ENTRY --run-dir RUN` (the jobs layer's `m2rl.jobs.entry`); every rank rebuilds the same trainer
 from the run's job spec (job.json), rank 0 writes metrics and the model, and this process owns the
 manifest (status, attempts, device-hours). On a machine with no GPU the processes use gloo on CPU,
 which is how the distributed path is tested here.
 
 Stopping: accelerate runs in a session of its own and dies with this process (parent-death signal);
-its ranks, which torchrun starts in sessions of their own, die with it (see engine/entry.py). SIGTERM
+its ranks, which torchrun starts in sessions of their own, die with it (see jobs/entry.py). SIGTERM
 or Ctrl-C here is passed on to accelerate's process group, which stops its ranks; whatever is left
 after `STOP_GRACE_S` is killed. A resume never meets a leftover's rendezvous port: a busy port is
 replaced by a free one on a single machine, and named as an error across machines.
@@ -102,8 +102,9 @@ def accelerate_config(launcher: LauncherSpec) -> dict[str, Any]:
     return config
 
 
-def accelerate_command(launcher: LauncherSpec, run_dir: Path, entry_args: list[str]) -> list[str]:
-    """Write the accelerate config into the run and return the `accelerate launch` command line."""
+def accelerate_command(launcher: LauncherSpec, run_dir: Path, entry: str, entry_args: list[str]) -> list[str]:
+    """Write the accelerate config into the run and return the `accelerate launch` command line that
+    runs the module `entry` with `entry_args` on every rank."""
     config_path = Path(run_dir) / "accelerate.yaml"
     config_path.write_text(yaml.safe_dump(accelerate_config(launcher), sort_keys=False))
     return [
@@ -113,7 +114,7 @@ def accelerate_command(launcher: LauncherSpec, run_dir: Path, entry_args: list[s
         "--config_file",
         str(config_path),
         "-m",
-        "m2rl.engine.entry",
+        entry,
         *entry_args,
     ]
 
@@ -167,10 +168,13 @@ def stop_launch(process: subprocess.Popen, signum: int, grace: float = STOP_GRAC
     process.wait()
 
 
-def launch_accelerate(launcher: LauncherSpec, run_dir: Path, entry_args: list[str]) -> None:
-    """Run the entry under accelerate and wait (a failed rank: an error naming the log); signals stop all."""
+def launch_accelerate(launcher: LauncherSpec, run_dir: Path, entry: str, entry_args: list[str]) -> None:
+    """Run the module `entry` under accelerate and wait (a failed rank: an error naming the log); signals
+    stop all."""
     port = rendezvous_port(launcher)
-    command = accelerate_command(launcher.model_copy(update={"main_process_port": port}), run_dir, entry_args)
+    command = accelerate_command(
+        launcher.model_copy(update={"main_process_port": port}), run_dir, entry, entry_args
+    )
     log_path = Path(run_dir) / "launch.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "w") as log:

@@ -10,7 +10,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from m2rl.ledger import Ledger, Run, raise_lost_signal
+from m2rl.ledger import Ledger, Run
+from m2rl.signals import raise_lost_signal
 from m2rl.specs import EvalJob
 
 

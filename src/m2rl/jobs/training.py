@@ -100,7 +100,7 @@ def run_training(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume: bool) -
             train_on_this_rank(spec, run, train, resume_from)
         else:
             args = ["--run-dir", str(run.path)] + (["--resume-from", resume_from] if resume_from else [])
-            launch_accelerate(spec.launcher, run.path, args)
+            launch_accelerate(spec.launcher, run.path, "m2rl.jobs.entry", args)
             run.manifest = read_manifest(run.path)  # rank 0 wrote metrics
     return run
 

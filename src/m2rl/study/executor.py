@@ -33,7 +33,8 @@ from pathlib import Path
 
 from m2rl import jobs
 from m2rl.errors import Interrupted, UserError
-from m2rl.ledger import LOCK, Ledger, Run, lock_held, raise_lost_signal, sigterm_raises, try_lock, unlock
+from m2rl.ledger import LOCK, Ledger, Run, lock_held, try_lock, unlock
+from m2rl.signals import raise_lost_signal, sigterm_raises
 from m2rl.specs import JobSpec, StudySettings
 from m2rl.study.backends import Backend, Handle, LocalBackend, Resources, SlurmBackend
 from m2rl.study.plan import Stage

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     from m2rl.engine.launch import parent_death_signal
 
     parent_death_signal(signal.SIGKILL)()
-    parser = argparse.ArgumentParser(prog="m2rl.engine.entry")
+    parser = argparse.ArgumentParser(prog="m2rl.jobs.entry")
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--resume-from", default=None)
     args = parser.parse_args(argv)
