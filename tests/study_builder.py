@@ -102,9 +102,12 @@ def build_study(
     seed_spread: float = 0.03,
     cpu_seconds: bool = True,
     shared_sft: bool = False,
+    skills: dict[str, dict[str, float]] | None = None,
 ) -> Study:
     """SFT, four experts, the mixed run and two merges per seed, evaluated on four domains
-    (`shared_sft`: one SFT, of the first seed, that every seed's lineage starts from)."""
+    (`shared_sft`: one SFT, of the first seed, that every seed's lineage starts from; `skills`: roles'
+    shifts that replace SKILL's, per domain: -1 makes every item unsolvable)."""
+    skill = {role: SKILL[role] | (skills or {}).get(role, {}) for role in SKILL}
     ledger = Ledger(root)
     study = Study(Path(root), name)
     for seed in seeds:
@@ -125,5 +128,5 @@ def build_study(
         effect = seed_spread * (seed % 3 - 1)
         for (role, run_seed), run in study.runs.items():
             if run_seed == seed:
-                write_eval(run, SKILL[role], seed, n_items, effect)
+                write_eval(run, skill[role], seed, n_items, effect)
     return study

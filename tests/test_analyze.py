@@ -404,6 +404,9 @@ def test_each_seed_gets_an_analyze_stage_after_its_evals():
 
 # --------------------------------------------------------------------------- compare's link
 def test_compare_md_links_the_study_analysis_per_seed(tmp_path):
+    """compare.md links each analysis report that exists beside it (per seed, pooled) and, where none
+    was made, names the command that makes them instead of a dead link."""
+    from m2rl.analysis import REPORT_NAME
     from m2rl.compare import compare_runs, select_runs
     from m2rl.compare.markdown import to_markdown
     from m2rl.ledger import Ledger
@@ -415,9 +418,16 @@ def test_compare_md_links_the_study_analysis_per_seed(tmp_path):
         selection.runs, selection.out_dir, bootstrap_samples=200
     ).markdown_path.read_text()
     assert "## Analysis: why mixing works" in markdown
+    assert "not made yet: `m2rl analyze st` writes them" in markdown and "(../st-" not in markdown
+    for folder in ("st-s0-analysis", "st-s1-analysis", "st-analysis"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / REPORT_NAME).write_text("# analysis\n")
+    markdown = compare_runs(
+        selection.runs, selection.out_dir, bootstrap_samples=200
+    ).markdown_path.read_text()
     assert "(../st-s0-analysis/analysis.md)" in markdown and "(../st-s1-analysis/analysis.md)" in markdown
-    assert "(../st-analysis/analysis.md) (`m2rl analyze st`)" in markdown
+    assert "(../st-analysis/analysis.md)" in markdown
     one = compare_runs([r for r in selection.runs if r.manifest["seed"] == 0], tmp_path / "one", 200)
-    assert "(../st-analysis/analysis.md) (the pipeline's analyze stage" in one.markdown_path.read_text()
+    assert "(../st-analysis/analysis.md)" in one.markdown_path.read_text()
     one.comparison.studies = []  # runs outside a study: no analysis to link
     assert "Analysis: why mixing works" not in to_markdown(one.comparison)

@@ -1,4 +1,5 @@
-"""Plots a paper could use: role legend, labels that neither overlap nor leave the axes, honest axes."""
+"""Plots a paper could use: role legend, labels that neither overlap nor leave the axes, honest axes,
+intervals that say what they are."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from matplotlib.text import Text
 from m2rl.compare import select_runs
 from m2rl.compare.core import Comparison, build_comparison
 from m2rl.compare.manifests import records_from_runs
-from m2rl.compare.plots import plot_score_vs_hours, plot_transfer, score_vs_hours_figure, transfer_figure
+from m2rl.compare.plots import (
+    MARGIN,
+    fitted_limits,
+    plot_score_vs_hours,
+    plot_transfer,
+    score_vs_hours_figure,
+    transfer_figure,
+)
 from m2rl.compare.records import RunRecord, method_label
 from m2rl.ledger import Ledger
 from study_builder import build_study
@@ -38,10 +46,48 @@ def test_score_plot_labels_neither_overlap_nor_leave_the_axes(comparison):
         assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
     for a, b in itertools.combinations(boxes, 2):
         assert not a.overlaps(b)
-    assert ax.get_ylim()[0] == 0 and ax.get_xlim()[0] == 0
+    assert ax.get_xlim()[0] == 0
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["SFT", "single-domain expert", "mixed run", "merge of experts", "Pareto front"]
-    assert "95% interval (2 seeds x test items)" in ax.get_title()
+
+
+def test_the_score_axis_is_fitted_to_the_intervals_and_says_they_are_unpaired(comparison):
+    ax = score_vs_hours_figure(comparison).axes[0]
+    lows = [100 * row.mean.ci95[0] for row in comparison.rows]
+    highs = [100 * row.mean.ci95[1] for row in comparison.rows]
+    bottom, top = ax.get_ylim()
+    assert bottom <= min(lows) and max(highs) <= top  # every bar inside
+    span = max(highs) - min(lows)
+    assert top - bottom == pytest.approx(span * (1 + 2 * MARGIN))  # and little else
+    assert bottom > 0  # not from 0, where the points would sit in a thin band
+    title = ax.get_title()
+    assert "each model's own 95% interval, unpaired (overlapping bars can still differ)" in title
+    assert "(2 seeds x test items" in title
+
+
+def test_a_second_panel_shows_the_paired_differences_from_sft_the_claims_rest_on(comparison):
+    fig = score_vs_hours_figure(comparison)
+    lower = fig.axes[1]
+    differences = comparison.versus_sft
+    assert [t.get_text() for t in lower.get_xticklabels()] == [d.a for d in differences]
+    assert [d.a for d in differences] == comparison.transfer.rows and {d.b for d in differences} == {"SFT"}
+    mixed = next(d for d in differences if d.a == "RL-Multi")
+    assert mixed in comparison.headline  # the claim "RL-Multi above SFT on the mean", as plotted
+    plotted = [container.lines[0].get_ydata()[0] for container in lower.containers]
+    assert plotted == pytest.approx([100 * d.estimate.value for d in differences])
+    bottom, top = lower.get_ylim()
+    assert bottom < 0 < top and all(
+        bottom <= 100 * d.estimate.ci95[0] and 100 * d.estimate.ci95[1] <= top for d in differences
+    )
+    filled = [container.lines[0].get_markerfacecolor() != "white" for container in lower.containers]
+    assert filled == [d.resolved for d in differences] and any(filled)
+    assert "paired 95% intervals, as in the claims; filled: the interval excludes 0" in lower.get_title()
+    assert lower.get_title().startswith("Change vs SFT on the mean (points)")
+
+
+def test_fitted_limits_of_flat_data_keep_a_visible_range():
+    assert fitted_limits([0.0, 0.0], [0.0, 0.0], bounds=(0.0, 100.0)) == (0.0, 1.0)
+    assert fitted_limits([95.0], [100.0], bounds=(0.0, 100.0)) == (95.0 - 5 * MARGIN, 100.0)
 
 
 def test_transfer_heatmap_marks_the_cells_whose_interval_excludes_zero(comparison):

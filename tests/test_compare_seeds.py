@@ -15,7 +15,6 @@ from m2rl.compare.costs import CPU_TIME_HOURS, CPU_WALL_HOURS
 from m2rl.compare.intervals import Estimate
 from m2rl.compare.manifests import records_from_runs
 from m2rl.compare.markdown import to_markdown
-from m2rl.compare.statistics import HELD_OUT_ITEMS, in_selection_split
 from m2rl.evaluate.results import read_results, results_path
 from m2rl.ledger import Ledger
 from study_builder import DOMAINS, build_study
@@ -56,7 +55,8 @@ def test_two_seeds_give_intervals_in_markdown_csv_and_json(tmp_path):
 
     differences = list(csv.DictReader(result.differences_path.open()))
     assert {d["kind"] for d in differences} == {
-        "expert_vs_sft", "mixed_vs_sft", "mixed_vs_best_merge", "mixed_vs_merge", "synergy", "transfer"
+        "expert_vs_sft", "mixed_vs_sft", "mixed_vs_best_merge", "mixed_vs_merge", "synergy",
+        "mixed_vs_expert", "transfer",
     }  # fmt: skip
     assert all(d["difference_lo"] and d["difference_hi"] and d["verdict"] for d in differences)
 
@@ -73,7 +73,7 @@ def test_two_seeds_give_intervals_in_markdown_csv_and_json(tmp_path):
     markdown = result.markdown_path.read_text()
     assert "## Claims (points, paired 95% intervals, 2 seeds x test items)" in markdown
     assert "- **RL-Math above SFT on math**: +" in markdown
-    assert "## Cost per seed" in markdown and "chosen on a third of the items" in markdown
+    assert "## Cost per seed" in markdown and "the best merge = the highest mean in the table" in markdown
     for name in ("score_vs_hours", "transfer_heatmap"):
         assert (result.markdown_path.parent / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
         assert b"<svg" in (result.markdown_path.parent / f"{name}.svg").read_bytes()[:1000]
@@ -113,16 +113,23 @@ def test_one_seed_says_its_intervals_cover_item_variance_only(tmp_path):
     assert all(d.estimate.ci95 is not None for d in comparison.differences)
 
 
-def test_the_best_merge_is_chosen_on_a_third_of_the_items_and_measured_on_the_rest(tmp_path):
+def test_the_best_merge_is_the_tables_top_with_an_interval_simultaneous_over_the_merges(tmp_path):
     build_study(tmp_path / "runs", seeds=(0,), n_items=60)
     comparison = comparison_of(tmp_path / "runs")
+    merges = [row for row in comparison.rows if row.role == "merge"]
+    top = max(merges, key=lambda row: row.mean.value)
+    assert comparison.best_merge is top
     best = next(d for d in comparison.headline if d.kind == "mixed_vs_best_merge")
-    held_out = sum(not in_selection_split(b, f"{b}-{i}") for b in DOMAINS for i in range(60))
-    assert best.items == HELD_OUT_ITEMS and best.estimate.n_items == held_out
-    assert 0.5 * 240 < held_out < 0.8 * 240
-    assert best.b == f"the best merge ({comparison.best_merge.label.removeprefix('Merge (').rstrip(')')})"
+    assert best.b == f"the best merge ({top.label.removeprefix('Merge (').rstrip(')')})"
+    assert best.estimate.value == pytest.approx(comparison.mixed.mean.value - top.mean.value)
+    assert best.estimate.n_items == 4 * 60 and best.best_of == 2 and best.estimate.level == 0.95
     each = [d for d in comparison.differences if d.kind == "mixed_vs_merge"]
-    assert [d.b for d in each] == ["Merge (TIES)", "Merge (TA)"] and all(d.items == "all" for d in each)
+    assert [d.b for d in each] == ["Merge (TIES)", "Merge (TA)"]
+    assert all(d.estimate.level == 0.975 for d in each)  # Bonferroni over the two merges
+    assert best.estimate.ci95 == (
+        min(d.estimate.ci95[0] for d in each),
+        min(d.estimate.ci95[1] for d in each),
+    )
 
 
 def test_cost_is_process_cpu_time_and_older_manifests_fall_back_with_a_note(tmp_path):

@@ -10,10 +10,6 @@ write analysis.md, analysis.json and the PNG figures.
 
 from __future__ import annotations
 
-REPORT_NAME = "analysis.md"
+from m2rl.folders import REPORT_NAME, analysis_folder
 
-
-def analysis_folder(study: str, seed: int | None = None) -> str:
-    """The folder under the runs root that holds a study's latest analysis: `<study>-analysis`, or
-    `<study>-s<seed>-analysis` for one seed of a study with several."""
-    return f"{study}-analysis" if seed is None else f"{study}-s{seed}-analysis"
+__all__ = ["REPORT_NAME", "analysis_folder"]

@@ -306,8 +306,8 @@ def to_markdown(payload: dict[str, Any], figures: list[str]) -> str:
 
 def write_report(analysis: Analysis, folder: Path, study: str | None) -> list[Path]:
     """analysis.json, analysis.md and figures/*.png into `folder`."""
-    from m2rl.analysis import REPORT_NAME
     from m2rl.analysis.figures import write_figures
+    from m2rl.folders import REPORT_NAME
 
     payload = _finite(to_json(analysis, study))
     figures = write_figures(analysis, folder / "figures")

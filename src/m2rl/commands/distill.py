@@ -10,19 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from m2rl.commands.common import (
-    DEFAULT_RUNS_DIR,
-    DryRun,
-    Name,
-    Overrides,
-    RunsDir,
-    load_config,
-    print_config,
-    resume_hint,
-)
-from m2rl.commands.rl import recipe_table
-from m2rl.commands.sft import report, resume_run, start_run
-from m2rl.console import console, quiet_libraries
+from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, Overrides, RunsDir, load_config, print_config
+from m2rl.commands.training import parse_names, recipe_table, resume, train
+from m2rl.console import console
 
 Teachers = Annotated[
     str | None,
@@ -51,7 +41,7 @@ def command(
     teachers: Teachers = None,
     from_run: From = None,
     domains: Domains = None,
-    resume: Resume = None,
+    resume_ref: Resume = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
     name: Name = None,
     dry_run: DryRun = False,
@@ -60,14 +50,11 @@ def command(
     one student, each sample scored by its own domain's teacher (per-token reverse KL as the advantage)."""
     from m2rl.errors import UserError
     from m2rl.jobs.build import check_config, distill_job
-    from m2rl.jobs.rl import parse_names
     from m2rl.ledger import Ledger
 
     ledger = Ledger(runs_dir)
-    if resume:
-        quiet_libraries()
-        with resume_hint(runs_dir):
-            report(resume_run(ledger, resume, "distill"))
+    if resume_ref:
+        resume(ledger, runs_dir, resume_ref, "distill")
         return
     if not teachers:
         raise UserError("--teachers is required (expert runs RUN1,RUN2,... or a study name)")
@@ -86,12 +73,7 @@ def command(
         where = ", ".join(f"{d} on the vLLM server at {a}" for d, a in served.items())
         console.print(f"teachers: {where + '; the others' if where else 'all'} in the training process")
         return
-    quiet_libraries()
-    from m2rl.config import to_container
-
-    what = f"{spec.steps} MT-OPD steps on {'+'.join(spec.domains)}"
-    with resume_hint(runs_dir):
-        report(start_run(spec, ledger, to_container(cfg), what))
+    train(spec, cfg, ledger, runs_dir, f"{spec.steps} MT-OPD steps on {'+'.join(spec.domains)}")
 
 
 def trl_mapping_table(spec) -> Table:

@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from m2rl.commands.common import (
-    DEFAULT_RUNS_DIR,
-    DryRun,
-    Name,
-    Overrides,
-    RunsDir,
-    hours_rows,
-    load_config,
-    print_config,
-    resume_hint,
-    say,
-)
-from m2rl.console import console, quiet_libraries
-
-if TYPE_CHECKING:
-    from m2rl.ledger import Ledger, Run
-    from m2rl.specs import RLJob, SFTJob
+from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, Overrides, RunsDir, load_config, print_config
+from m2rl.commands.training import resume, train
 
 Resume = Annotated[
     str | None, typer.Option("--resume", help="Continue this interrupted SFT run from its last checkpoint.")
@@ -35,7 +17,7 @@ Resume = Annotated[
 
 def command(
     overrides: Overrides = None,
-    resume: Resume = None,
+    resume_ref: Resume = None,
     runs_dir: RunsDir = DEFAULT_RUNS_DIR,
     name: Name = None,
     dry_run: DryRun = False,
@@ -45,10 +27,8 @@ def command(
     from m2rl.ledger import Ledger
 
     ledger = Ledger(Path(runs_dir))
-    if resume:
-        quiet_libraries()
-        with resume_hint(runs_dir):
-            report(resume_run(ledger, resume, "sft"))
+    if resume_ref:
+        resume(ledger, runs_dir, resume_ref, "sft")
         return
     cfg = load_config(overrides)
     check_config(cfg)
@@ -56,79 +36,4 @@ def command(
     if dry_run:
         print_config(cfg, "m2rl sft: resolved config (dry run)")
         return
-    quiet_libraries()
-    from m2rl.config import to_container
-
-    with resume_hint(runs_dir):
-        report(start_run(spec, ledger, to_container(cfg), "training"))
-
-
-def start_run(spec: SFTJob | RLJob, ledger: Ledger, config: dict[str, Any], what: str) -> Run:
-    """Resolve, create and run a training job, naming the run and its folder before the first step."""
-    from m2rl import jobs
-
-    spec = jobs.resolve(spec, ledger)
-    run = jobs.create(spec, ledger, config=config)
-    say(f"{run.kind} run {run.id}: {what}; folder {run.path}")
-    return jobs.execute(spec, run)
-
-
-def resume_run(ledger: Ledger, ref: str, kind: str) -> Run:
-    """Continue an interrupted SFT or RL run from its last complete checkpoint, with its saved spec."""
-    from m2rl import jobs
-    from m2rl.errors import UserError
-    from m2rl.jobs.training import check_resumable, last_checkpoint
-
-    run = ledger.get(ref)
-    check_resumable(run, kind, ref)
-    checkpoint = last_checkpoint(run)
-    if checkpoint is None:
-        raise UserError(
-            f"--resume {ref}: run {run.id} saved no complete checkpoint ({kind}.save_steps); start it again instead"
-        )
-    where = f"{Path(checkpoint).name} ({_steps_done(Path(checkpoint))})"
-    say(f"resuming {kind} run {run.id} from {where}; folder {run.path}")
-    return jobs.execute(jobs.read_spec(run), run, resume=True)
-
-
-def _steps_done(checkpoint: Path) -> str:
-    """`step N of M` from a checkpoint's trainer state."""
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    total = state.get("max_steps")
-    return f"step {state['global_step']}" + (f" of {total}" if total and total > 0 else "")
-
-
-def tracker_logs(run: Run) -> list[tuple[str, str]]:
-    """(tracker, where its logs are) for each tracker the run reported to (`sft.report_to`, `rl.report_to`)."""
-    from m2rl import jobs
-
-    spec = jobs.read_spec(run)
-    recipe = getattr(spec, run.kind, None)
-    places = []
-    for tracker in getattr(recipe, "report_to", []):
-        if tracker == "tensorboard":
-            # transformers writes to <output_dir>/runs/<date>_<host>/ unless TENSORBOARD_LOGGING_DIR is set
-            where = os.environ.get("TENSORBOARD_LOGGING_DIR") or str(run.path / "checkpoints" / "runs")
-        else:
-            where = f"{tracker}'s own store (its environment settings)"
-        places.append((f"{tracker} logs", where))
-    return places
-
-
-def report(run: Run) -> None:
-    """A finished training run's summary table."""
-    table = Table(title=f"{run.kind} run {run.id}", show_header=False)
-    table.add_column("what", no_wrap=True)
-    table.add_column("value", overflow="fold")  # paths fold whole rather than end in an ellipsis
-    table.add_row("status", run.status)
-    if run.manifest.get("domains"):
-        table.add_row("domains", ", ".join(run.manifest["domains"]))
-    for label, value in hours_rows(run.manifest):
-        table.add_row(label, value)
-    for key, value in sorted(run.manifest.get("metrics", {}).items()):
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    table.add_row("model", str(run.model_dir))
-    table.add_row("metrics", str(run.path / "metrics.jsonl"))
-    for label, where in tracker_logs(run):
-        table.add_row(label, where)
-    console.print(table)
+    train(spec, cfg, ledger, runs_dir, "training")

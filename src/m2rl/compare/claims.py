@@ -8,10 +8,10 @@ twenty resolves by chance when nothing differs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from m2rl.compare.intervals import Estimate
-from m2rl.compare.statistics import ALL_ITEMS
 
 MEAN = "mean"
 DOMAIN_WORDS = {"math": "math", "code": "code", "science": "science", "if": "IF", "general": "general"}
@@ -21,11 +21,13 @@ KINDS = {
     "mixed_vs_best_merge": "mixed run minus the best merge",
     "mixed_vs_merge": "mixed run minus a merge",
     "synergy": "mixed run minus the best single expert",
+    "mixed_vs_expert": "mixed run minus an expert",
     "transfer": "trained model minus SFT",
     "distill_vs_sft": "MT-OPD minus SFT",
     "mixed_vs_distill": "mixed run minus MT-OPD",
 }
 UNRESOLVED = "no resolved difference: the interval spans 0"
+IDENTICAL = "the same on every item: no difference to measure"
 
 
 def scope_words(scope: str) -> str:
@@ -42,11 +44,19 @@ class Difference:
     b: str  # in words: a row label, or "the best merge (TIES)"
     scope: str
     estimate: Estimate
-    items: str = ALL_ITEMS  # or HELD_OUT_ITEMS when b was chosen on the selection third
+    best_of: int = 0  # b is the best of this many rows (its interval is simultaneous over them)
 
     @property
     def resolved(self) -> bool:
         return self.estimate.excludes_zero
+
+    @property
+    def identical(self) -> bool:
+        """Both sides scored the same on every item of every seed: an interval of the point 0."""
+        interval = self.estimate.ci95
+        return interval is not None and all(
+            math.isclose(v, 0, abs_tol=1e-12) for v in (*interval, self.estimate.value)
+        )
 
     @property
     def verdict(self) -> str:
@@ -55,6 +65,8 @@ class Difference:
         interval = self.estimate.ci95
         if interval is None:
             return f"{self.a} vs {self.b} {where}: no interval (no per-item results)"
+        if self.identical:
+            return f"{self.a} vs {self.b} {where}: {IDENTICAL}"
         if interval[0] > 0:
             return f"{self.a} above {self.b} {where}"
         if interval[1] < 0:
@@ -63,8 +75,10 @@ class Difference:
 
     @property
     def short_verdict(self) -> str:
-        """`above`, `below`, `spans 0` or `no interval`, for table cells."""
+        """`above`, `below`, `spans 0`, `identical` or `no interval`, for table cells."""
         interval = self.estimate.ci95
         if interval is None:
             return "no interval"
+        if self.identical:
+            return "identical"
         return "above" if interval[0] > 0 else "below" if interval[1] < 0 else "spans 0"

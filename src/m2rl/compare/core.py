@@ -1,7 +1,9 @@
 """The study's comparison from plain run records: scores, costs, differences with verdicts, synergy, transfer.
 
 Runs are grouped into rows of replicates over training seeds (`m2rl.compare.groups`); every score and
-difference carries a 95% interval over seeds and test items (`m2rl.compare.statistics`).
+difference carries a 95% interval over seeds and test items (`m2rl.compare.statistics`); "the best"
+merge or expert is the table's top, with intervals simultaneous over the candidates
+(`m2rl.compare.best`); a study that learned nothing somewhere gets a warning (`m2rl.compare.learning`).
 """
 
 from __future__ import annotations
@@ -10,34 +12,30 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from m2rl.compare.best import family_level, top, versus_best
 from m2rl.compare.claims import MEAN, Difference
 from m2rl.compare.costs import CostRatio, SeedCost, common_label, cost_ratio
 from m2rl.compare.groups import group_replicates, unique_labels
-from m2rl.compare.intervals import DEFAULT_SAMPLES, CrossedBootstrap, Estimate
+from m2rl.compare.intervals import DEFAULT_SAMPLES, LEVEL, CrossedBootstrap, Estimate
+from m2rl.compare.learning import nothing_learned
 from m2rl.compare.records import DOMAIN_ORDER, RunRecord, default_label, method_label
-from m2rl.compare.statistics import (
-    ALL_ITEMS,
-    HELD_OUT_ITEMS,
-    ItemScores,
-    Row,
-    Statistics,
-    equal_weights,
-)
+from m2rl.compare.statistics import ItemScores, Row, Statistics, equal_weights
 
 ROLE_ORDER = {"base": 0, "sft": 1, "expert": 2, "mixed": 3, "merge": 4, "distill": 5}
-SELECTED_ON_HELD_OUT = "chosen on a third of the items; measured on the other two thirds"
-SELECTED_ON_SAME = "chosen and measured on the same items (no per-item results): biased in its favour"
+TRAINED = ("expert", "mixed", "merge", "distill")
+BEST_BY_TABLE = "the highest mean in the scores table"
 
 
 @dataclass
 class Synergy:
-    """Mixed run minus the best single-domain expert on one eval domain."""
+    """Mixed run minus the best single-domain expert on one eval domain (the table's top there)."""
 
     domain: str
     mixed_score: float
     best_expert: str
     expert_score: float
     difference: Difference
+    each: list[Difference] = field(default_factory=list)  # minus every expert, when there are several
 
     @property
     def delta(self) -> float:
@@ -86,6 +84,9 @@ class Comparison:
     distill: Row | None = None  # the MT-OPD row (m2rl distill), the study's third answer
     # mixed / (experts + merge + MT-OPD): the paper's denominator (cost_ratio) leaves MT-OPD out
     cost_ratio_with_distill: CostRatio | None = None
+    # every trained model minus the SFT of its lineage on the mean (the claims' kind of interval)
+    versus_sft: list[Difference] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # where the study learned nothing
 
     def row(self, label: str) -> Row:
         """The row with this label."""
@@ -243,29 +244,31 @@ class _Builder:
         return equal_weights(both) if both else {}
 
     def difference(
-        self, kind: str, a: Row, b: Row, scope: str, b_words: str = "", split: str = ALL_ITEMS
+        self, kind: str, a: Row, b: Row, scope: str, b_words: str = "", level: float = LEVEL
     ) -> Difference | None:
-        """a minus b on `scope`, or None where they share no benchmark of it."""
+        """a minus b on `scope` (`level`: its interval's), or None where they share no benchmark of it."""
         weights = self._shared(a, b, scope)
         if not weights:
             return None
-        estimate = self.stats.difference(a, b, weights, split)
-        return Difference(kind, a.label, b_words or b.label, scope, estimate, split)
+        estimate = self.stats.difference(a, b, weights, level)
+        return Difference(kind, a.label, b_words or b.label, scope, estimate)
 
-    def choose_best(self, candidates: list[Row], scope: str) -> tuple[Row, str]:
-        """The candidate with the highest score on `scope`, and the items its difference is measured on."""
+    def versus_best(
+        self, kind: str, each_kind: str, a: Row, candidates: list[Row], scope: str, prefix: str
+    ) -> tuple[Row, Difference | None, list[Difference]]:
+        """The best candidate on `scope` (the table's top), a minus it, and a minus each candidate, with
+        intervals simultaneous over them (`m2rl.compare.best`); a single candidate is just itself."""
+        score = (lambda r: r.mean.value) if scope == MEAN else (lambda r: r.domain_scores[scope].value)
+        best = top(candidates, score)
         if len(candidates) == 1:
-            return candidates[0], ALL_ITEMS
-        selection = []
-        for row in candidates:
-            weights = self._shared(row, row, scope)
-            score = self.stats.selection_score(row.replicates, weights) if weights else None
-            selection.append(score)
-        if None in selection:
-            key = (lambda r: r.mean.value) if scope == MEAN else (lambda r: r.domain_scores[scope].value)
-            return max(candidates, key=key), ALL_ITEMS
-        best = max(zip(candidates, selection, strict=True), key=lambda pair: pair[1])[0]
-        return best, HELD_OUT_ITEMS
+            return best, self.difference(kind, a, best, scope), []
+        level = family_level(len(candidates))
+        found = [(r, d) for r in candidates if (d := self.difference(each_kind, a, r, scope, level=level))]
+        each = [d for _, d in found]
+        index = next((i for i, (row, _) in enumerate(found) if row is best), None)
+        if index is None:
+            return best, None, each
+        return best, versus_best(each, index, kind, _best_words(prefix, best)), each
 
     def sft_of(self, row: Row, fallback: Row | None) -> Row | None:
         """The SFT row of the row's lineage, else `fallback`."""
@@ -277,7 +280,7 @@ class _Builder:
 
     def transfer(self, sft: Row, mixed: Row | None) -> Transfer:
         """Every trained row minus the SFT of its lineage, per eval domain."""
-        trained = [r for r in self.rows if r.role in ("expert", "mixed", "merge", "distill")]
+        trained = [r for r in self.rows if r.role in TRAINED]
         cells = []
         for row in trained:
             reference = self.sft_of(row, sft)
@@ -292,17 +295,15 @@ class _Builder:
         return Transfer(sft.label, [r.label for r in trained], list(self.domains), cells)
 
     def synergy(self, mixed: Row, experts: list[Row]) -> list[Synergy]:
-        """Per eval domain: the mixed run minus the best single expert there."""
+        """Per eval domain: the mixed run minus the best single expert there (the table's top)."""
         found = []
         for domain in self.domains:
             candidates = [r for r in experts if domain in r.domain_scores]
             if domain not in mixed.domain_scores or not candidates:
                 continue
-            best, items = self.choose_best(candidates, domain)
-            if len(candidates) > 1 and items == ALL_ITEMS:
-                self.notes.append(f"synergy: the best expert per domain was {SELECTED_ON_SAME}")
-            words = _best_words("expert", best) if len(candidates) > 1 else best.label
-            difference = self.difference("synergy", mixed, best, domain, words, split=items)
+            best, difference, each = self.versus_best(
+                "synergy", "mixed_vs_expert", mixed, candidates, domain, "expert"
+            )
             if difference is not None:
                 found.append(
                     Synergy(
@@ -311,6 +312,7 @@ class _Builder:
                         best.label,
                         best.domain_scores[domain].value,
                         difference,
+                        each,
                     )
                 )
         return found
@@ -389,15 +391,27 @@ def build_comparison(
     sft = b.sft_of(mixed, None) if mixed is not None else None
     sft = sft or next((r for r in reversed(rows) if r.role == "sft"), None)
 
-    best_merge, best_merge_items = b.choose_best(merges, MEAN) if merges else (None, ALL_ITEMS)
-    best_merge_choice = ""
-    if best_merge is not None and len(merges) > 1:
-        best_merge_choice = SELECTED_ON_HELD_OUT if best_merge_items == HELD_OUT_ITEMS else SELECTED_ON_SAME
+    best_merge, best_vs_mixed, each_merge = None, None, []
+    if merges and mixed is not None:
+        best_merge, best_vs_mixed, each_merge = b.versus_best(
+            "mixed_vs_best_merge", "mixed_vs_merge", mixed, merges, MEAN, "merge"
+        )
+    elif merges:
+        best_merge = top(merges, lambda r: r.mean.value)
+    best_merge_choice = BEST_BY_TABLE if len(merges) > 1 else ""
 
     transfer = None
-    if sft is not None and any(r.role in ("expert", "mixed", "merge", "distill") for r in rows):
+    versus_sft: dict[str, Difference] = {}  # by row label
+    if sft is not None and any(r.role in TRAINED for r in rows):
         transfer = b.transfer(sft, mixed)
-    elif any(r.role in ("expert", "mixed", "merge", "distill") for r in rows):
+        for row in (r for r in rows if r.role in TRAINED):
+            kind = (
+                "mixed_vs_sft" if row is mixed else "distill_vs_sft" if row.role == "distill" else "transfer"
+            )
+            difference = b.difference(kind, row, b.sft_of(row, sft), MEAN)
+            if difference is not None:
+                versus_sft[row.label] = difference
+    elif any(r.role in TRAINED for r in rows):
         b.notes.append("no evaluated SFT run among the compared runs: no transfer matrix")
 
     headline: list[Difference | None] = []
@@ -406,19 +420,12 @@ def build_comparison(
             cell for line in transfer.cells for cell in line if cell and cell.kind == "expert_vs_sft"
         ]
         if mixed is not None:
-            headline.append(b.difference("mixed_vs_sft", mixed, b.sft_of(mixed, sft), MEAN))
-    each_merge: list[Difference | None] = []
-    if mixed is not None and best_merge is not None:
-        words = _best_words("merge", best_merge) if len(merges) > 1 else best_merge.label
-        headline.append(
-            b.difference("mixed_vs_best_merge", mixed, best_merge, MEAN, words, split=best_merge_items)
-        )
-        if len(merges) > 1:
-            each_merge = [b.difference("mixed_vs_merge", mixed, m, MEAN) for m in merges]
+            headline.append(versus_sft.get(mixed.label))
+    headline.append(best_vs_mixed)
     synergy = b.synergy(mixed, experts) if mixed is not None else []
     distill = _primary(rows, "distill")
     if distill is not None:
-        headline.append(b.difference("distill_vs_sft", distill, b.sft_of(distill, sft), MEAN))
+        headline.append(versus_sft.get(distill.label))
         if mixed is not None:
             headline.append(b.difference("mixed_vs_distill", mixed, distill, MEAN))
 
@@ -440,9 +447,11 @@ def build_comparison(
     cells = [c for line in transfer.cells for c in line if c is not None] if transfer is not None else []
     everything = [
         *claims,
-        *[d for d in each_merge if d is not None],
+        *each_merge,
         *[s.difference for s in synergy],
+        *[d for s in synergy for d in s.each],
         *cells,
+        *versus_sft.values(),
     ]
     return Comparison(
         benchmarks=b.benchmarks,
@@ -464,4 +473,6 @@ def build_comparison(
         notes=list(dict.fromkeys(b.notes)),
         distill=distill,
         cost_ratio_with_distill=ratio_with_distill,
+        versus_sft=list(versus_sft.values()),
+        warnings=nothing_learned(rows, b.domains),
     )

@@ -17,7 +17,7 @@ from m2rl.compare.core import Comparison
 from m2rl.compare.intervals import LEVEL, Estimate
 from m2rl.compare.statistics import Row
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: estimates carry `level`, differences `best_of` (no more `items`); `warnings`
 
 
 def _num(value: float | None) -> str:
@@ -85,7 +85,18 @@ def write_differences_csv(comparison: Comparison, path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["kind", "a", "b", "scope", *_with_bounds("difference"), "n_seeds", "n_items", "items", "verdict"]
+            [
+                "kind",
+                "a",
+                "b",
+                "scope",
+                *_with_bounds("difference"),
+                "level",
+                "best_of",
+                "n_seeds",
+                "n_items",
+                "verdict",
+            ]
         )
         for d in comparison.differences:
             writer.writerow(
@@ -95,9 +106,10 @@ def write_differences_csv(comparison: Comparison, path: Path) -> None:
                     d.b,
                     d.scope,
                     *_bounds(d.estimate),
+                    d.estimate.level if d.estimate.ci95 is not None else "",
+                    d.best_of or "",
                     d.estimate.n_seeds,
                     d.estimate.n_items,
-                    d.items,
                     d.verdict,
                 ]
             )
@@ -114,6 +126,7 @@ def estimate_json(estimate: Estimate | None) -> dict[str, Any] | None:
     return {
         "value": _finite(estimate.value),
         "ci95": list(estimate.ci95) if estimate.ci95 is not None else None,
+        "level": estimate.level if estimate.ci95 is not None else None,
         "n_seeds": estimate.n_seeds,
         "n_items": estimate.n_items,
         "per_seed": [_finite(v) for v in estimate.per_seed],
@@ -128,7 +141,7 @@ def difference_json(d: Difference | None) -> dict[str, Any] | None:
         "a": d.a,
         "b": d.b,
         "scope": d.scope,
-        "items": d.items,
+        "best_of": d.best_of or None,
         "estimate": estimate_json(d.estimate),
         "verdict": d.verdict,
         "resolved": d.resolved,
@@ -183,6 +196,7 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
                 "best_expert": s.best_expert,
                 "expert_score": _finite(s.expert_score),
                 "difference": difference_json(s.difference),
+                "each_expert": [difference_json(d) for d in s.each],
             }
             for s in c.synergy
         ],
@@ -229,6 +243,7 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
             else None
         ),
         "notes": c.notes,
+        "warnings": c.warnings,
     }
 
 

@@ -5,22 +5,28 @@ from __future__ import annotations
 
 import math
 
+from m2rl.compare.best import family_level
+from m2rl.compare.claims import Difference
 from m2rl.compare.core import Comparison
 from m2rl.compare.costs import format_hours
-from m2rl.compare.intervals import Estimate
+from m2rl.compare.intervals import LEVEL, Estimate
 from m2rl.compare.records import trains_on_all_domains
 from m2rl.compare.statistics import Row
 
 DASH = "—"
-HELD_OUT_MARK = "†"  # a difference measured on the items its "best" side was not chosen on
+BEST_MARK = "†"  # a difference from "the best" of several rows, with an interval simultaneous over them
+PLURALS = {"merge": "merges", "expert": "experts"}
 
 __all__ = [
+    "BEST_MARK",
     "DASH",
-    "HELD_OUT_MARK",
+    "best_note",
     "compact",
     "format_hours",
     "header_line",
     "interval",
+    "interval_with_level",
+    "level_words",
     "pct",
     "signed",
     "summary_lines",
@@ -49,6 +55,35 @@ def interval(estimate: Estimate, is_difference: bool = False, digits: int = 2) -
         return DASH
     show = signed if is_difference else pct
     return f"[{show(estimate.ci95[0], digits)}, {show(estimate.ci95[1], digits)}]"
+
+
+def level_words(level: float) -> str:
+    """`97.5%`."""
+    return f"{100 * level:g}%"
+
+
+def interval_with_level(difference: Difference) -> str:
+    """The interval, followed by its level where it is not 95% (one of a family over "the best")."""
+    shown = interval(difference.estimate, is_difference=True)
+    level = difference.estimate.level
+    return shown if difference.estimate.ci95 is None or level == LEVEL else f"{shown} {level_words(level)}"
+
+
+def best_note(what: str, differences: list[Difference], score: str = "score") -> str:
+    """The footnote of differences from "the best" merge or expert: which row it is, what its interval
+    covers."""
+    sizes = {d.best_of for d in differences if d.best_of > 1}
+    plural = PLURALS.get(what, f"{what}s")
+    if len(sizes) == 1:
+        size = sizes.pop()
+        family = f"the {size} {plural} (each at {level_words(family_level(size))}, Bonferroni)"
+    else:
+        family = f"the m {plural} (each at 1 - 5%/m, Bonferroni)"
+    return (
+        f"{BEST_MARK} the best {what} = the highest {score} in the table, Δ = the difference from it; the "
+        f"interval is simultaneous over {family}: it holds whichever is truly best, so choosing from the "
+        "table does not flatter the verdict"
+    )
 
 
 def with_interval(estimate: Estimate | None, is_difference: bool = False) -> str:
@@ -90,6 +125,12 @@ def summary_lines(comparison: Comparison) -> list[str]:
     if comparison.best_merge is not None:
         best = comparison.best_merge
         choice = f", {comparison.best_merge_choice}" if comparison.best_merge_choice else ""
+        tied = [
+            r.label
+            for r in comparison.rows
+            if r.role == "merge" and r is not best and r.mean.value == best.mean.value
+        ]
+        choice += f" (tied with {', '.join(tied)})" if tied else ""
         lines.append(f"Best merge: {best.label}{choice} (mean {with_interval(best.mean)})")
     if comparison.cost_ratio is not None:
         c = comparison.cost_ratio

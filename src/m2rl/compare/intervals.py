@@ -45,13 +45,14 @@ DEFAULT_SAMPLES = 2000
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate, its 95% interval (None without per-item results), and what it rests on."""
+    """A point estimate, its interval at `level` (None without per-item results), and what it rests on."""
 
     value: float
     ci95: tuple[float, float] | None = None
     n_seeds: int = 1
     n_items: int = 0
     per_seed: tuple[float, ...] = ()
+    level: float = LEVEL  # of the interval: above 95% for one of a family (m2rl.compare.best)
 
     @property
     def excludes_zero(self) -> bool:
@@ -135,15 +136,15 @@ class CrossedBootstrap:
             total += part.weight * (per_seed * seed_weights).sum(axis=1) / scores.shape[0]
         return total
 
-    def estimate(self, parts: Sequence[Part], minus: Sequence[Part] = ()) -> Estimate:
+    def estimate(self, parts: Sequence[Part], minus: Sequence[Part] = (), level: float = LEVEL) -> Estimate:
         """`parts` (a score, or a paired difference), or `parts` minus `minus` where the seeds cannot be
-        paired: then each side draws its own seeds, the items stay shared."""
+        paired: then each side draws its own seeds, the items stay shared. `level`: the interval's."""
         draws = self.distribution(parts)
         value = _point(parts)
         if minus:
             draws = draws - self.distribution(minus, stream=1)
             value -= _point(minus)
-        tail = (1 - LEVEL) / 2 * 100
+        tail = (1 - level) / 2 * 100
         low, high = np.percentile(draws, [tail, 100 - tail])
         seeds = max(p.scores.shape[0] for p in (*parts, *minus))
         per_seed = (
@@ -155,6 +156,7 @@ class CrossedBootstrap:
             n_seeds=seeds,
             n_items=sum(p.scores.shape[1] for p in parts),
             per_seed=per_seed,
+            level=level,
         )
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 from m2rl.compare.claims import KINDS, scope_words
 from m2rl.compare.core import Comparison
 from m2rl.compare.formatting import (
+    BEST_MARK,
     DASH,
-    HELD_OUT_MARK,
+    best_note,
     format_hours,
     header_line,
     interval,
+    interval_with_level,
     pct,
     signed,
     summary_lines,
@@ -20,7 +22,6 @@ from m2rl.compare.formatting import (
 )
 from m2rl.compare.intervals import Estimate
 from m2rl.compare.records import DOMAIN_LABELS
-from m2rl.compare.statistics import HELD_OUT_ITEMS
 
 METHOD = """\
 - Every score is the mean over training seeds of Avg@K over the test items; its interval and every
@@ -29,10 +30,15 @@ METHOD = """\
   percentile intervals. Differences are paired: each seed's run against its partner of the same
   lineage (an expert and its SFT) or seed, on the same items. With one seed an interval covers the
   item variance only; with 2-3 seeds the seed part is a rough estimate.
-- A verdict says "above" or "below" only when the interval excludes 0. Intervals are per comparison:
-  of many transfer cells, about one in twenty resolves by chance when nothing differs.
-- "The best" merge (and the best expert per domain, for synergy) is chosen on a fixed third of each
-  benchmark's items and measured on the other two thirds, so the choice does not flatter it.
+- A verdict says "above" or "below" only when the interval excludes 0; two models that scored the same
+  on every item are "the same on every item", not a measured zero. Intervals are per comparison: of
+  many transfer cells, about one in twenty resolves by chance when nothing differs.
+- "The best" merge (and the best expert per domain, for synergy) is the highest score in the scores
+  table, and Δ is the difference from that row. The mixed run's differences from each of the m
+  candidates have (1 - 5%/m) intervals (Bonferroni), so they hold together at 95%; the interval
+  against the best (marked {mark}) runs from the lowest of their lower bounds to the lowest of their
+  upper bounds, which holds whichever candidate is truly best: "above the best merge" means above
+  every merge, and choosing the best from the table does not flatter the verdict.
 - Costs: {hours_label}; a run's cost is its own compute (GPU count x wall on GPUs, process CPU time on
   CPUs), eval excluded; cumulative = the run plus its lineage, shared ancestors counted once."""
 
@@ -87,7 +93,7 @@ def _per_seed(estimate: Estimate) -> str:
 def _analysis_links(comparison: Comparison, root: Path | None) -> list[str]:
     """Links to the study's analysis reports (`m2rl analyze`) that exist in their folders under `root`
     (the runs root this comparison is written into), and the command that makes the ones that do not."""
-    from m2rl.analysis import REPORT_NAME, analysis_folder
+    from m2rl.folders import REPORT_NAME, analysis_folder
 
     def made(folder: str) -> bool:
         return root is not None and (root / folder / REPORT_NAME).is_file()
@@ -119,17 +125,20 @@ def _analysis_links(comparison: Comparison, root: Path | None) -> list[str]:
 def to_markdown(comparison: Comparison, root: Path | None = None) -> str:
     """The whole comparison as a Markdown document."""
     out = ["# m2rl compare", "", header_line(comparison)]
+    if comparison.warnings:
+        out += ["", *[f"> **warning**: {w}" for w in comparison.warnings]]
     if comparison.headline:
         out += ["", f"## Claims (points, paired 95% intervals, {comparison.variance_note})", ""]
         for d in comparison.headline:
-            mark = f" {HELD_OUT_MARK}" if d.items == HELD_OUT_ITEMS else ""
+            mark = f" {BEST_MARK}" if d.best_of > 1 else ""
             seeds = f" (per seed {_per_seed(d.estimate)})" if _per_seed(d.estimate) else ""
             out.append(
                 f"- **{d.verdict}**{mark}: {signed(d.estimate.value)} "
                 f"{interval(d.estimate, is_difference=True)}{seeds}"
             )
-        if any(d.items == HELD_OUT_ITEMS for d in comparison.headline):
-            out.append(f"\n{HELD_OUT_MARK} chosen on a third of the items, measured on the other two thirds.")
+        best = [d for d in comparison.headline if d.best_of > 1]
+        if best:
+            out.append(f"\n{best_note('merge', best, 'mean')}.")
     summary = summary_lines(comparison)
     if summary:
         out += ["", *[f"- {line}" for line in summary]]
@@ -138,20 +147,27 @@ def to_markdown(comparison: Comparison, root: Path | None = None) -> str:
         out += ["", "## Differences (points, paired 95% intervals)", ""]
         out.append(
             _md_table(
-                ["comparison", "Δ", "95% interval", "per seed", "items", "verdict"],
+                ["comparison", "Δ", "interval (95% unless marked)", "per seed", "items", "verdict"],
                 [
                     [
-                        f"{KINDS[d.kind]}: {d.a} − {d.b} {scope_words(d.scope)}",
+                        f"{KINDS[d.kind]}: {d.a} − {d.b} {scope_words(d.scope)}"
+                        + (f" {BEST_MARK}" if d.best_of > 1 else ""),
                         signed(d.estimate.value),
-                        interval(d.estimate, is_difference=True),
+                        interval_with_level(d),
                         _per_seed(d.estimate) or str(d.estimate.n_seeds),
-                        f"{d.estimate.n_items}" + (f" {HELD_OUT_MARK}" if d.items == HELD_OUT_ITEMS else ""),
+                        str(d.estimate.n_items),
                         d.verdict,
                     ]
                     for d in comparison.differences
                 ],
             )
         )
+        if any(d.best_of > 1 for d in comparison.differences):
+            out.append(
+                f"\n{BEST_MARK} against the best of several rows (the table's highest), with an interval "
+                "simultaneous over them; an interval marked with a level above 95% is one of such a family "
+                "(Bonferroni): the family's intervals hold together at 95%."
+            )
     if comparison.synergy:
         out += ["", "## Synergy (mixed minus the best single expert, points)", ""]
         out.append(
@@ -161,7 +177,7 @@ def to_markdown(comparison: Comparison, root: Path | None = None) -> str:
                     [
                         DOMAIN_LABELS.get(s.domain, s.domain),
                         pct(s.mixed_score),
-                        s.best_expert + (f" {HELD_OUT_MARK}" if s.difference.items == HELD_OUT_ITEMS else ""),
+                        s.best_expert + (f" {BEST_MARK}" if s.difference.best_of > 1 else ""),
                         pct(s.expert_score),
                         signed(s.delta),
                         interval(s.difference.estimate, is_difference=True),
@@ -171,6 +187,9 @@ def to_markdown(comparison: Comparison, root: Path | None = None) -> str:
                 ],
             )
         )
+        best = [s.difference for s in comparison.synergy if s.difference.best_of > 1]
+        if best:
+            out.append(f"\n{best_note('expert', best, 'score on the domain')}.")
     if comparison.transfer is not None:
         t = comparison.transfer
         out += [
@@ -215,7 +234,7 @@ def to_markdown(comparison: Comparison, root: Path | None = None) -> str:
             )
         )
     out += _analysis_links(comparison, root)
-    out += ["", "## Method", "", METHOD.format(hours_label=comparison.hours_label)]
+    out += ["", "## Method", "", METHOD.format(hours_label=comparison.hours_label, mark=BEST_MARK)]
     if comparison.notes:
         out += ["", *[f"> note: {n}" for n in comparison.notes]]
     return "\n".join(out) + "\n"

@@ -1,8 +1,12 @@
 """Figures of the comparison, as PNG, PDF and SVG: mean score vs cumulative cost, and the transfer heatmap.
 
 Score vs cost: one point per model with its 95% interval (and its cost's range over seeds), colours by
-role with a legend, the Pareto front, axes from 0. Labels are placed where they overlap neither each
-other nor a point, inside the axes; the legend sits outside them.
+role with a legend, the Pareto front; the cost axis from 0, the score axis fitted to the intervals
+(from 0 every point would sit in a thin band). Labels are placed where they overlap neither each
+other nor a point, inside the axes; the legend sits outside them. A model's own interval is unpaired:
+two models' bars can overlap while their paired difference, which the claims rest on, is resolved.
+So a second panel shows what the claims show: each trained model minus the SFT of its lineage on the
+mean, with its paired interval.
 """
 
 from __future__ import annotations
@@ -41,6 +45,21 @@ ROLE_NAMES = {
 LABEL_OFFSETS = ((6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"),
                  (-6, -4, "right", "top"), (0, 8, "center", "bottom"), (0, -8, "center", "top"))  # fmt: skip
 LABEL_DISTANCES = (1.0, 2.5, 4.0, 6.0)
+MARGIN = 0.12  # of the data's span, around a fitted axis (room for labels)
+SCORE_BARS = "bars: each model's own 95% interval, unpaired (overlapping bars can still differ)"
+PAIRED_BARS = "paired 95% intervals, as in the claims; filled: the interval excludes 0"
+
+
+def fitted_limits(
+    lows: list[float], highs: list[float], bounds: tuple[float, float] | None = None
+) -> tuple[float, float]:
+    """Axis limits around [min(lows), max(highs)] with a margin, kept within `bounds`."""
+    low, high = min(lows, default=0.0), max(highs, default=1.0)
+    margin = MARGIN * (high - low) or 1.0
+    low, high = low - margin, high + margin
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return low, high
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -121,21 +140,64 @@ def _place_labels(
         taken.append(best[2])
 
 
+def _score_span(row: Row) -> tuple[float, float]:
+    """The row's mean score interval in %, or its value twice."""
+    low, high = row.mean.ci95 or (row.mean.value, row.mean.value)
+    return 100 * low, 100 * high
+
+
+def _versus_sft_panel(ax: Axes, comparison: Comparison) -> None:
+    """Each trained model minus the SFT of its lineage on the mean, with its paired interval."""
+    differences = [d for d in comparison.versus_sft if not math.isnan(d.estimate.value)]
+    roles = {row.label: row.role for row in comparison.rows}
+    spans = []
+    for x, d in enumerate(differences):
+        value = 100 * d.estimate.value
+        low, high = (100 * v for v in (d.estimate.ci95 or (d.estimate.value,) * 2))
+        spans.append((low, high))
+        colour = ROLE_COLOURS.get(roles.get(d.a, ""), "black")
+        ax.errorbar(
+            [x],
+            [value],
+            yerr=[[max(value - low, 0.0)], [max(high - value, 0.0)]],
+            fmt="o",
+            color=colour,
+            mfc=colour if d.resolved else "white",
+            ms=5,
+            capsize=2,
+            lw=1,
+            zorder=3,
+        )
+    ax.axhline(0, color="0.4", lw=0.8, zorder=1)
+    ax.set_xticks(range(len(differences)), [d.a for d in differences], rotation=30, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(differences) - 0.4)
+    ax.set_ylim(*fitted_limits([0.0, *(s[0] for s in spans)], [0.0, *(s[1] for s in spans)]))
+    references = sorted({d.b for d in differences})
+    ax.set_ylabel(f"minus {' / '.join(references)} (points)")
+    ax.set_title(f"Change vs {' / '.join(references)} on the mean (points)\n{PAIRED_BARS}", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+
+
 def score_vs_hours_figure(comparison: Comparison) -> Figure:
-    """Mean score (%) with its 95% interval against cumulative cost, per model, with the Pareto front."""
+    """Mean score (%) with its 95% interval against cumulative cost, per model, with the Pareto front;
+    below it, each trained model's paired difference from SFT on the mean."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
     rows: list[Row] = [r for r in comparison.rows if r.n_benchmarks and not math.isnan(r.mean.value)]
     points = [(r.cumulative_hours.value, 100 * r.mean.value) for r in rows]
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for row, (x, y) in zip(rows, points, strict=True):
-        low, high = row.mean.ci95 or (row.mean.value, row.mean.value)
+    spans = [_score_span(r) for r in rows]
+    paired = bool(comparison.versus_sft)
+    if paired:
+        fig, (ax, lower) = plt.subplots(2, 1, figsize=(7.5, 8.0), gridspec_kw={"height_ratios": [3, 2]})
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for row, (x, y), (low, high) in zip(rows, points, spans, strict=True):
         costs = row.cumulative_hours.per_seed or (x,)
         ax.errorbar(
             [x],
             [y],
-            yerr=[[max(y - 100 * low, 0.0)], [max(100 * high - y, 0.0)]],
+            yerr=[[max(y - low, 0.0)], [max(high - y, 0.0)]],
             xerr=[[max(x - min(costs), 0.0)], [max(max(costs) - x, 0.0)]] if len(costs) > 1 else None,
             fmt="o",
             color=ROLE_COLOURS.get(row.role, "black"),
@@ -155,23 +217,20 @@ def score_vs_hours_figure(comparison: Comparison) -> Figure:
             [points[i][0] for i in front], [points[i][1] for i in front], "--", color="0.4", lw=1, zorder=2
         )
         handles.append(Line2D([], [], ls="--", color="0.4", label="Pareto front"))
-    tops = [100 * (r.mean.ci95[1] if r.mean.ci95 else r.mean.value) for r in rows]
-    ax.set_ylim(0, min(100.0, max(tops, default=1.0) * 1.2) or 1.0)
+    ax.set_ylim(*fitted_limits([s[0] for s in spans], [s[1] for s in spans], bounds=(0.0, 100.0)))
     ax.set_xlim(0, max((max(r.cumulative_hours.per_seed or (0,)) for r in rows), default=1.0) * 1.25 or 1.0)
     ax.set_xlabel(f"cumulative cost of the run and its lineage: {comparison.hours_label}")
     ax.set_ylabel(f"mean Avg@K over {len(comparison.benchmarks)} benchmarks (%)")
     ax.set_title(
-        f"Score vs cost\nbars: 95% interval ({comparison.variance_note})"
-        + ("; horizontal: cost range over seeds" if comparison.max_seeds > 1 else ""),
-        fontsize=10,
+        f"Score vs cost (score axis fitted to the intervals)\n{SCORE_BARS}\n({comparison.variance_note}"
+        + ("; horizontal: cost range over seeds)" if comparison.max_seeds > 1 else ")"),
+        fontsize=9,
     )
     ax.grid(alpha=0.3)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if paired:
+        _versus_sft_panel(lower, comparison)
     fig.tight_layout()
-    spans = [
-        (100 * (r.mean.ci95 or (r.mean.value,) * 2)[0], 100 * (r.mean.ci95 or (r.mean.value,) * 2)[1])
-        for r in rows
-    ]
     _place_labels(ax, points, spans, [r.label for r in rows])
     return fig
 

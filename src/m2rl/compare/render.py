@@ -21,8 +21,9 @@ from rich.text import Text
 from m2rl.compare.claims import Difference
 from m2rl.compare.core import Comparison
 from m2rl.compare.formatting import (
+    BEST_MARK,
     DASH,
-    HELD_OUT_MARK,
+    best_note,
     compact,
     format_hours,
     header_line,
@@ -35,7 +36,7 @@ from m2rl.compare.formatting import (
 )
 from m2rl.compare.intervals import Estimate
 from m2rl.compare.records import DOMAIN_LABELS
-from m2rl.compare.statistics import HELD_OUT_ITEMS, Row
+from m2rl.compare.statistics import Row
 
 RESOLVED_MARK = "*"
 
@@ -170,15 +171,14 @@ def _claim_style(difference: Difference) -> str:
 
 def claims_table(comparison: Comparison) -> Table:
     """The headline differences: verdict in words, the difference in points, its paired interval."""
-    caption = ""
-    if any(d.items == HELD_OUT_ITEMS for d in comparison.headline):
-        caption = f"{HELD_OUT_MARK} chosen on a third of the items, measured on the other two thirds"
+    best = [d for d in comparison.headline if d.best_of > 1]
+    caption = best_note("merge", best, "mean") if best else ""
     table = _table(f"Claims (points; paired 95% intervals, {comparison.variance_note})", caption)
     table.add_column("verdict", ratio=1)
     table.add_column("Δ", justify="right", no_wrap=True)
     table.add_column("95% interval", justify="right", no_wrap=True)
     for d in comparison.headline:
-        mark = HELD_OUT_MARK if d.items == HELD_OUT_ITEMS else ""
+        mark = BEST_MARK if d.best_of > 1 else ""
         table.add_row(
             Text(d.verdict, style=_claim_style(d)),
             signed(d.estimate.value) + mark,
@@ -189,10 +189,9 @@ def claims_table(comparison: Comparison) -> Table:
 
 def _synergy_table(comparison: Comparison, narrow: bool) -> Table:
     notes = ["± = half the 95% interval"] if narrow else []
-    if any(s.difference.items == HELD_OUT_ITEMS for s in comparison.synergy):
-        notes.append(
-            f"{HELD_OUT_MARK} best expert chosen on a third of the items, Δ measured on the other two thirds"
-        )
+    best = [s.difference for s in comparison.synergy if s.difference.best_of > 1]
+    if best:
+        notes.append(best_note("expert", best, "score on the domain"))
     table = _table("Synergy: mixed run minus the best single expert (points)", "; ".join(notes))
     headers = ["domain", "best expert", "Δ", "verdict"] if narrow else [
         "domain", "mixed", "best expert", "expert", "Δ", "95% interval", "verdict"
@@ -203,7 +202,7 @@ def _synergy_table(comparison: Comparison, narrow: bool) -> Table:
         )
     for s in comparison.synergy:
         d = s.difference
-        expert = s.best_expert + (f" {HELD_OUT_MARK}" if d.items == HELD_OUT_ITEMS else "")
+        expert = s.best_expert + (f" {BEST_MARK}" if d.best_of > 1 else "")
         verdict = Text(d.short_verdict, style=_claim_style(d))
         domain = DOMAIN_LABELS.get(s.domain, s.domain)
         if narrow:
@@ -274,7 +273,8 @@ def transfer_long_table(comparison: Comparison) -> Table:
 
 
 def rich_renderable(comparison: Comparison, width: int | None = None) -> RenderableType:
-    """Header, scores, claims, summary, synergy, transfer and notes, each table in a layout that fits."""
+    """Header, scores, claims, summary, synergy, transfer, notes and warnings, each table in a layout
+    that fits."""
     parts: list[RenderableType] = [Text(header_line(comparison), style="bold")]
     parts.append(
         _first_fitting(
@@ -310,4 +310,6 @@ def rich_renderable(comparison: Comparison, width: int | None = None) -> Rendera
         )
     if comparison.notes:
         parts.append(Text("\n".join(f"note: {n}" for n in comparison.notes), style="dim"))
+    if comparison.warnings:  # last, where a reader of the terminal looks
+        parts.append(Text("\n".join(f"warning: {w}" for w in comparison.warnings), style="bold yellow"))
     return Group(*parts)

@@ -2,32 +2,18 @@
 
 Items are aligned by id per benchmark (the items every replicate was evaluated on). A difference pairs
 each replicate of one row with its partner in the other: its ancestor or descendant (an expert and
-the SFT it started from, also a shared SFT), else the replicate of the same seed. Choosing "the best"
-of several rows on the data that then measures it favours the chosen row, so choices are made on a
-fixed third of each benchmark's items (by a hash of benchmark and item id, the same for every run) and
-the difference they enter is measured on the other two thirds.
+the SFT it started from, also a shared SFT), else the replicate of the same seed.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from m2rl.compare.intervals import CrossedBootstrap, Estimate, Part
+from m2rl.compare.intervals import LEVEL, CrossedBootstrap, Estimate, Part
 from m2rl.compare.records import RunRecord
-
-ALL_ITEMS = "all"
-SELECTION_ITEMS = "selection"  # the third of the items that chooses a best row
-HELD_OUT_ITEMS = "held-out"  # the other two thirds, which measure it
-SELECTION_SHARE = 3  # one item in SELECTION_SHARE chooses
-
-
-def in_selection_split(benchmark: str, item_id: str) -> bool:
-    """Whether an item belongs to the selection third (stable across runs, seeds and machines)."""
-    return zlib.crc32(f"{benchmark}/{item_id}".encode()) % SELECTION_SHARE == 0
 
 
 @dataclass
@@ -65,7 +51,7 @@ class ItemScores:
     """Per-item mean rewards of every replicate, aligned on the items all replicates share per benchmark."""
 
     def __init__(self, records: Sequence[RunRecord], benchmarks: Sequence[str], notes: list[str]):
-        self._ids: dict[tuple[str, str], list[str]] = {}
+        self._ids: dict[str, list[str]] = {}
         for bench in benchmarks:
             item_sets = [
                 set(r.results[bench].item_scores)
@@ -80,25 +66,18 @@ class ItemScores:
                     f"{bench}: runs were evaluated on different items; scores and intervals use the "
                     f"{len(shared)} items all of them have"
                 )
-            selection = [i for i in shared if in_selection_split(bench, i)]
-            held_out = [i for i in shared if not in_selection_split(bench, i)]
-            self._ids[bench, ALL_ITEMS] = shared
-            self._ids[bench, SELECTION_ITEMS] = selection
-            self._ids[bench, HELD_OUT_ITEMS] = held_out
+            self._ids[bench] = shared
 
-    def matrix(self, records: Sequence[RunRecord], bench: str, split: str = ALL_ITEMS) -> np.ndarray | None:
-        """records x items of `split`, or None when a record lacks per-item results for `bench`."""
-        ids = self._ids.get((bench, split))
+    def matrix(self, records: Sequence[RunRecord], bench: str) -> np.ndarray | None:
+        """records x shared items, or None when a record lacks per-item results for `bench`."""
+        ids = self._ids.get(bench)
         if not ids or any(bench not in r.results or not r.results[bench].item_scores for r in records):
             return None
         return np.array([[r.results[bench].item_scores[i] for i in ids] for r in records], dtype=float)
 
-    def has_split(self, bench: str, split: str) -> bool:
-        return bool(self._ids.get((bench, split)))
-
 
 class Statistics:
-    """Scores and paired differences of rows, on all items or on one split, from one set of draws."""
+    """Scores and paired differences of rows from one set of draws."""
 
     def __init__(
         self,
@@ -114,7 +93,7 @@ class Statistics:
 
     def score(self, replicates: Sequence[RunRecord], weights: Mapping[str, float]) -> Estimate:
         """The weighted score of one row over its seeds and all items."""
-        parts = self._parts(replicates, weights, ALL_ITEMS)
+        parts = self._parts(replicates, weights)
         if parts is not None:
             return self.bootstrap.estimate(parts)
         per_seed = tuple(sum(w * r.results[b].score for b, w in weights.items()) for r in replicates)
@@ -123,28 +102,24 @@ class Statistics:
             interval = replicates[0].results[next(iter(weights))].ci95  # the eval's own item interval
         return Estimate(float(np.mean(per_seed)), interval, n_seeds=len(replicates), per_seed=per_seed)
 
-    def selection_score(self, replicates: Sequence[RunRecord], weights: Mapping[str, float]) -> float | None:
-        """The row's point score on the selection third of the items, or None without per-item results."""
-        parts = self._parts(replicates, weights, SELECTION_ITEMS)
-        return None if parts is None else float(sum(p.weight * p.scores.mean() for p in parts))
-
-    def difference(self, a: Row, b: Row, weights: Mapping[str, float], split: str = ALL_ITEMS) -> Estimate:
-        """a minus b, paired over seed lineages and items where they can be paired."""
+    def difference(self, a: Row, b: Row, weights: Mapping[str, float], level: float = LEVEL) -> Estimate:
+        """a minus b, paired over seed lineages and items where they can be paired; `level`: the
+        interval's."""
         units = self.pair(a, b)
         if units:
-            left = self._parts([u[0] for u in units], weights, split)
-            right = self._parts([u[1] for u in units], weights, split)
+            left = self._parts([u[0] for u in units], weights)
+            right = self._parts([u[1] for u in units], weights)
             if left is not None and right is not None:
                 paired = [
                     Part(p.weight, p.items, p.scores - q.scores) for p, q in zip(left, right, strict=True)
                 ]
-                return self.bootstrap.estimate(paired)
+                return self.bootstrap.estimate(paired, level=level)
         else:
-            left = self._parts(a.replicates, weights, split)
-            right = self._parts(b.replicates, weights, split)
+            left = self._parts(a.replicates, weights)
+            right = self._parts(b.replicates, weights)
             if left is not None and right is not None:
                 self.notes.append(f"{a.label} vs {b.label}: no shared seed lineage; seeds resampled unpaired")
-                return self.bootstrap.estimate(left, minus=right)
+                return self.bootstrap.estimate(left, minus=right, level=level)
         value = sum(w * (a.scores[x].value - b.scores[x].value) for x, w in weights.items())
         return Estimate(value, None, n_seeds=max(len(a.replicates), len(b.replicates)))
 
@@ -171,13 +146,12 @@ class Statistics:
             self.notes.append(f"{a.label} vs {b.label}: only the seed lineages both have are compared")
         return units
 
-    def _parts(
-        self, replicates: Sequence[RunRecord], weights: Mapping[str, float], split: str
-    ) -> list[Part] | None:
+    def _parts(self, replicates: Sequence[RunRecord], weights: Mapping[str, float]) -> list[Part] | None:
         parts = []
         for bench, weight in weights.items():
-            scores = self.items.matrix(replicates, bench, split)
+            scores = self.items.matrix(replicates, bench)
             if scores is None:
                 return None
-            parts.append(Part(weight, f"{bench}:{split}", scores))
+            # the name keys the item draws: `:all` as in earlier versions, whose intervals this reproduces
+            parts.append(Part(weight, f"{bench}:all", scores))
         return parts

@@ -17,11 +17,6 @@ from m2rl.ledger import Ledger, Run
 from m2rl.specs import RLJob
 
 
-def parse_names(text: str) -> list[str]:
-    """`math,code` -> ["math", "code"] (order kept, duplicates dropped): domains, teacher runs."""
-    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-
-
 def completed_sft(ledger: Ledger, ref: str) -> Run:
     """The completed SFT run `--from REF` names, with its model directory; else a UserError."""
     run = ledger.get(ref)
