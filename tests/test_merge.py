@@ -31,6 +31,8 @@ MERGEKIT_METHODS = [
     "della",
     "sce",
     "model_stock",
+    "ram",
+    "ramplus_tl",
 ]
 
 
@@ -190,6 +192,45 @@ def reference(method: str, base_dir: Path, expert_dirs: list[Path], **p) -> dict
     return _unflatten(merged, base, names)
 
 
+def ram_reference(
+    base_dir: Path, expert_dirs: list[Path], epsilon: float, r: float | None = None, alpha: float = 0.0
+):
+    """RAM (and RAM+ with `r`) per tensor in float64, as arXiv 2601.13572 states it: an element only
+    one expert moved (by more than epsilon) keeps that expert's change; one several moved gets their
+    mean change; with RAM+ each expert's unique changes in a tensor are scaled by 1 + r min(rho, alpha),
+    rho = its shared / unique moved elements there."""
+    base, experts = _state(base_dir), [_state(d) for d in expert_dirs]
+    out = {}
+    for name, b in base.items():
+        tvs = torch.stack([e[name].double() - b.double() for e in experts]).reshape(len(experts), -1)
+        moved = tvs.abs() > epsilon
+        count = moved.sum(0)
+        unique, shared = moved & (count == 1), moved & (count > 1)
+        scale = torch.ones(len(experts), 1, dtype=torch.float64)
+        if r is not None:
+            rho = shared.sum(1).double() / unique.sum(1).double().clamp(min=epsilon)
+            scale = (1 + r * rho.clamp(0, alpha)).unsqueeze(1)
+        merged = (tvs * unique * scale).sum(0) + (tvs * shared).sum(0) / count.clamp(min=1)
+        out[name] = b.double() + merged.reshape(b.shape)
+    return out
+
+
+@pytest.mark.parametrize("method", ["ram", "ramplus_tl"])
+def test_ram_merges_equal_their_float64_reference(study, method):
+    runs, dirs = _dirs(study, ["math", "code", "science"])
+    run = merge_experts(study["ledger"], runs, method, name=f"ram-check-{method}")
+    plus = {"r": 0.1, "alpha": 0.2} if method == "ramplus_tl" else {}
+    expected = ram_reference(study["sft"].model_dir, dirs, 1e-5, **plus)
+    assert_close(run, expected, atol=2e-6)
+    summed = reference("ta", study["sft"].model_dir, dirs)  # RAM is neither the sum nor the mean
+    mean = reference("average", study["sft"].model_dir, dirs)
+    assert any(not torch.allclose(expected[n], summed[n]) for n in expected)
+    assert any(not torch.allclose(expected[n], mean[n]) for n in expected)
+    if method == "ramplus_tl":  # the unique updates were scaled: RAM+ differs from RAM somewhere
+        plain = ram_reference(study["sft"].model_dir, dirs, 1e-5)
+        assert any(not torch.allclose(expected[n], plain[n]) for n in expected)
+
+
 def assert_close(run: Run, expected: dict[str, torch.Tensor], atol: float = 1e-6) -> None:
     got = _state(run.model_dir)
     assert sorted(got) == sorted(expected)
@@ -337,6 +378,9 @@ def test_architecture_mismatch_is_rejected(study, tmp_path):
         ("ties", {"weight": float("nan")}, "must be finite"),
         ("della", {"density": 0.1, "epsilon": 0.15}, "density \\+/- epsilon"),
         ("linear", {"seed": 1.5}, "seed must be an integer"),
+        ("ram", {"epsilon": -1.0}, r"epsilon=-1.0 must lie in \[0.0, 1.0\)"),
+        ("ramplus_tl", {"alpha": -0.5}, r"alpha=-0.5 must lie in \[0.0, inf\)"),
+        ("ram", {"density": 0.5}, "has no parameter 'density'"),
     ],
 )
 def test_bad_method_or_parameters_fail_before_any_run(study, method, overrides, message):

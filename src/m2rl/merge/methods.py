@@ -36,6 +36,8 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "epsilon": (0.0, 1.0, True, False),
     "gamma": (0.0, 1.0, True, False),
     "select_topk": (0.0, 1.0, False, True),
+    "r": (0.0, math.inf, True, False),  # RAM+: how much more an expert's unique updates count
+    "alpha": (0.0, math.inf, True, False),  # RAM+: the cap of the shared / unique ratio
 }
 
 
