@@ -174,16 +174,36 @@ class LauncherSpec(Strict):
 class SlurmSettings(Strict):
     """`study.slurm`: how `study.executor=slurm` submits each stage (through submitit)."""
 
-    partition: str | None = None
+    partition: str | None = None  # None: the cluster's default partition (refused where it has none)
     account: str | None = None
     qos: str | None = None
-    gpus_per_job: int = Field(1, ge=0)
+    # GPUs per node; auto: the launcher's processes per node for SFT, RL and MT-OPD (on
+    # launcher.num_machines nodes), the eval's vLLM tensor-parallel size for eval and analyze, none for merges
+    gpus_per_job: int | Literal["auto"] = "auto"
     cpus_per_job: int = Field(8, ge=1)
     time_min: int = Field(24 * 60, ge=1)
     mem: str | None = None
     setup: list[str] = []  # shell lines before the job starts (module load, source a venv)
     additional: dict[str, Any] = {}  # any other sbatch flag, e.g. {constraint: h100}
     poll_s: float = Field(15.0, gt=0)  # seconds between sacct polls
+
+    @field_validator("gpus_per_job")
+    @classmethod
+    def _no_negative_gpus(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must be auto or 0 or more")
+        return value
+
+
+class PaperEstimate(Strict):
+    """`study.paper_estimate`: the figures behind the dry-run's estimate of the stages the paper's Table 2
+    does not cost (SFT, evals, analyze); each is an assumption or a published size (conf/config.yaml)."""
+
+    model_params: float = Field(4.0e9, gt=0)  # parameters of the trained model
+    sft_tokens_per_row: int = Field(4096, ge=1)  # mean tokens of one SFT row
+    gpu_peak_tflops: float = Field(989.0, gt=0)  # dense BF16 peak of one GPU
+    mfu: float = Field(0.4, gt=0, le=1)  # model FLOPs utilisation of SFT
+    eval_items: dict[str, int] = {}  # benchmark -> items, where its config sets no `limit` or `count`
 
 
 class StudySettings(Strict):
@@ -198,6 +218,7 @@ class StudySettings(Strict):
     devices_per_job: int = Field(1, ge=1)  # GPUs per stage on a local GPU node
     cpu_threads: int | Literal["auto"] = "auto"  # torch threads across all local stages (CPU)
     paper_gpu_hours_per_step: dict[str, float] = {}
+    paper_estimate: PaperEstimate = PaperEstimate()
     slurm: SlurmSettings = SlurmSettings()
     analyze: bool = True  # an analyze stage per seed after its evals (m2rl analyze)
     distill: bool = False  # a multi-teacher on-policy distillation run per seed after its experts

@@ -7,6 +7,7 @@ only the stages that need it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,102 @@ def check_study(cfg: DictConfig, stages: list[Stage]) -> None:
     for method in {s.method for s in stages if s.method}:
         load_method(method)
     eval_job(cfg, "unused")  # eval settings
+
+
+# Config keys whose string values name an input: a hub id or a local path (data sections and benchmarks).
+SOURCE_KEYS = ("source", "train", "test", "sft")
+
+
+@dataclass(frozen=True)
+class Input:
+    """A model or data source of the study, and whether it can be read without a download."""
+
+    keys: tuple[str, ...]  # the config keys that name it
+    source: str
+    found: str  # built in | local | cached | not cached | missing
+    detail: str
+
+
+def study_inputs(cfg: DictConfig) -> list[Input]:
+    """The model and every data and benchmark source, each as found here: built in, a local path, in the
+    Hugging Face cache (a hub download or a `datasets` cache), or not (downloaded at first use). Offline:
+    the caches are read from disk, nothing is asked of the hub."""
+    named: dict[tuple[str, str], list[str]] = {}
+    model = cfg.model.get("path")
+    named[("model", str(model) if model else "")] = ["model.path"]
+    data = _sources(section(cfg, "data") or {}, "data")
+    if not data:  # built-in data names no source
+        named[("dataset", "")] = [f"data={cfg.data.get('name')}"]
+    for key, value in data + _sources(section(cfg, "eval").get("benchmarks") or {}, "eval.benchmarks"):
+        named.setdefault(("dataset", value), []).append(key)
+    cached = _hub_cache()
+    return [_find(kind, source, tuple(keys), cached) for (kind, source), keys in named.items()]
+
+
+def _sources(node: Any, prefix: str) -> list[tuple[str, str]]:
+    """(key, value) of every source-naming string under a config section (a subset with count 0 is left out)."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        if node.get("count") == 0:
+            return found
+        for key, value in node.items():
+            where = f"{prefix}.{key}"
+            if isinstance(value, str) and key in SOURCE_KEYS:
+                found.append((where, value))
+            elif isinstance(value, dict):
+                found += _sources(value, where)
+    return found
+
+
+def _hub_cache() -> dict[tuple[str, str], Any]:
+    """(repo type, repo id) -> the Hugging Face hub cache's entry (huggingface_hub's scan of the disk)."""
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        return {(repo.repo_type, repo.repo_id): repo for repo in scan_cache_dir().repos}
+    except Exception:  # noqa: BLE001 (no cache directory yet, or one it cannot read: nothing cached)
+        return {}
+
+
+def _find(kind: str, source: str, keys: tuple[str, ...], cached: dict[tuple[str, str], Any]) -> Input:
+    from huggingface_hub import constants
+
+    from m2rl.data.sources import FILE_SUFFIXES
+
+    if not source or source == "builtin":
+        return Input(keys, "built in", "built in", "made here, nothing to fetch")
+    path = Path(source).expanduser()
+    if path.exists():
+        return Input(keys, source, "local", "directory" if path.is_dir() else "file")
+    if source.count("/") != 1 or source.startswith((".", "/", "~")) or source.endswith(FILE_SUFFIXES):
+        return Input(keys, source, "missing", "no such file or directory (and not a hub id)")
+    repo = cached.get((kind, source))
+    if repo is not None:
+        size = (
+            f"{repo.size_on_disk / 1e9:.2f} GB"
+            if repo.size_on_disk >= 1e8
+            else f"{repo.size_on_disk / 1e6:.1f} MB"
+        )
+        return Input(keys, source, "cached", f"in the hub cache ({repo.nb_files} files, {size})")
+    if kind == "dataset" and (where := _datasets_cache(source)) is not None:
+        return Input(keys, source, "cached", f"prepared by `datasets` ({where})")
+    offline = constants.HF_HUB_OFFLINE
+    detail = (
+        "not cached, and HF_HUB_OFFLINE is set: the stages that read it will fail"
+        if offline
+        else "not cached: downloaded from the hub at first use"
+    )
+    return Input(keys, source, "not cached", detail)
+
+
+def _datasets_cache(source: str) -> Path | None:
+    """Where `datasets` keeps a hub dataset it prepared (its own layout: owner___name/config/version/hash)."""
+    from datasets import config
+    from datasets.naming import camelcase_to_snakecase
+
+    owner, name = source.split("/")
+    root = Path(config.HF_DATASETS_CACHE) / f"{owner}___{camelcase_to_snakecase(name)}"
+    return root if any(p.is_dir() for p in root.glob("*/*/*")) else None
 
 
 def run_study(cfg: DictConfig, runs_dir: Path, name: str, console: Console) -> Any:

@@ -2,7 +2,10 @@
 
 Both call `m2rl.jobs.run_job` with the stage's job spec and run directory; a stage's logs land in
 `<run>/logs/`. submitit is what labs use to send Python functions to Slurm: it writes the sbatch
-script, pickles the call, polls `sacct` and brings back the result or the traceback.
+script, pickles the call, polls `sacct` and brings back the result or the traceback. A Slurm job asks
+for what its stage's launcher starts (`slurm_request`: one GPU per process, on the launcher's
+machines); the dry-run renders one job's sbatch script through the same submitit code, and checks the
+partition against what `sinfo` lists.
 
 Locally, stages are forked from a multiprocessing forkserver that imported torch, transformers and
 TRL once. submitit's local executor would start a fresh interpreter per stage (a controller plus the
@@ -16,15 +19,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
+import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from m2rl.errors import Interrupted
+from m2rl.errors import Interrupted, UserError
 from m2rl.jobs import run_job
-from m2rl.specs import SlurmSettings
+from m2rl.specs import JobSpec, LauncherSpec, SlurmSettings, load_spec
 
 # What the local forkserver imports once, so that no stage pays for it.
 PRELOAD = ["torch", "transformers", "trl", "datasets", "m2rl.jobs.rl", "m2rl.jobs.sft", "m2rl.engine.grpo"]
@@ -171,6 +177,158 @@ class LocalBackend:
         return ProcessHandle(process, logs)
 
 
+@dataclass(frozen=True)
+class SlurmRequest:
+    """What one stage's Slurm job asks for."""
+
+    nodes: int
+    gpus_per_node: int
+    cpus_per_task: int
+    time_min: int
+    mem: str | None
+    partition: str | None
+
+    @property
+    def gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+def slurm_request(
+    settings: SlurmSettings,
+    launcher: LauncherSpec | None = None,
+    eval_section: Mapping[str, Any] | None = None,
+) -> SlurmRequest:
+    """A stage's request: a training stage (`launcher` given) on the launcher's machines, an eval or
+    analyze stage (`eval_section`) on one node, a merge on one node with no GPU.
+
+    `study.slurm.gpus_per_job: auto` gives a training stage one GPU per process of its launcher
+    (num_processes over num_machines per node; none with launcher.use_cpu=true), an eval or analyze
+    stage its vLLM tensor-parallel size (one GPU with the hf backend), a merge none (merges run on CPU).
+    """
+    nodes = launcher.num_machines if launcher is not None else 1
+    gpus = settings.gpus_per_job
+    if gpus == "auto":
+        if launcher is not None:
+            gpus = 0 if launcher.use_cpu is True else launcher.num_processes // launcher.num_machines
+        elif eval_section is not None:
+            vllm = eval_section.get("vllm") or {}
+            gpus = int(vllm.get("tensor_parallel_size", 1)) if eval_section.get("backend") == "vllm" else 1
+        else:
+            gpus = 0
+    return SlurmRequest(
+        nodes, int(gpus), settings.cpus_per_job, settings.time_min, settings.mem, settings.partition
+    )
+
+
+def spec_request(settings: SlurmSettings, spec: JobSpec) -> SlurmRequest:
+    """The request of a stage's job spec."""
+    return slurm_request(settings, getattr(spec, "launcher", None), getattr(spec, "eval", None))
+
+
+def slurm_parameters(settings: SlurmSettings, request: SlurmRequest, job_name: str) -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters for one job (one task per node: the launcher starts the ranks)."""
+    parameters: dict[str, Any] = {
+        "job_name": job_name,
+        "time": request.time_min,
+        "nodes": request.nodes,
+        "ntasks_per_node": 1,
+        "cpus_per_task": request.cpus_per_task,
+        "gpus_per_node": request.gpus_per_node or None,
+        "setup": list(settings.setup),
+        "additional_parameters": dict(settings.additional),
+    }
+    optional = {
+        "partition": request.partition,
+        "account": settings.account,
+        "mem": request.mem,
+        "qos": settings.qos,
+    }
+    parameters.update({key: value for key, value in optional.items() if value})
+    return parameters
+
+
+def sbatch_preview(settings: SlurmSettings, request: SlurmRequest, folder: Path, job_name: str) -> str:
+    """The sbatch script submitit writes for such a job, rendered by submitit itself; nothing is submitted
+    and nothing is written."""
+    import submitit
+
+    class Preview(submitit.SlurmExecutor):
+        @classmethod
+        def affinity(cls) -> int:  # SlurmExecutor refuses to exist without srun; rendering needs none
+            return 1
+
+    executor = Preview(folder=str(folder))
+    executor.update_parameters(**slurm_parameters(settings, request, job_name))
+    return executor._make_submission_file_text(executor._submitit_command_str, "preview")
+
+
+def cluster_partitions() -> tuple[list[str] | None, str]:
+    """The partitions `sinfo -h -o %P` lists (the default one ends in `*`), or None and why not."""
+    sinfo = shutil.which("sinfo")
+    if sinfo is None:
+        return None, "no sinfo on PATH"
+    try:
+        listed = subprocess.run([sinfo, "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"sinfo failed: {exc}"
+    if listed.returncode != 0:
+        return None, f"sinfo failed: {(listed.stderr.strip().splitlines() or [''])[-1][:200]}"
+    return list(dict.fromkeys(line.strip() for line in listed.stdout.splitlines() if line.strip())), ""
+
+
+def check_partition(settings: SlurmSettings, partitions: list[str] | None, why_unknown: str = "") -> str:
+    """One line on where the jobs go; a UserError where the cluster needs a partition and none is set
+    (no default partition), or the one set is not among the cluster's."""
+    if partitions is None:
+        if settings.partition:
+            return f"partition {settings.partition} (not checked: {why_unknown})"
+        return (
+            f"study.slurm.partition is not set and could not be checked ({why_unknown}): sbatch then uses "
+            "the cluster's default partition, and refuses the jobs where there is none"
+        )
+    names = [p.rstrip("*") for p in partitions]
+    listed = ", ".join(partitions) or "nothing"
+    if settings.partition:
+        missing = [p for p in settings.partition.split(",") if p not in names]
+        if missing:
+            raise UserError(
+                f"study.slurm.partition={settings.partition}: the cluster has no partition {missing[0]} "
+                f"(sinfo lists {listed})"
+            )
+        return f"partition {settings.partition} (listed by sinfo)"
+    default = next((p.rstrip("*") for p in partitions if p.endswith("*")), None)
+    if default is None:
+        raise UserError(
+            f"study.slurm.partition is not set and the cluster has no default partition (sinfo lists "
+            f"{listed}): set study.slurm.partition=NAME"
+        )
+    return f"partition {default}: the cluster's default (study.slurm.partition is not set)"
+
+
+def check_launcher(settings: SlurmSettings, launcher: LauncherSpec, dry_run: bool) -> list[str]:
+    """What the launcher asks of Slurm that the jobs cannot give: a UserError (a warning line in a dry
+    run, for multi-node stages, which it still shows)."""
+    per_node = launcher.num_processes // launcher.num_machines
+    gpus = settings.gpus_per_job
+    if gpus != "auto" and 0 < int(gpus) < per_node and launcher.use_cpu is not True:
+        raise UserError(
+            f"study.slurm.gpus_per_job={gpus}: launcher.num_processes={launcher.num_processes} on "
+            f"{launcher.num_machines} machine(s) starts {per_node} processes per node, one per GPU; set "
+            f"study.slurm.gpus_per_job=auto (or {per_node})"
+        )
+    if launcher.num_machines > 1:
+        problem = (
+            f"launcher.num_machines={launcher.num_machines}: a training job would ask for "
+            f"{launcher.num_machines} nodes and start the stage on each, every node as machine_rank 0 of "
+            "the same run (a stage does not yet take its machine_rank and main_process_ip from Slurm); "
+            "set launcher.num_machines=1, or run multi-node stages by hand, one command per node"
+        )
+        if not dry_run:
+            raise UserError(problem)
+        return [f"not runnable as planned: {problem}"]
+    return []
+
+
 @dataclass
 class SlurmBackend:
     """Each stage as a Slurm job (submitit writes the sbatch script and polls sacct)."""
@@ -179,27 +337,16 @@ class SlurmBackend:
     name: str = "slurm"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def executor(self, logs: Path, job_name: str):
+    def executor(self, logs: Path, job_name: str, request: SlurmRequest | None = None):
         """The submitit SlurmExecutor for one stage, with the study's Slurm settings."""
         import submitit
 
-        s = self.settings
         executor = submitit.SlurmExecutor(folder=str(logs))
-        parameters: dict[str, Any] = {
-            "job_name": job_name,
-            "time": s.time_min,
-            "nodes": 1,
-            "ntasks_per_node": 1,
-            "cpus_per_task": s.cpus_per_job,
-            "gpus_per_node": s.gpus_per_job or None,
-            "setup": list(s.setup),
-            "additional_parameters": dict(s.additional),
-        }
-        optional = {"partition": s.partition, "account": s.account, "mem": s.mem, "qos": s.qos}
-        parameters.update({key: value for key, value in optional.items() if value})
-        executor.update_parameters(**parameters)
+        request = request or slurm_request(self.settings)
+        executor.update_parameters(**slurm_parameters(self.settings, request, job_name))
         return executor
 
     def submit(self, spec_json: str, run_dir: Path, resume: bool, resources: Resources, logs: Path) -> Handle:  # noqa: ARG002
-        executor = self.executor(logs, f"m2rl-{run_dir.name}"[:64])
+        request = spec_request(self.settings, load_spec(spec_json))
+        executor = self.executor(logs, f"m2rl-{run_dir.name}"[:64], request)
         return SubmititHandle(executor.submit(run_job, spec_json, str(run_dir), resume))
