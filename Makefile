@@ -36,3 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/rl_step.py
 	$(BIN)/python benchmarks/merge.py
 	$(BIN)/python benchmarks/analyze.py
+	$(BIN)/python benchmarks/contention.py

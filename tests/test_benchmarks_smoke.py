@@ -23,3 +23,11 @@ def test_rl_step_benchmark_times_both_variants_on_identical_work(tmp_path):
     assert rows == {"bare TRL", "m2rl"}
     text = " ".join(done.stdout.split())  # the caption wraps at any width
     assert "m2rl overhead" in text and "tokens/step identical" in text
+
+
+@pytest.mark.slow
+def test_contention_benchmark_runs_both_plans_idle_and_busy():
+    command = [sys.executable, str(REPO / "benchmarks" / "contention.py"), "--steps", "2", "--rounds", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "m2rl's thread plan" in done.stdout and "busy / idle" in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,7 +122,9 @@ def _check_interrupted(proc: subprocess.Popen, signum: int, runs: Path, kind: st
     line = one_message(stderr)
     (run,) = [r for r in Ledger(runs).runs() if r.kind == kind]
     assert run.status == "failed"
-    assert stdout.splitlines()[0] == f"{kind} run {run.id}: {what}; folder {run.path}"
+    first = stdout.splitlines()[0]  # the run, what it does, its thread plan and its folder
+    assert first.startswith(f"{kind} run {run.id}: {what}; ") and first.endswith(f"; folder {run.path}")
+    assert re.search(r"; \d+ torch threads? .*\(\d+\.\d of \d+ cores busy\); folder", first), first
     name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else "SIGTERM"
     resume = f"m2rl {kind} --resume {run.id} --runs-dir {runs.resolve()}"
     assert line == f"m2rl: interrupted by {name}: stopped run {run.id}, marked failed; resume with: {resume}"

@@ -97,8 +97,9 @@ def command(
     from m2rl import jobs
     from m2rl.jobs.build import eval_job
 
+    threads = eval_thread_plan(cfg)
     for run in runs:
-        say_plan(run, eval_plan(run, cfg))
+        say_plan(run, eval_plan(run, cfg), threads)
         done = jobs.execute(eval_job(cfg, run.id, replace=replace), run)
         metrics = {
             b: done.manifest["metrics"]["eval"][b]
@@ -107,15 +108,34 @@ def command(
         console.print(results(run.name, run.id, metrics, run.path, console.width))
 
 
-def say_plan(run: Run, plan: list[tuple[BenchmarkSpec, str, dict[str, Any] | None]]) -> None:
-    """Which benchmarks of `run` are evaluated and which reuse saved results of the same config."""
+def eval_thread_plan(cfg) -> str:
+    """Set `eval.torch_threads` from the cores free now where the config leaves it unset and the hf
+    backend generates on CPU (the thread count changes no sample: m2rl.machine); the plan in words."""
+    from m2rl.machine import thread_plan
+
+    if cfg.eval.get("torch_threads") is not None:
+        return f"{cfg.eval.torch_threads} torch thread(s) (eval.torch_threads)"
+    import torch
+
+    if cfg.eval.get("backend", "hf") != "hf" or torch.cuda.is_available():
+        return ""
+    threads, words = thread_plan()
+    cfg.eval.torch_threads = threads
+    return words
+
+
+def say_plan(
+    run: Run, plan: list[tuple[BenchmarkSpec, str, dict[str, Any] | None]], threads: str = ""
+) -> None:
+    """Which benchmarks of `run` are evaluated and which reuse saved results of the same config, and
+    the thread plan of the generation."""
     reused = [bench.name for bench, _digest, saved in plan if saved is not None]
     todo = [bench.name for bench, _digest, saved in plan if saved is None]
     parts = []
     if reused:
         parts.append(f"reusing saved results for {', '.join(reused)} (same model, eval and verifier config)")
     if todo:
-        parts.append(f"evaluating {', '.join(todo)}")
+        parts.append(f"evaluating {', '.join(todo)}" + (f" with {threads}" if threads else ""))
     say(f"eval {run.name} ({run.id}): {'; '.join(parts)}")
 
 

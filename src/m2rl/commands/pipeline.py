@@ -110,7 +110,7 @@ def _check_slurm(cfg: DictConfig, dry_run: bool) -> list[str]:
 
 
 def _tiny_time(cfg: DictConfig, stages: list) -> None:
-    from m2rl.study.executor import usable_cores
+    from m2rl.machine import usable_cores
     from m2rl.study.plan import tiny_time
 
     cores = usable_cores()

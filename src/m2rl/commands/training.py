@@ -39,8 +39,26 @@ def train(
     from m2rl.config import to_container
 
     quiet_libraries()
+    spec, plan = with_thread_plan(spec)
     with resume_hint(runs_dir):
-        report(start_run(spec, ledger, to_container(cfg), what))
+        report(start_run(spec, ledger, to_container(cfg), f"{what}{plan}"))
+
+
+def with_thread_plan(spec: Any) -> tuple[Any, str]:
+    """The spec with its torch threads set from the cores free now where it sets none and trains on
+    CPU, and the plan in words for the start line ("; 2 torch threads (0.1 of 2 cores busy)").
+    The thread count is not part of a job's identity and changes no result on CPU (m2rl.machine)."""
+    import torch
+
+    from m2rl.machine import thread_plan
+
+    if torch.cuda.is_available():
+        return spec, ""
+    if spec.torch_threads:
+        count = spec.torch_threads
+        return spec, f"; {count} torch thread{'s' if count > 1 else ''} (torch_threads)"
+    threads, words = thread_plan(spec.launcher.world_size)
+    return spec.model_copy(update={"torch_threads": threads}), f"; {words}"
 
 
 def start_run(spec: SFTJob | RLJob | DistillJob, ledger: Ledger, config: dict[str, Any], what: str) -> Run:
@@ -67,8 +85,9 @@ def resume_run(ledger: Ledger, ref: str, kind: str) -> Run:
             f"--resume {ref}: run {run.id} saved no complete checkpoint ({kind}.save_steps); start it again instead"
         )
     where = f"{Path(checkpoint).name} ({_steps_done(Path(checkpoint))})"
-    say(f"resuming {kind} run {run.id} from {where}; folder {run.path}")
-    return jobs.execute(jobs.read_spec(run), run, resume=True)
+    spec, plan = with_thread_plan(jobs.read_spec(run))  # the threads it started with, or the free cores
+    say(f"resuming {kind} run {run.id} from {where}{plan}; folder {run.path}")
+    return jobs.execute(spec, run, resume=True)
 
 
 def _steps_done(checkpoint: Path) -> str:

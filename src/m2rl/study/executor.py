@@ -24,7 +24,6 @@ its own `devices_per_job` GPUs (a CUDA_VISIBLE_DEVICES slice).
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from pathlib import Path
 from m2rl import jobs
 from m2rl.errors import Interrupted, UserError
 from m2rl.ledger import LOCK, Ledger, Run, lock_held, try_lock, unlock
+from m2rl.machine import free_cores, usable_cores
 from m2rl.signals import raise_lost_signal, sigterm_raises
 from m2rl.specs import JobSpec, StudySettings
 from m2rl.study.backends import Backend, Handle, LocalBackend, Resources, SlurmBackend
@@ -60,18 +60,6 @@ class MachineShare:
         return max(1, self.threads // max(1, min(running_after, self.slots)))
 
 
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def busy_cores(seconds: float = 0.5) -> float:
-    """Cores other processes keep busy right now (CPU use over a short window; the study is idle)."""
-    import psutil
-
-    return psutil.cpu_percent(interval=seconds) / 100 * (psutil.cpu_count() or 1)
-
-
 def machine_share(
     settings: StudySettings, cores: int | None = None, load: float | None = None
 ) -> MachineShare:
@@ -81,7 +69,6 @@ def machine_share(
         cpus = settings.slurm.cpus_per_job
         return MachineShare(slots=slots, threads=cpus, per_stage_threads=cpus)
     cores = usable_cores() if cores is None else cores
-    load = busy_cores() if load is None else load
     devices: tuple[int, ...] = ()
     try:
         import torch
@@ -91,7 +78,7 @@ def machine_share(
     except ImportError:
         pass
     # Cores other processes keep busy are not ours to fill (threads spinning on shared cores stall).
-    free = max(1, cores - int(load + 0.5))
+    free = free_cores(cores, load)
     threads = free if settings.cpu_threads == "auto" else int(settings.cpu_threads)
     if devices:
         auto_slots = max(1, len(devices) // settings.devices_per_job)
