@@ -63,7 +63,7 @@ def test_paper_slurm_dry_run_prints_each_jobs_request_and_an_sbatch_script(tmp_p
     result = m2rl(*PAPER_SLURM, "study.slurm.partition=gpu", runs_dir=tmp_path / "runs")
     assert result.returncode == 0, result.stderr
     rows = job_rows(result.stdout)
-    assert len(rows) == 27  # every stage of the paper's one-seed study
+    assert len(rows) == 29  # every stage of the paper's one-seed study (seven merges, each evaluated)
     # stage: kind, nodes, GPUs, CPUs, time limit, memory, partition, est. hours on its GPUs
     assert rows["study-s0-sft"] == ["SFT", "1", "8", "8", "1440 min", "partition default", "gpu", "324.9"]
     assert rows["study-s0-rl-math"][:3] == ["RL", "1", "8"]

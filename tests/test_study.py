@@ -107,6 +107,7 @@ def test_paper_plan_estimates_the_papers_gpu_hours():
         "paper_dare_ta",
         "paper_dare_ties",
         "paper_sce",
+        "ram",
     ]
 
 
