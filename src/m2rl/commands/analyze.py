@@ -19,13 +19,10 @@ from rich.table import Table
 from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, RunsDir, load_config, print_config, say
 from m2rl.console import console, quiet_libraries
 from m2rl.errors import UserError
-from m2rl.ledger import Ledger, Run
+from m2rl.ledger import MODEL_KINDS, Ledger, Run
 
 if TYPE_CHECKING:
     from m2rl.analysis.lineage import Lineage
-
-ANALYSED_KINDS = ("sft", "rl", "merge", "distill")
-
 
 def study_runs(ledger: Ledger, study: str) -> list[Run]:
     """The newest completed, evaluated run of each name in `study` (SFT, RL and merge runs)."""
@@ -33,7 +30,7 @@ def study_runs(ledger: Ledger, study: str) -> list[Run]:
 
     newest: dict[str, Run] = {}
     for run in evaluated_runs(ledger):  # oldest first
-        if run.manifest.get("study") == study and run.kind in ANALYSED_KINDS:
+        if run.manifest.get("study") == study and run.kind in MODEL_KINDS:
             newest[run.name] = run
     return list(newest.values())
 

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from m2rl.evaluate.settings import BenchmarkSpec
     from m2rl.ledger import Run
 
-EVALUABLE_KINDS = ("model", "sft", "rl", "merge", "distill")
 RESULT_COLUMNS = ("benchmark", "domain", "items", "K", "Avg@K %", "95% CI", "pass@K %", "tokens")
 
 
@@ -66,13 +65,13 @@ def command(
     from m2rl.compare.selection import resolve_run
     from m2rl.evaluate.runner import check_evaluable, eval_plan, replaced_results
     from m2rl.evaluate.settings import EvalSettings
-    from m2rl.ledger import Ledger
+    from m2rl.ledger import MODEL_KINDS, Ledger
 
     refs, overrides = split_arguments(list(arguments or []))
     cfg = load_config(overrides)
     ledger = Ledger(runs_dir)
     if all_runs:
-        runs = [r for r in ledger.runs() if r.status == "completed" and r.kind in EVALUABLE_KINDS]
+        runs = [r for r in ledger.runs() if r.status == "completed" and r.kind in MODEL_KINDS]
     else:
         runs = [resolve_run(ledger, ref) for ref in refs]
     if not runs:
