@@ -138,6 +138,9 @@ def test_interrupting_sft_exits_128_plus_the_signal_and_its_resume_command_finis
     wait_for("*/checkpoints/checkpoint-*/trainer_state.json", runs, proc)  # a checkpoint to resume from
     send(proc, signum)
     resume = _check_interrupted(proc, signum, runs, "sft", "training")
+    planned = run_m2rl(*resume.split()[1:], "--dry-run")  # says what it would do, and does nothing
+    assert planned.returncode == 0 and "dry run: would resume sft run" in planned.stdout, planned.stderr
+    assert len(Ledger(runs).get(resume.split()[3]).manifest["attempts"]) == 1
     resumed = run_m2rl(*resume.split()[1:])
     assert resumed.returncode == 0, resumed.stderr
     (run,) = Ledger(runs).runs()

@@ -39,13 +39,6 @@ def test_paper_recipe_maps_onto_grpo_config(tmp_path):
     assert args.max_completion_length == 32768 and args.temperature == 1.0 and args.top_p == 1.0
 
 
-def test_readme_recipe_table_is_the_mapping():
-    from m2rl.engine.grpo import mapping_markdown
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert mapping_markdown() in readme
-
-
 def test_inconsistent_batch_is_a_user_error(tmp_path):
     from m2rl.errors import UserError
 

@@ -72,7 +72,7 @@ EXAMPLES = {
     "distill": ["m2rl distill --teachers study --from study-s0-sft", "m2rl distill --resume RUN"],
     "merge": [
         "m2rl merge --method paper_ties --experts study-s0-rl-math,study-s0-rl-code",
-        "m2rl merge --method all --experts 'study-s0-rl-*' merge.density=0.3",
+        "m2rl merge --method ties --experts 'study-s0-rl-*' merge.density=0.3",
     ],
     "verify": ["m2rl verify responses.jsonl -o scored.jsonl verifiers.require_think=false"],
     "eval": ["m2rl eval study-s0-rl-mixed", "m2rl eval RUN eval.k=8 seed=1", "m2rl eval RUN --replace"],
@@ -88,7 +88,9 @@ EXAMPLES = {
 
 
 def _epilog(name: str) -> str:
-    return "Examples:\n\n" + "\n\n".join(f"  {example}" for example in EXAMPLES[name])
+    from rich.markup import escape  # `[math,code]` is not markup
+
+    return "Examples:\n\n" + "\n\n".join(f"  {escape(example)}" for example in EXAMPLES[name])
 
 
 def _register() -> None:

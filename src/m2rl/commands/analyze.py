@@ -24,6 +24,7 @@ from m2rl.ledger import MODEL_KINDS, Ledger, Run
 if TYPE_CHECKING:
     from m2rl.analysis.lineage import Lineage
 
+
 def study_runs(ledger: Ledger, study: str) -> list[Run]:
     """The newest completed, evaluated run of each name in `study` (SFT, RL and merge runs)."""
     from m2rl.compare.manifests import evaluated_runs

@@ -54,7 +54,7 @@ def command(
 
     ledger = Ledger(runs_dir)
     if resume_ref:
-        resume(ledger, runs_dir, resume_ref, "distill")
+        resume(ledger, runs_dir, resume_ref, "distill", dry_run)
         return
     if not teachers:
         raise UserError("--teachers is required (expert runs RUN1,RUN2,... or a study name)")

@@ -39,7 +39,7 @@ def command(
 
     ledger = Ledger(runs_dir)
     if resume_ref:
-        resume(ledger, runs_dir, resume_ref, "rl")
+        resume(ledger, runs_dir, resume_ref, "rl", dry_run)
         return
     if not domains:
         raise UserError(

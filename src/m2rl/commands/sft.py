@@ -28,7 +28,7 @@ def command(
 
     ledger = Ledger(Path(runs_dir))
     if resume_ref:
-        resume(ledger, runs_dir, resume_ref, "sft")
+        resume(ledger, runs_dir, resume_ref, "sft", dry_run)
         return
     cfg = load_config(overrides)
     check_config(cfg)

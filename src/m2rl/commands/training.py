@@ -25,11 +25,14 @@ def parse_names(text: str) -> list[str]:
     return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
 
 
-def resume(ledger: Ledger, runs_dir: Path, ref: str, kind: str) -> None:
-    """`m2rl KIND --resume REF`: continue the run from its last checkpoint and print its summary."""
+def resume(ledger: Ledger, runs_dir: Path, ref: str, kind: str, dry_run: bool = False) -> None:
+    """`m2rl KIND --resume REF`: continue the run from its last checkpoint and print its summary
+    (with `dry_run`, say which checkpoint it would continue from and do nothing)."""
     quiet_libraries()
     with resume_hint(runs_dir):
-        report(resume_run(ledger, ref, kind))
+        run = resume_run(ledger, ref, kind, dry_run)
+    if not dry_run:
+        report(run)
 
 
 def train(
@@ -71,7 +74,7 @@ def start_run(spec: SFTJob | RLJob | DistillJob, ledger: Ledger, config: dict[st
     return jobs.execute(spec, run)
 
 
-def resume_run(ledger: Ledger, ref: str, kind: str) -> Run:
+def resume_run(ledger: Ledger, ref: str, kind: str, dry_run: bool = False) -> Run:
     """Continue an interrupted SFT or RL run from its last complete checkpoint, with its saved spec."""
     from m2rl import jobs
     from m2rl.errors import UserError
@@ -85,6 +88,9 @@ def resume_run(ledger: Ledger, ref: str, kind: str) -> Run:
             f"--resume {ref}: run {run.id} saved no complete checkpoint ({kind}.save_steps); start it again instead"
         )
     where = f"{Path(checkpoint).name} ({_steps_done(Path(checkpoint))})"
+    if dry_run:
+        say(f"dry run: would resume {kind} run {run.id} from {where}; folder {run.path}")
+        return run
     spec, plan = with_thread_plan(jobs.read_spec(run))  # the threads it started with, or the free cores
     say(f"resuming {kind} run {run.id} from {where}{plan}; folder {run.path}")
     return jobs.execute(spec, run, resume=True)

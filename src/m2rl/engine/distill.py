@@ -221,7 +221,7 @@ class ServedTeacher:
         except OSError as exc:  # requests' ConnectionError, raised after connection_timeout
             raise UserError(
                 f"{self.where} did not answer within {connection_timeout:.0f} s; start it with "
-                "`trl vllm-serve --model <the expert run>/model --port PORT` (README, Distillation)"
+                "`trl vllm-serve --model <the expert run>/model --port PORT` (docs/distill.md)"
             ) from exc
 
     def logps(self, prompt_ids, prompt_mask, completion_ids, completion_mask):

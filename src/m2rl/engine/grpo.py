@@ -1,7 +1,7 @@
 """GRPO on TRL's GRPOTrainer, built from `cfg.rl`: one code path for experts and the mixed run.
 
 The paper's recipe maps onto TRL options through `GRPO_MAPPING`, the one table from which the
-GRPOConfig, the dry-run table and the README's table are made. Rollouts without vLLM go through
+GRPOConfig, the dry-run table and the docs' table (docs/grpo.md) are made. Rollouts without vLLM go through
 `m2rl.sampling` (the same sampling as transformers' generate, without finished rows in the batch).
 Three more additions live here: a trainer subclass that times generation apart from training (so the ledger
 splits step time into generation, reward and training seconds) and computes the loss on the samples
@@ -133,7 +133,7 @@ CHECKPOINTS = GrpoOption(
 
 
 # The whole rl -> trl.GRPOConfig mapping, in one place: `build_grpo_config` applies it, the dry-run
-# table of `m2rl rl` and the README's recipe table are rendered from it (a test keeps them equal).
+# table of `m2rl rl` and the recipe table of docs/grpo.md are rendered from it (a test keeps them equal).
 GRPO_MAPPING: tuple[GrpoOption, ...] = (
     GrpoOption(
         "128 prompts x 16 samples per step",
@@ -240,7 +240,7 @@ def build_grpo_config(rl: RLRecipe, output_dir: Path, steps: int, world_size: in
 
 
 def mapping_markdown() -> str:
-    """GRPO_MAPPING as the README's table (paper item | m2rl keys | TRL options | note)."""
+    """GRPO_MAPPING as the docs' table (docs/grpo.md: paper item | m2rl keys | TRL options | note)."""
     from m2rl.config import compose_config
     from m2rl.specs import RLRecipe as Recipe
 

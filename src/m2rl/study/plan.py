@@ -267,15 +267,15 @@ class Measured:
     two_threads: float = 1.0  # speed-up with two threads (none assumed beyond: not measured)
 
 
-# The tiny study on a 2-core machine (2026-11-30, commit edd0498; README, "What the tiny study says"):
+# The tiny study on a 2-core machine (2026-11-30, commit edd0498; docs/results.md):
 # seed 0 in 7 min 36 s (7 min 33 s to 7 min 39 s for three seeds). SFT took 2 min 3 s to 2 min 12 s
 # with two threads, and the study with one thread 56 s longer (8 min 32 s): SFT was its only
 # two-thread stage. Then two stages at once with one thread each: the experts 54-76 s (25 steps x 16
 # prompts x 8 samples), the mixed run 2 min 30 s to 2 min 38 s (twice the steps), evals 17-38 s per
 # model, the longest the SFT model's (4 domains x 256 items x K=4); one model's eval took 22 s with
 # two threads against 27 s with one (preset/tiny.yaml). MT-OPD and analyze, off in the demo: 204-212 s
-# of CPU for 60 steps x 16 prompts x 4 samples (README, Distillation, at ca6bbc1) and 29 s of CPU
-# (README, analyze in the pipeline).
+# of CPU for 60 steps x 16 prompts x 4 samples (docs/distill.md, at ca6bbc1) and 29 s of CPU
+# (docs/analyze.md, analyze in the pipeline).
 TINY_MEASURED = {
     "sft": Measured(128.0 + 56.0, 3500 * 3, two_threads=(128.0 + 56.0) / 128.0),
     "expert": Measured(65.0, 25 * 16 * 8),
