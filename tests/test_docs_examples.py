@@ -130,10 +130,21 @@ def page_commands(command: str) -> list[Example]:
     return found
 
 
+def help_examples() -> list[Example]:
+    """The examples each command's --help ends with (m2rl.cli.EXAMPLES)."""
+    from m2rl.cli import EXAMPLES as HELP_EXAMPLES
+
+    return [
+        Example(f"m2rl {command} --help", number, text, tuple(shlex.split(text)))
+        for command, lines in HELP_EXAMPLES.items()
+        for number, text in enumerate(lines, 1)
+    ]
+
+
 def examples() -> list[Example]:
-    """The `m2rl` examples, each command line once (where it first appears)."""
+    """The `m2rl` examples of the pages and of --help, each command line once (where it first appears)."""
     unique: dict[tuple[str, ...], Example] = {}
-    for example in page_commands("m2rl"):
+    for example in [*page_commands("m2rl"), *help_examples()]:
         unique.setdefault((*as_run(example), *sorted(example.env)), example)
     return list(unique.values())
 

@@ -58,25 +58,20 @@ def _options(
 
 # Each command's examples, shown at the end of its --help (one per line).
 EXAMPLES = {
-    "sft": [
-        "m2rl sft sft.epochs=1",
-        "m2rl sft --resume RUN",
-        "m2rl sft preset=paper model.path=/models/qwen3-4b-base --dry-run",
-    ],
+    "sft": ["m2rl sft sft.epochs=1", "m2rl sft preset=paper model.path=/models/qwen3-4b-base --dry-run"],
     "runs": ["m2rl runs", "m2rl runs --kind rl --json", "m2rl runs --check"],
     "rl": [
         "m2rl rl --domains math --from study-s0-sft rl.steps=50",
         "m2rl rl --domains math,code,science,if --from study-s0-sft",
-        "m2rl rl --resume RUN",
     ],
-    "distill": ["m2rl distill --teachers study --from study-s0-sft", "m2rl distill --resume RUN"],
+    "distill": ["m2rl distill --teachers study --from study-s0-sft"],
     "merge": [
         "m2rl merge --method paper_ties --experts study-s0-rl-math,study-s0-rl-code",
         "m2rl merge --method ties --experts 'study-s0-rl-*' merge.density=0.3",
     ],
     "verify": ["m2rl verify responses.jsonl -o scored.jsonl verifiers.require_think=false"],
-    "eval": ["m2rl eval study-s0-rl-mixed", "m2rl eval RUN eval.k=8 seed=1", "m2rl eval RUN --replace"],
-    "compare": ["m2rl compare", "m2rl compare --study study", "m2rl compare RUN1 RUN2 --out /tmp/cmp"],
+    "eval": ["m2rl eval study-s0-rl-mixed", "m2rl eval study-s0-sft eval.k=8 seed=1 --replace"],
+    "compare": ["m2rl compare", "m2rl compare --study study", "m2rl compare study-s0-sft study-s0-rl-mixed"],
     "analyze": ["m2rl analyze", "m2rl analyze study analyze.neighbourhoods.prompts=16"],
     "pipeline": [
         "m2rl pipeline",
