@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -118,6 +119,21 @@ def test_paper_pipeline_dry_run_prints_the_plan_and_the_cost_ratio(tmp_path):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
     tiny = m2rl("pipeline", "--dry-run", runs_dir=tmp_path)
     assert "GPU-hours" not in tiny.stdout and "CPU-hours" in tiny.stdout
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_the_plan_names_every_stage_whole_at_80_columns(tmp_path, preset):
+    """A table where it fits, one line per stage where it does not: never a name split over lines."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="80")
+    command = [sys.executable, "-m", "m2rl.cli", "pipeline", f"preset={preset}", "--dry-run"]
+    result = subprocess.run([*command, "--runs-dir", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    for stage in plan(compose_config([f"preset={preset}"]), "study"):
+        assert re.search(rf"(^|[ │]){re.escape(stage.name)}([: │]|$)", result.stdout, re.M), stage.name
 
 
 # ------------------------------------------------------------------------------------ job specs

@@ -48,7 +48,7 @@ def command(
     from m2rl.specs import check_name
     from m2rl.study import check_study, study_settings
     from m2rl.study.plan import plan
-    from m2rl.study.view import plan_table
+    from m2rl.study.view import plan_view
 
     cfg = load_config(overrides)
     study = _study_name(name or "study", check_name)
@@ -60,7 +60,7 @@ def command(
         print_config(cfg, "m2rl pipeline: resolved config (dry run)")
         paper = cfg.get("preset") == "paper"
         device = "GPU-hours" if paper else "CPU-hours (process CPU time)"
-        console.print(plan_table(cfg, stages, device))
+        console.print(plan_view(cfg, stages, device, console))
         costs = _paper_estimate(cfg, stages) if paper else {}
         if slurm:
             _slurm_plan(cfg, stages, costs, Path(runs_dir), notes)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 
 from omegaconf import DictConfig
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from m2rl.study.executor import StageState
 from m2rl.study.plan import Stage, estimated_gpu_hours
@@ -22,21 +23,14 @@ def plan_table(cfg: DictConfig, stages: list[Stage], hours_label: str) -> Table:
     """The plan: each stage, its kind, domains or method, steps, and paper-scale GPU-hours for RL."""
     paper = cfg.get("preset") == "paper"
     table = Table(title=f"study plan (preset={cfg.get('preset')}, {len(stages)} stages)")
-    columns = ["#", "stage", "kind", "domains / method", "steps", "after"]
+    columns = ["#", "stage", "kind", "domains / method, steps", "after"]
     if paper:
         columns.append("est. GPU-hours (paper per-step cost)")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    for column in columns:  # stage names whole: they are what --from and --experts take
+        table.add_column(column, no_wrap=column == "stage", overflow="fold")
     total = 0.0
     for i, stage in enumerate(stages, 1):
-        row = [
-            str(i),
-            stage.name,
-            stage.kind,
-            stage.method or ",".join(stage.domains),
-            str(stage.steps or ""),
-        ]
-        row.append(", ".join(stage.deps) if len(stage.deps) < 3 else f"{len(stage.deps)} stages")
+        row = [str(i), stage.name, stage.kind, _what(stage), _after(stage)]
         if paper:
             hours = estimated_gpu_hours(cfg, stage)
             total += hours or 0.0
@@ -53,6 +47,49 @@ def plan_table(cfg: DictConfig, stages: list[Stage], hours_label: str) -> Table:
     else:
         table.caption = f"costs are measured as the study runs ({hours_label})"
     return table
+
+
+def plan_view(cfg: DictConfig, stages: list[Stage], hours_label: str, console: Console) -> RenderableType:
+    """The plan table where it fits the console, else one line per stage (names are never cut)."""
+    table = plan_table(cfg, stages, hours_label)
+    if _narrowest(table) <= console.width:
+        return table
+    paper = cfg.get("preset") == "paper"
+    lines = [Text(str(table.title), style="italic")]
+    for i, stage in enumerate(stages, 1):
+        parts = [stage.kind, _what(stage)]
+        if stage.deps:
+            parts.append(f"after {_after(stage)}")
+        if paper and (hours := estimated_gpu_hours(cfg, stage)):
+            parts.append(f"{hours:.1f} GPU-hours est.")
+        lines.append(Text(f"{i:>2}. {stage.name}: " + "; ".join(p for p in parts if p)))
+    lines.append(Text(str(table.caption), style="dim"))
+    return Group(*lines)
+
+
+def _narrowest(table: Table) -> int:
+    """The table's width with every column as narrow as its longest word (no word split)."""
+    widths = [
+        max(
+            len(word)
+            for text in [str(column.header), *map(str, column.cells)]
+            for word in text.split() or [""]
+        )
+        for column in table.columns
+    ]
+    return sum(widths) + 3 * len(widths) + 1  # a space either side of each cell and the rules
+
+
+def _what(stage: Stage) -> str:
+    what = stage.method or ", ".join(stage.domains)
+    return f"{what}; {stage.steps} steps" if stage.steps else what
+
+
+def _after(stage: Stage) -> str:
+    """The stages it waits for, named without the study and seed (`sft` beside `study-s0-rl-math`)."""
+    prefix = f"{stage.name.split('-s')[0]}-s{stage.seed}-"
+    after = [dep.removeprefix(prefix) for dep in stage.deps]
+    return ", ".join(after) if len(after) < 3 else f"{len(after)} stages"
 
 
 class LiveView:
