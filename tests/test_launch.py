@@ -61,27 +61,32 @@ def test_bad_launcher_settings_are_user_errors(overrides, message):
         accelerate_config(launcher("launcher=accelerate_zero2", *overrides))
 
 
-@pytest.mark.slow
-def test_two_process_accelerate_run_completes_on_cpu(tmp_path, tiny_model_dir):
+# A 2-process GRPO run of seconds: 4 prompts x 4 samples, 8 rows per rank, 16 new tokens, 2 steps.
+TWO_PROCESS_RL = [
+    "launcher=accelerate_ddp",
+    "rl.prompts_per_step=4",
+    "rl.num_generations=4",
+    "rl.per_device_batch_size=8",
+    "rl.max_completion_length=16",
+    "rl.steps=2",
+    "rl.save_steps=0",
+]
+
+
+def runs_with_sft(tmp_path: Path, model_dir: Path) -> Path:
+    """A runs root holding a completed SFT run named `sft` (the untrained tiny model)."""
     runs = tmp_path / "runs"
     sft = Ledger(runs).create("sft", "sft", {})
     with attempt(sft):
-        shutil.copytree(tiny_model_dir, sft.model_dir)
+        shutil.copytree(model_dir, sft.model_dir)
+    return runs
+
+
+@pytest.mark.slow
+def test_two_process_accelerate_run_completes_on_cpu(tmp_path, tiny_model_dir):
+    runs = runs_with_sft(tmp_path, tiny_model_dir)
     result = m2rl(
-        "rl",
-        "--domains",
-        "math",
-        "--from",
-        "sft",
-        "launcher=accelerate_ddp",
-        "rl.prompts_per_step=4",
-        "rl.num_generations=4",
-        "rl.per_device_batch_size=8",
-        "rl.max_completion_length=16",
-        "data.sizes.rl=16",
-        "rl.steps=2",
-        "rl.save_steps=0",
-        runs_dir=runs,
+        "rl", "--domains", "math", "--from", "sft", *TWO_PROCESS_RL, "data.sizes.rl=16", runs_dir=runs
     )
     assert result.returncode == 0, result.stderr
     run = next(r for r in Ledger(runs).runs() if r.kind == "rl")
@@ -137,26 +142,9 @@ def launch_log(runs: Path) -> str:
 def test_two_process_grpo_with_uneven_informative_rows_completes(tmp_path, tiny_model_dir):
     """Each rank computes the loss on its informative rows: rank 0 has some, rank 1 none. TRL gathers
     per-row statistics in the loss, so both must pass the same number of rows (gloo aborts otherwise)."""
-    runs = tmp_path / "runs"
-    sft = Ledger(runs).create("sft", "sft", {})
-    with attempt(sft):
-        shutil.copytree(tiny_model_dir, sft.model_dir)
-    result = m2rl(
-        "rl",
-        "--domains",
-        "coin",
-        "--from",
-        "sft",
-        "launcher=accelerate_ddp",
-        "rl.prompts_per_step=4",
-        "rl.num_generations=4",
-        "rl.per_device_batch_size=8",
-        "rl.max_completion_length=16",
-        "rl.steps=2",
-        "rl.save_steps=0",
-        *uneven_domain(tmp_path / "coin"),
-        runs_dir=runs,
-    )
+    runs = runs_with_sft(tmp_path, tiny_model_dir)
+    coin = uneven_domain(tmp_path / "coin")
+    result = m2rl("rl", "--domains", "coin", "--from", "sft", *TWO_PROCESS_RL, *coin, runs_dir=runs)
     assert result.returncode == 0, result.stderr + launch_log(runs)
     run = next(r for r in Ledger(runs).runs() if r.kind == "rl")
     assert run.status == "completed" and run.manifest["metrics"]["processes"] == 2

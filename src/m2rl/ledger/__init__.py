@@ -30,7 +30,7 @@ file's names and shape), `owner` (who runs an attempt), `costs` (devices and CPU
 """
 
 from m2rl.ledger.attempt import attempt
-from m2rl.ledger.costs import Device, cpu_name, process_tree_cpu_seconds
+from m2rl.ledger.costs import Device, process_tree_cpu_seconds
 from m2rl.ledger.files import replace_dir, temp_sibling, write_json_atomic, write_text_atomic
 from m2rl.ledger.locks import lock_held, try_lock, unlock
 from m2rl.ledger.manifest import (
@@ -49,6 +49,7 @@ from m2rl.ledger.manifest import (
 from m2rl.ledger.owner import describe_owner
 from m2rl.ledger.run import CLAIM_WAIT_S, Run
 from m2rl.ledger.store import STALE_TEMP_S, Ledger, warn_once
+from m2rl.provenance import cpu_model as cpu_name
 from m2rl.signals import Terminated, raise_lost_signal, signal_behind, sigterm_raises
 
 __all__ = [

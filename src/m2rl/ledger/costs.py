@@ -5,18 +5,9 @@ grow when other load shares the cores."""
 from __future__ import annotations
 
 import contextlib
-import platform
 from dataclasses import dataclass, field
-from pathlib import Path
 
-
-def cpu_name() -> str:
-    """A human-readable CPU model name."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+from m2rl.provenance import cpu_model
 
 
 @dataclass
@@ -24,7 +15,7 @@ class Device:
     """What a run computes on; device-hours count `count` devices for the run's wall time."""
 
     type: str = "cpu"  # "cpu" or "cuda"
-    name: str = field(default_factory=cpu_name)
+    name: str = field(default_factory=cpu_model)
     count: int = 1  # GPUs on cuda; processes on cpu
 
     @property
@@ -39,7 +30,7 @@ class Device:
         use_gpu = torch.cuda.is_available() if want_gpu is None else want_gpu and torch.cuda.is_available()
         if use_gpu:
             return cls("cuda", torch.cuda.get_device_name(0), world_size)
-        return cls("cpu", cpu_name(), world_size)
+        return cls("cpu", cpu_model(), world_size)
 
 
 def process_tree_cpu_seconds() -> float:
