@@ -15,6 +15,8 @@ from m2rl.errors import UserError
 from m2rl.ledger import Ledger
 from study_builder import build_study, write_eval
 
+from cli_helpers import m2rl
+
 
 def unrelated_run(root, name: str = "test-rl-science"):
     """A 3-step test run outside any study that scores highest on science."""
@@ -127,9 +129,9 @@ def test_each_scope_keeps_its_own_folder_and_the_stable_name_links_the_latest(tm
 
     for runs in (seed0, seed1):
         compare_runs(runs, root / scope_folder("s", runs), bootstrap_samples=200, latest=root / "s-compare")
-    result = compare(root)  # the latest study, both seeds
-    assert result.exit_code == 0, result.output
-    assert "s-s0-s1-compare" in result.output and "s-compare links to it" in result.output
+    result = m2rl("compare", "--bootstrap-samples", "200", runs_dir=root)  # the latest study, both seeds
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {root / 's-s0-s1-compare'}/" in result.stdout and "s-compare links to it" in result.stdout
     compare_runs(seed0, root / scope_folder("s", seed0), bootstrap_samples=200, latest=root / "s-compare")
     folders = sorted(p.name for p in root.glob("s-*compare"))
     assert folders == ["s-compare", "s-s0-compare", "s-s0-s1-compare", "s-s1-compare"]
