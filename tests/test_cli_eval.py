@@ -47,11 +47,14 @@ def test_eval_says_what_it_evaluates_and_what_it_reuses(tmp_path, tiny_model_dir
     run = _model_run(Ledger(root), "sft", tiny_model_dir)
     first = m2rl("eval", "sft", *SMALL, "~eval.benchmarks.code", "~eval.benchmarks.if", root=root)
     assert first.returncode == 0, first.stderr
-    assert f"eval sft ({run.id}): evaluating math, science\n" in first.stdout
+    assert f"eval sft ({run.id}): evaluating math, science with " in first.stdout  # and its thread plan
+    assert re.search(
+        r"evaluating math, science with \d+ torch threads? \(\d\.\d of \d+ cores busy\)\n", first.stdout
+    )
     again = m2rl("eval", run.id, *SMALL, root=root)
     assert again.returncode == 0, again.stderr
     reused = "reusing saved results for math, science (same model, eval and verifier config)"
-    assert f"eval sft ({run.id}): {reused}; evaluating code, if\n" in again.stdout
+    assert f"eval sft ({run.id}): {reused}; evaluating code, if with " in again.stdout
     assert "Avg@K %" in again.stdout
     note = json.loads((run.path / "progress" / "eval.json").read_text())["note"]
     assert re.fullmatch(r"sft · if: Avg@2 \d+\.\d\d%", note), note  # percent, as the tables show it

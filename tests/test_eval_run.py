@@ -114,22 +114,22 @@ def test_same_config_reuses_results_and_a_changed_config_evaluates_again(tmp_pat
     evaluate_run(ledger, ledger.get(run.id), cfg)
     assert path.is_file()
 
-    changed = evaluate_run(
-        ledger,
-        ledger.get(run.id),
-        compose_config(
-            [
-                *SMALL[:1],
-                "eval.k=3",
-                *SMALL[2:],
-                "eval.benchmarks.code=null",
-                "eval.benchmarks.if=null",
-                "eval.benchmarks.science=null",
-            ]
-        ),
+    other = compose_config(
+        [
+            *SMALL[:1],
+            "eval.k=3",
+            *SMALL[2:],
+            "eval.benchmarks.code=null",
+            "eval.benchmarks.if=null",
+            "eval.benchmarks.science=null",
+        ]
     )
+    with pytest.raises(UserError, match=r"math: K 2 \(now 3\)"):  # never replaced unasked
+        evaluate_run(ledger, ledger.get(run.id), other)
+    changed = evaluate_run(ledger, ledger.get(run.id), other, replace=True)
     assert changed["math"]["k"] == 3 and changed["math"]["config_hash"] != first["math"]["config_hash"]
     assert all(len(i.rewards) == 3 for i in read_results(path))
+    assert len(list((path.parent / "replaced").glob("math.*.jsonl"))) == 1  # the K=2 results, kept
 
 
 def test_unfinished_runs_are_refused(tmp_path, tiny_model):

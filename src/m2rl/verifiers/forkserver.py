@@ -852,7 +852,10 @@ def _setup_isolated(packages: list[str]) -> None:
     global _NAMESPACES, _WORK
     _enter_namespaces()
     KERNEL.mount(None, "/", None, MS_REC | MS_PRIVATE)  # first: no mount below may reach the host
-    new = tempfile.gettempdir()  # any directory: in this mount namespace only
+    # An empty directory of its own to build the new root in: a tmpfs over the temporary directory
+    # itself would hide whatever lives below it (a project or virtualenv under /tmp, whose allowed
+    # packages are bound in). Left empty on the host; removed by the next server that starts.
+    new = tempfile.mkdtemp(prefix=f"{SANDBOX_DIR_PREFIX}{os.getpid()}-root-")
     KERNEL.mount("tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
     _build_root(new, packages)
     _NAMESPACES, _WORK = True, "/tmp"
