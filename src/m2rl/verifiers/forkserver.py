@@ -113,6 +113,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = ("passwd", "group", "hosts", "nsswitch.conf", "localtime", "ld.so.cache")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 ROLES = ("m2rl-sandbox", "m2rl-runner", "m2rl-test")  # process names
+PACKAGES_DIR = "/packages"  # where the new root holds the packages programs may import
 BLOCKED_EVENTS = frozenset(
     {
         "socket.__new__", "socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo",
@@ -766,23 +767,19 @@ def _build_root(new: str, packages: list[str]) -> None:
             _bind_read_only(path, new + path)
             covered.append(path)
     package_paths = _package_paths(packages)
-    sites: list[str] = []
-    for site in _site_dirs():
-        holds = [p for p in package_paths if p.startswith(site + "/")]
-        if not holds and not _visible(site, covered):
-            continue  # not in the new root at all
-        if not os.path.isdir(new + site):
-            os.makedirs(new + site, 0o755)
-        KERNEL.mount("tmpfs", new + site, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-        for path in holds:
-            if os.path.isdir(path):
-                os.mkdir(new + path)
-            else:
-                open(new + path, "w").close()
-            _bind_read_only(path, new + path)
-        KERNEL.mount(None, new + site, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        if holds:
-            sites.append(site)
+    for site in _site_dirs():  # a site directory a bound directory contains: covered, empty
+        if _visible(site, covered):
+            KERNEL.mount("tmpfs", new + site, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
+    # The allowed packages in a site directory of the sandbox's own (beside each other, as a wheel
+    # installs them, so a package finds its bundled `<name>.libs`), whatever their host path.
+    os.mkdir(new + PACKAGES_DIR, 0o755)
+    for path in package_paths:
+        target = f"{new}{PACKAGES_DIR}/{os.path.basename(path)}"
+        if os.path.isdir(path):
+            os.mkdir(target)
+        else:
+            open(target, "w").close()
+        _bind_read_only(path, target)
     os.makedirs(new + "/etc", 0o755, exist_ok=True)
     for name in ETC_FILES:
         path = "/etc/" + name
@@ -812,7 +809,7 @@ def _build_root(new: str, packages: list[str]) -> None:
     KERNEL.umount("/.old")
     os.rmdir("/.old")
     KERNEL.mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    _import_path_of_programs(sites)
+    _import_path_of_programs([PACKAGES_DIR] if package_paths else [])
     ISOLATION["bound"] = ", ".join(
         [*(c for c in covered if os.path.isdir(c) and not os.path.islink(c)), *package_paths]
     )
