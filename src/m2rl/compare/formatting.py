@@ -58,8 +58,8 @@ def interval(estimate: Estimate, is_difference: bool = False, digits: int = 2) -
 
 
 def level_words(level: float) -> str:
-    """`97.5%`."""
-    return f"{100 * level:g}%"
+    """`97.5%`, `98.75%`, `98.33%` (at most two decimals: 1 - 5%/3 is not printed to its last digit)."""
+    return f"{round(100 * level, 2):g}%"
 
 
 def interval_with_level(difference: Difference) -> str:

@@ -32,6 +32,8 @@ METHOD_LABELS = {
     "breadcrumbs": "Breadcrumbs",
     "model_stock": "Model Stock",
     "slerp": "SLERP",
+    "ram": "RAM",
+    "ramplus_tl": "RAM+",
 }
 
 

@@ -1055,8 +1055,9 @@ def _enter_test_namespaces() -> None:
 
 
 def _raise_oom_score() -> None:
-    """Make this test child (and what it starts) the OOM killer's first choice. Its /proc entries
-    belong to root while it is not dumpable (as the server made it): dumpable just for the write."""
+    """Make this process (the runner) and every test child it forks, which inherit the setting, the
+    OOM killer's first choice; among them it takes the largest, a test's. The /proc entries of a
+    process that is not dumpable (as the server made it) belong to root: dumpable just for the write."""
     KERNEL.prctl(PR_SET_DUMPABLE, 1)
     try:
         with open("/proc/self/oom_score_adj", "wb", buffering=0) as f:
@@ -1094,7 +1095,6 @@ def _test_child(limits: RunLimits, fds: list[int], started: int) -> None:
         os.closerange(STARTED_FD + 1, 1 << 20)  # the runner's socket and the descriptors' originals
         if _NAMESPACES:
             _enter_test_namespaces()
-        _raise_oom_score()
         os.chdir(_WORK)
         os.umask(0o077)
         _drop_privileges()
@@ -1238,7 +1238,9 @@ def _run_test(sock: socket.socket, limits: RunLimits, fds: list[int], pid_namesp
     except BlockingIOError:
         started = False
     os.close(started_read)
-    oom_killed = _CGROUP is not None and _CGROUP.oom_killed_since_last_look()
+    # read only after a failure: the counter serves the reason, and a passing test's output decides
+    failed = wait_status != 0 or pidfd not in events
+    oom_killed = _CGROUP is not None and failed and _CGROUP.oom_killed_since_last_look()
     if pid_namespace is None:
         _kill_leftovers()
         shutil.rmtree(_WORK, ignore_errors=True)
@@ -1296,6 +1298,7 @@ def _runner(sock: socket.socket) -> None:
         sys.dont_write_bytecode = True
         if _CGROUP is not None:
             _CGROUP.join()
+        _raise_oom_score()
         if _NAMESPACES:
             pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY)
         else:
