@@ -45,6 +45,7 @@ def command(
     """Run the mix-vs-merge study end to end: `m2rl pipeline` (tiny, CPU), `study.seeds=3` to replicate it
     per seed, `study.executor=slurm` to send each stage to Slurm; `m2rl pipeline preset=paper --dry-run`
     prints the paper's plan. Resumable: finished stages are reused, interrupted ones resumed."""
+    from m2rl.engines import check_config_engines
     from m2rl.specs import check_name
     from m2rl.study import check_study, study_settings
     from m2rl.study.plan import plan
@@ -68,6 +69,7 @@ def command(
             _tiny_time(cfg, stages)
         _inputs(cfg)
         return
+    check_config_engines(cfg, distill=any(s.kind == "distill" for s in stages))
     for line in notes:
         err_console.print(line, highlight=False, markup=False)
     _run(cfg, Path(runs_dir), study)
@@ -102,9 +104,11 @@ def _launcher(cfg: DictConfig):
 def _check_slurm(cfg: DictConfig, dry_run: bool) -> list[str]:
     """The Slurm checks made before the first job (UserError: the study is refused); the lines to print."""
     from m2rl.study import study_settings
-    from m2rl.study.backends import check_launcher, check_partition, cluster_partitions
+    from m2rl.study.backends import check_cluster, check_launcher, check_partition, cluster_partitions
 
     settings = study_settings(cfg).slurm
+    if not dry_run:
+        check_cluster()
     partitions, why = cluster_partitions()
     return [check_partition(settings, partitions, why), *check_launcher(settings, _launcher(cfg), dry_run)]
 

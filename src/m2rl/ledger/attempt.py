@@ -4,6 +4,7 @@ any exception or signal, with the attempt's wall time, device-hours and CPU time
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -24,9 +25,10 @@ def attempt(run: Run) -> Iterator[Run]:
     several) are summed."""
     run.claim()
     try:
-        run.manifest.setdefault("attempts", []).append(
-            {"started": now(), "wall_seconds": 0.0, "device_hours": 0.0, "status": "running"}
-        )
+        entry = {"started": now(), "wall_seconds": 0.0, "device_hours": 0.0, "status": "running"}
+        if os.environ.get("SLURM_JOB_ID"):  # the Slurm job this attempt runs in
+            entry["slurm_job"] = os.environ["SLURM_JOB_ID"]
+        run.manifest.setdefault("attempts", []).append(entry)
         run._attempt_started = time.perf_counter()
         run._cpu_started = process_tree_cpu_seconds()
         run.update(status="running", **owner(), error=None, finished=None)

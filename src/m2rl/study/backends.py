@@ -2,10 +2,23 @@
 
 Both call `m2rl.jobs.run_job` with the stage's job spec and run directory; a stage's logs land in
 `<run>/logs/`. submitit is what labs use to send Python functions to Slurm: it writes the sbatch
-script, pickles the call, polls `sacct` and brings back the result or the traceback. A Slurm job asks
+script, pickles the call and brings back the result or the traceback. A Slurm job asks
 for what its stage's launcher starts (`slurm_request`: one GPU per process, on the launcher's
 machines); the dry-run renders one job's sbatch script through the same submitit code, and checks the
 partition against what `sinfo` lists.
+
+A Slurm job's state is read from the controller first (`scontrol show job`, which knows pending,
+running and ended jobs until `MinJobAge` after their end), from `sacct` only for a job the controller
+no longer lists, and from submitit's result file when neither knows it. submitit itself polls `sacct`
+alone, and on a cluster without slurmdbd (a one-node cluster, many small ones) `sacct` answers
+"accounting storage is disabled": submitit then reads every job as UNKNOWN and waits forever on a job
+that was cancelled or killed before it wrote its result. Starting slurmdbd for the study's sake would
+need a MySQL server and an accounting database: the controller already knows what the study asks.
+
+Each submission is recorded in `<logs>/slurm-jobs` (one job id a line) before the command goes on, and
+the attempt inside the job records its `slurm_job` in the run's manifest. A command started again after
+the one before it died (SIGKILL, a lost login node) follows a stage's job that is still in Slurm's queue
+instead of submitting it a second time.
 
 Locally, stages are forked from a multiprocessing forkserver that imported torch, transformers and
 TRL once. submitit's local executor would start a fresh interpreter per stage (a controller plus the
@@ -19,6 +32,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +40,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from m2rl.errors import Interrupted, UserError
 from m2rl.jobs import run_job
@@ -35,6 +49,7 @@ from m2rl.specs import JobSpec, LauncherSpec, SlurmSettings, load_spec
 # What the local forkserver imports once, so that no stage pays for it.
 PRELOAD = ["torch", "transformers", "trl", "datasets", "m2rl.jobs.rl", "m2rl.jobs.sft", "m2rl.engine.grpo"]
 ERROR_FILE = "error.txt"
+SLURM_JOBS_FILE = "slurm-jobs"  # in a stage's logs: the id of every job submitted for it
 
 
 @dataclass(frozen=True)
@@ -55,35 +70,6 @@ class Handle(Protocol):
         ...
 
     def cancel(self) -> None: ...
-
-
-@dataclass
-class SubmititHandle:
-    """A submitit job (local process or Slurm job)."""
-
-    job: Any
-    poll_mode: str = "force"
-
-    def finished(self) -> bool:
-        try:
-            return bool(self.job.done(force_check=True))
-        except Exception:  # noqa: BLE001 (sacct hiccups: ask again next poll)
-            return False
-
-    def error(self) -> str | None:
-        try:
-            exc = self.job.exception()
-        except Exception as failure:  # noqa: BLE001
-            return f"{type(failure).__name__}: {failure}"
-        if exc is None:
-            return None
-        return last_error_line(str(exc)) or type(exc).__name__
-
-    def cancel(self) -> None:
-        try:
-            self.job.cancel(check=False)
-        except Exception:  # noqa: BLE001 (already gone)
-            pass
 
 
 def last_error_line(trace: str) -> str:
@@ -276,6 +262,22 @@ def cluster_partitions() -> tuple[list[str] | None, str]:
     return list(dict.fromkeys(line.strip() for line in listed.stdout.splitlines() if line.strip())), ""
 
 
+def check_cluster() -> None:
+    """Refuse a Slurm study (UserError, before any run exists) where this machine cannot submit: no
+    sbatch on PATH, or a controller that `sinfo` cannot reach."""
+    if shutil.which("sbatch") is None:
+        raise UserError(
+            "study.executor=slurm: no sbatch on PATH (Slurm's client commands are not installed here, or "
+            "not on PATH); run the study where sbatch works, or set study.executor=local"
+        )
+    partitions, why = cluster_partitions()
+    if partitions is None:
+        raise UserError(
+            f"study.executor=slurm: the Slurm controller cannot be reached ({why}); check that slurmctld "
+            "is up and SLURM_CONF names its slurm.conf, or set study.executor=local"
+        )
+
+
 def check_partition(settings: SlurmSettings, partitions: list[str] | None, why_unknown: str = "") -> str:
     """One line on where the jobs go; a UserError where the cluster needs a partition and none is set
     (no default partition), or the one set is not among the cluster's."""
@@ -329,9 +331,152 @@ def check_launcher(settings: SlurmSettings, launcher: LauncherSpec, dry_run: boo
     return []
 
 
+# Job states that end a job (`scontrol` and `sacct` spell them alike; sacct adds "by UID" to CANCELLED).
+SLURM_ENDED = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "REVOKED",
+    "TIMEOUT",
+}
+SLURM_TIMEOUT_S = 60  # one scontrol, sacct, sbatch or scancel call
+
+
+class SlurmState(NamedTuple):
+    """What Slurm says of a job: its state (None: not known), and where that came from."""
+
+    state: str | None
+    source: str  # scontrol | sacct | gone (no Slurm command knows the job) | unreachable
+    detail: str = ""
+
+
+def _slurm_command(command: list[str]) -> subprocess.CompletedProcess | None:
+    """A Slurm command's completed process, or None where it is not on PATH or did not answer."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=SLURM_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def slurm_job_state(job_id: str) -> SlurmState:
+    """The state of a Slurm job: `scontrol show job` first, then `sacct` (where accounting is enabled)
+    for a job the controller has forgotten or when the controller did not answer."""
+    shown = _slurm_command(["scontrol", "show", "job", "-o", job_id])
+    forgotten, why = False, "no scontrol on PATH"
+    if shown is not None:
+        found = re.search(r"(?:^|\s)JobState=(\S+)", shown.stdout)
+        if shown.returncode == 0 and found:
+            return SlurmState(found.group(1), "scontrol")
+        why = (shown.stderr.strip().splitlines() or ["no answer"])[-1][:200]
+        forgotten = "invalid job id" in why.lower()
+    listed = _slurm_command(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job_id])
+    if listed is not None and listed.returncode == 0:
+        for line in listed.stdout.splitlines():
+            fields = line.strip().split("|")
+            if len(fields) >= 2 and fields[0] == job_id and fields[1]:
+                return SlurmState(fields[1].split()[0], "sacct")
+    elif listed is not None:
+        why += "; sacct: " + (listed.stderr.strip().splitlines() or ["no answer"])[-1][:200]
+    # The controller said it has no such job (it forgot it after MinJobAge) and no accounting knows it:
+    # the job ended. Any other failure is the controller not answering: ask again at the next poll.
+    return SlurmState(None, "gone" if forgotten else "unreachable", why)
+
+
+def cancel_slurm_job(job_id: str) -> None:
+    """`scancel ID` (nothing if the job is gone already)."""
+    _slurm_command(["scancel", job_id])
+
+
+@dataclass
+class SlurmJobHandle:
+    """A stage's Slurm job, followed by its id; its result and traceback come back through submitit's
+    files in `logs`."""
+
+    job_id: str
+    logs: Path
+    adopted: bool = False  # submitted by an earlier command, followed by this one
+    state: str = "PENDING"
+    ended: bool = False
+
+    def _paths(self):
+        from submitit.core.utils import JobPaths
+
+        return JobPaths(self.logs, job_id=self.job_id, task_id=0)
+
+    @property
+    def log(self) -> Path:
+        """The job's stderr, where a stage's traceback lands."""
+        return self._paths().stderr
+
+    def finished(self) -> bool:
+        if self.ended:
+            return True
+        seen = slurm_job_state(self.job_id)
+        if seen.state is not None:
+            self.state = seen.state
+            self.ended = seen.state.rstrip("+") in SLURM_ENDED
+        elif seen.source == "gone":  # Slurm forgot it (and keeps no accounting): it ended
+            self.state, self.ended = "ENDED", True
+        return self.ended
+
+    def _outcome(self) -> tuple[str, Any] | None:
+        from submitit.core.utils import pickle_load
+
+        result = self._paths().result_pickle
+        if not result.exists():
+            return None
+        try:
+            return pickle_load(result)
+        except Exception as exc:  # noqa: BLE001 (a truncated file: the job died writing it)
+            return "error", f"{type(exc).__name__}: {exc}"
+
+    def error(self) -> str | None:
+        outcome = self._outcome()
+        if outcome is not None and outcome[0] == "success" and self.state in ("COMPLETED", "ENDED"):
+            return None
+        if outcome is not None and outcome[0] == "error":
+            return last_error_line(str(outcome[1])) or f"Slurm job {self.job_id} failed"
+        logged = self.log.read_text(errors="replace") if self.log.is_file() else ""
+        line = last_error_line(logged) if "Error" in logged or "Traceback" in logged else ""
+        return line or f"Slurm job {self.job_id} ended {self.state} without a result"
+
+    def where(self) -> str:
+        """Which job ran the stage and where its log is, for a failure's report."""
+        return f"Slurm job {self.job_id} {self.state}, log {self.log}"
+
+    def cancel(self) -> None:
+        cancel_slurm_job(self.job_id)
+
+
+def recorded_jobs(logs: Path) -> list[str]:
+    """The ids of the jobs submitted for a stage (its logs' `slurm-jobs`), oldest first."""
+    try:
+        return [line.strip() for line in (logs / SLURM_JOBS_FILE).read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def live_job(logs: Path) -> str | None:
+    """The stage's last submitted job, where Slurm still has it queued, running or ending."""
+    jobs = recorded_jobs(logs)
+    if not jobs:
+        return None
+    seen = slurm_job_state(jobs[-1])
+    if seen.state is not None and seen.state.rstrip("+") not in SLURM_ENDED:
+        return jobs[-1]
+    return None
+
+
 @dataclass
 class SlurmBackend:
-    """Each stage as a Slurm job (submitit writes the sbatch script and polls sacct)."""
+    """Each stage as a Slurm job: submitit writes the sbatch script and submits it; the job's state is
+    read from `scontrol` (then `sacct`), and a job an earlier command submitted that is still in the
+    queue is followed, not submitted again."""
 
     settings: SlurmSettings
     name: str = "slurm"
@@ -347,6 +492,14 @@ class SlurmBackend:
         return executor
 
     def submit(self, spec_json: str, run_dir: Path, resume: bool, resources: Resources, logs: Path) -> Handle:  # noqa: ARG002
+        earlier = live_job(logs)
+        if earlier is not None:
+            return SlurmJobHandle(earlier, logs, adopted=True)
         request = spec_request(self.settings, load_spec(spec_json))
         executor = self.executor(logs, f"m2rl-{run_dir.name}"[:64], request)
-        return SubmititHandle(executor.submit(run_job, spec_json, str(run_dir), resume))
+        job = executor.submit(run_job, spec_json, str(run_dir), resume)
+        with open(logs / SLURM_JOBS_FILE, "a") as record:
+            record.write(f"{job.job_id}\n")
+            record.flush()
+            os.fsync(record.fileno())
+        return SlurmJobHandle(str(job.job_id), logs)

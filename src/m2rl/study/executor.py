@@ -263,6 +263,9 @@ class Executor:
         else:
             state.status = "failed"
             state.error = run.manifest.get("error") or error or f"run {run.id} ended {run.status}"
+            where = getattr(state.handle, "where", None)  # a Slurm job: its id, state and log
+            if where is not None:
+                state.error = f"{state.error} ({where()})"
         self.on_event(state)
 
     # -- the loop --------------------------------------------------------------------------

@@ -125,6 +125,10 @@ class LiveView:
         if state.status == "running":
             run_id = state.run.id if state.run else ""
             devices = f", GPUs {','.join(map(str, state.devices))}" if state.devices else ""
+            job = getattr(state.handle, "job_id", None)
+            if job is not None:
+                followed = " (submitted by an earlier command, followed)" if state.handle.adopted else ""
+                devices += f", Slurm job {job}{followed}"
             self.progress.console.print(f"[bold]start[/] {name} ({state.stage.kind}) -> {run_id}{devices}")
             self.tasks[name] = self.progress.add_task(f"  {name}", total=None, note="starting")
             return
