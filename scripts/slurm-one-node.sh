@@ -47,20 +47,28 @@ alive_pid() {
   [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
-# Stop the process of a pid file: SIGTERM, then SIGKILL after 15 s.
-stop_pidfile() {
-  local pid i
-  pid=$(alive_pid "$1") || { rm -f "$1"; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
+# Stop the processes of pid files together: SIGTERM, then SIGKILL to any alive after 15 s.
+stop_pidfiles() {
+  local file pid i running pids=()
+  for file in "$@"; do
+    if pid=$(alive_pid "$file"); then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
   for i in $(seq 150); do
-    kill -0 "$pid" 2>/dev/null || break
+    running=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && running=1; done
+    [[ $running -eq 0 ]] && break
     sleep 0.1
   done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "$2 (pid $pid) did not stop on SIGTERM: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$1"
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      say "pid $pid did not stop on SIGTERM: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -f "$@"
 }
 
 # The Slurm commands of this cluster (its slurm.conf).
@@ -110,7 +118,7 @@ free_port() {
 
 write_config() {
   mkdir -p "$dir/munge" "$dir/state" "$dir/spool" "$dir/log" "$dir/run"
-  chmod 700 "$dir/munge"
+  chmod 755 "$dir/munge" # others reach the socket (jobs run as their submitter); the key stays 0400
   if [[ ! -s $dir/munge/munge.key ]]; then
     dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none
   fi
@@ -198,9 +206,8 @@ start() {
 }
 
 stop_daemons() {
-  stop_pidfile "$dir/run/slurmd.pid" slurmd
-  stop_pidfile "$dir/run/slurmctld.pid" slurmctld
-  stop_pidfile "$dir/munge/munged.pid" munged
+  stop_pidfiles "$dir/run/slurmd.pid" "$dir/run/slurmctld.pid"
+  stop_pidfiles "$dir/munge/munged.pid"
   [[ ${1:-} == quiet ]] || say "stopped ($dir)"
 }
 

@@ -67,7 +67,9 @@ class Cluster:
 
 def _missing() -> str:
     """Why the cluster cannot start here ("" when it can)."""
-    installed = all(shutil.which(c) or Path("/usr/sbin", c).exists() for c in ("slurmctld", "slurmd", "munged"))
+    installed = all(
+        shutil.which(c) or Path("/usr/sbin", c).exists() for c in ("slurmctld", "slurmd", "munged")
+    )
     if os.geteuid() != 0:
         return "a one-node Slurm needs root (slurmd runs as root)" + (
             "" if installed else " and slurm-wlm, munge installed"
@@ -94,7 +96,9 @@ def cluster(tmp_path_factory):
             patch.setenv("SLURM_CONF", env["SLURM_CONF"])  # for the executor run in this process
             yield Cluster(where, env)
     finally:
-        stopped = subprocess.run([str(SCRIPT), "stop", str(where)], capture_output=True, text=True, timeout=120)
+        stopped = subprocess.run(
+            [str(SCRIPT), "stop", str(where)], capture_output=True, text=True, timeout=120
+        )
         assert stopped.returncode == 0, stopped.stderr
         time.sleep(0.5)
         assert not [pid for pid in pids if _alive(pid)], "a daemon outlived `stop`"
@@ -218,26 +222,37 @@ def test_ctrl_c_cancels_the_studys_jobs_and_exits_130(cluster, tmp_path):
 
 def test_a_killed_study_rerun_follows_its_jobs_and_runs_nothing_twice(cluster, tmp_path):
     runs = tmp_path / "runs"
-    # Two CPUs per job on two cores: one job at a time, so after SFT one stage waits in the queue.
-    command = ("study.slurm.cpus_per_job=2",)
-    proc = _pipeline(cluster, runs, *command)
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if sorted(cluster.queued().values()) == ["PENDING", "RUNNING"]:
-            break
-        time.sleep(0.2)
-    assert sorted(cluster.queued().values()) == ["PENDING", "RUNNING"], proc.stderr.read()
-    os.killpg(proc.pid, signal.SIGKILL)  # the study dies at once; its jobs are Slurm's and go on
-    proc.wait(timeout=30)
-    left = cluster.queued()
-    stderr, seen = _watch(cluster, _pipeline(cluster, runs, *command))
+    # Another user's job holds one of the two CPUs: the study's jobs run one at a time, so after SFT one
+    # of its stages waits in the queue.
+    held = cluster.slurm(
+        "sbatch", "--parsable", "-c", "1", "-J", "other", "-o", "/dev/null", "--wrap", "sleep 600"
+    )
+    assert held.returncode == 0, held.stderr
+    other = held.stdout.strip()
+    try:
+        while cluster.queued().get(other) != "RUNNING":
+            time.sleep(0.1)
+        proc = _pipeline(cluster, runs, "study.slurm.cpus_per_job=1")
+        deadline = time.time() + 180
+        study_jobs: dict[str, str] = {}
+        while time.time() < deadline and proc.poll() is None:
+            study_jobs = {job: state for job, state in cluster.queued().items() if job != other}
+            if sorted(study_jobs.values()) == ["PENDING", "RUNNING"]:
+                break
+            time.sleep(0.2)
+        assert sorted(study_jobs.values()) == ["PENDING", "RUNNING"], proc.stderr.read()
+        os.killpg(proc.pid, signal.SIGKILL)  # the study dies at once; its jobs are Slurm's and go on
+        proc.wait(timeout=30)
+        stderr, _ = _watch(cluster, _pipeline(cluster, runs, "study.slurm.cpus_per_job=1"))
+    finally:
+        cluster.slurm("scancel", other)
     assert "Traceback" not in stderr
-    (pending,) = [job for job, state in left.items() if state == "PENDING"]
+    (pending,) = [job for job, state in study_jobs.items() if state == "PENDING"]
     assert f"Slurm job {pending} (submitted by an earlier command, followed)" in stderr  # not submitted again
     logs = _stage_logs(runs)
     jobs = {name: recorded_jobs(folder) for name, folder in logs.items()}
     assert len(jobs) == 4 and all(len(ids) == 1 for ids in jobs.values()), jobs  # nothing submitted twice
-    assert set(left) <= {ids[0] for ids in jobs.values()}
+    assert set(study_jobs) <= {ids[0] for ids in jobs.values()}
     for (job,) in jobs.values():
         assert cluster.job(job)["JobState"] == "COMPLETED"
     ledger_runs = Ledger(runs).runs()
@@ -245,6 +260,9 @@ def test_a_killed_study_rerun_follows_its_jobs_and_runs_nothing_twice(cluster, t
     for run in ledger_runs:
         assert run.status == "completed"
         assert [a["slurm_job"] for a in run.manifest["attempts"]] == recorded_jobs(run.path / "logs")
+    deadline = time.time() + 30
+    while cluster.queued() and time.time() < deadline:  # the other user's job ends after its scancel
+        time.sleep(0.2)
     assert not cluster.queued()
 
 
