@@ -50,6 +50,21 @@ def test_a_benchmark_can_be_dropped_with_null_and_bad_values_name_the_key():
         EvalSettings.from_cfg(compose_config(["+eval.benchmarks.math.k=0"]))
     with pytest.raises(UserError, match=r"eval\.backend='sglang'"):
         EvalSettings.from_cfg(compose_config(["eval.backend=sglang"]))
+    with pytest.raises(UserError, match=r"eval\.temperature=-1\.0: must be >= 0"):
+        EvalSettings.from_cfg(compose_config(["eval.temperature=-1"]))
+
+
+def test_temperature_zero_is_greedy_decoding():
+    import torch
+
+    from m2rl.sampling import SamplingSettings, next_tokens
+
+    logits = torch.randn(64, 50, generator=torch.Generator().manual_seed(0))
+    greedy = SamplingSettings(temperature=0.0, top_p=0.7)
+    for seed in range(3):  # no randomness left
+        drawn = next_tokens(logits, greedy, torch.Generator().manual_seed(seed))
+        assert torch.equal(drawn, logits.argmax(-1))
+    assert EvalSettings.from_cfg(compose_config(["eval.temperature=0"])).generation.temperature == 0
 
 
 def test_vllm_arguments_follow_the_paper_config_without_importing_vllm():

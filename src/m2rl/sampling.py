@@ -35,7 +35,10 @@ class SamplingSettings:
 
 
 def next_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator) -> torch.Tensor:
-    """One token per row of `logits` (rows x vocabulary), drawn with temperature, top-k and top-p."""
+    """One token per row of `logits` (rows x vocabulary), drawn with temperature, top-k and top-p;
+    temperature 0 takes the most likely token (greedy)."""
+    if settings.temperature == 0:
+        return logits.argmax(-1)
     probs = torch.softmax(logits.float() / settings.temperature, dim=-1)
     index = None
     if settings.top_k and settings.top_k < probs.shape[-1]:

@@ -77,6 +77,10 @@ def command(
     if not runs:
         raise UserError("no runs to evaluate: name runs (see `m2rl runs`) or pass --all")
     settings = EvalSettings.from_cfg(cfg)
+    if settings.backend == "vllm" and not dry_run:
+        from m2rl.engines import require
+
+        require("vllm", "eval.backend=vllm")
     for run in runs:
         check_evaluable(run)
         replaced_results(run, eval_plan(run, cfg), settings, replace)  # refused before any run is evaluated

@@ -40,7 +40,9 @@ def train(
 ) -> None:
     """Run a training job to the end (its run named before the first step) and print its summary."""
     from m2rl.config import to_container
+    from m2rl.engines import check_job_engines
 
+    check_job_engines(spec)
     quiet_libraries()
     spec, plan = with_thread_plan(spec)
     with resume_hint(runs_dir):

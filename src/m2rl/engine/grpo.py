@@ -521,6 +521,10 @@ def on_policy_trainer(
     dtype = torch.float32 if use_cpu else getattr(torch, spec.model.dtype)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     args = build_config(recipe, output_dir, spec.steps, spec.launcher.world_size, use_cpu, spec.seed)
+    if use_cpu and recipe.rollout == "vllm":
+        from m2rl.vllm_cpu import prepare_cpu_engine
+
+        prepare_cpu_engine()
     clock = StepClock()
     reward = DomainRoutedReward(
         VerifierConfig.from_cfg(spec.verifiers), spec.domains, recipe.max_completion_length, clock
@@ -529,6 +533,10 @@ def on_policy_trainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
     )
     trainer.clock = clock
+    if use_cpu and trainer.use_vllm:
+        from m2rl.vllm_cpu import use_cpu_weight_sync
+
+        use_cpu_weight_sync(trainer.vllm_generation)
     return trainer, tokenizer, dropped
 
 

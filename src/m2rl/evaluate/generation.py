@@ -257,19 +257,25 @@ def vllm_request_params(
 
 
 class VllmGenerator:
-    """Offline vLLM engine (GPU); prompts go in rendered by the same chat template as the HF path."""
-
-    device_type = "cuda"
+    """Offline vLLM engine (GPU, or vLLM's CPU build); prompts go in rendered by the same chat template
+    as the HF path."""
 
     def __init__(
         self, model_dir: Path, tokenizer_fallbacks: Sequence[Path], settings: VllmSettings, seed: int
     ):
+        import torch
+
         try:
             from vllm import LLM
         except ImportError as exc:
             raise UserError(
                 "eval.backend=vllm needs vLLM: pip install 'm2rl[gpu]' (or use eval.backend=hf)"
             ) from exc
+        self.device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device_type == "cpu":
+            from m2rl.vllm_cpu import prepare_cpu_engine
+
+            prepare_cpu_engine()
         self.tokenizer = load_tokenizer(model_dir, tokenizer_fallbacks)
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.device_count = settings.tensor_parallel_size

@@ -51,7 +51,8 @@ def eval_section(root: DictConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How responses are sampled: the paper's eval uses temperature 1.0, top-p 0.7."""
+    """How responses are sampled: the paper's eval uses temperature 1.0, top-p 0.7; temperature 0 is greedy
+    decoding (the same response K times: use K=1), which both backends must agree on token for token."""
 
     temperature: float = 1.0
     top_p: float = 0.7
@@ -125,8 +126,8 @@ class EvalSettings:
             max_new_tokens=int(ev.get("max_new_tokens", 96)),
             enable_thinking=bool(ev.get("enable_thinking", True)),
         )
-        if gen.temperature <= 0:
-            raise UserError(f"{where}.temperature={gen.temperature}: Avg@K samples, so it must be > 0")
+        if gen.temperature < 0:
+            raise UserError(f"{where}.temperature={gen.temperature}: must be >= 0 (0: greedy decoding)")
         if not 0 < gen.top_p <= 1:
             raise UserError(f"{where}.top_p={gen.top_p}: must be in (0, 1]")
         if gen.max_new_tokens < 1:

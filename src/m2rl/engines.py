@@ -1,0 +1,71 @@
+"""The optional engines a job's settings call for (vLLM, DeepSpeed), checked before any run directory
+exists: a missing one is a one-line error naming the setting and the package, not a traceback minutes
+into a run."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+from m2rl.errors import UserError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+# package -> (its name, how to install it)
+INSTALL = {
+    "vllm": (
+        "vLLM",
+        "pip install 'm2rl[gpu]' on a GPU machine, or `make install-engines` for vLLM's CPU build",
+    ),
+    "deepspeed": ("DeepSpeed", "pip install 'm2rl[deepspeed]'"),
+}
+
+
+def require(package: str, setting: str) -> None:
+    """UserError unless `package` is importable: `rl.rollout=vllm needs vLLM, which is not installed: ...`."""
+    if importlib.util.find_spec(package) is None:
+        name, how = INSTALL[package]
+        raise UserError(f"{setting} needs {name}, which is not installed here: {how}")
+
+
+def check_rollout(section: str, rollout: str, vllm_mode: str) -> None:
+    """`rl.rollout` / `distill.rollout`: vLLM installed, and server mode only where TRL can sync to it."""
+    if rollout != "vllm":
+        return
+    require("vllm", f"{section}.rollout=vllm")
+    if vllm_mode == "server":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"{section}.vllm.mode=server needs a CUDA device: TRL sends the trained weights to a vLLM "
+                f"server over NCCL; on CPU use {section}.vllm.mode=colocate"
+            )
+
+
+def check_job_engines(spec: Any) -> None:
+    """Every engine a training or eval job's spec asks for is installed (and usable on this machine)."""
+    launcher = getattr(spec, "launcher", None)
+    if launcher is not None and getattr(launcher, "deepspeed", None) is not None:
+        require("deepspeed", f"launcher.deepspeed (ZeRO-{launcher.deepspeed.zero_stage})")
+    for section in ("rl", "distill"):
+        recipe = getattr(spec, section, None)
+        if recipe is not None and hasattr(recipe, "rollout"):
+            check_rollout(section, recipe.rollout, recipe.vllm.mode)
+    evaluation = getattr(spec, "eval", None)
+    if isinstance(evaluation, dict) and evaluation.get("backend") == "vllm":
+        require("vllm", "eval.backend=vllm")
+
+
+def check_config_engines(cfg: DictConfig, distill: bool) -> None:
+    """The same for a whole study's config (`m2rl pipeline`), before its first stage."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(cfg, "launcher.deepspeed") is not None:
+        require("deepspeed", f"launcher.deepspeed (ZeRO-{cfg.launcher.deepspeed.zero_stage})")
+    for section in ("rl", "distill") if distill else ("rl",):
+        rollout = OmegaConf.select(cfg, f"{section}.rollout", default="hf")
+        check_rollout(section, rollout, OmegaConf.select(cfg, f"{section}.vllm.mode", default="colocate"))
+    if OmegaConf.select(cfg, "eval.backend", default="hf") == "vllm":
+        require("vllm", "eval.backend=vllm")

