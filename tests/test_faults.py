@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from m2rl.cli import app
 from m2rl.config import compose_config
-from m2rl.engine.launch import rendezvous_port
+from m2rl.engine.launch import claimed_port, rendezvous_port
 from m2rl.errors import UserError
 from m2rl.jobs.build import rl_job, section
 from m2rl.ledger import Ledger, Run, attempt, read_manifest
@@ -407,6 +407,18 @@ def test_a_busy_rendezvous_port_is_replaced_on_one_machine_and_named_across_mach
             rendezvous_port(many)
     free = _launcher("launcher=accelerate_ddp", f"launcher.main_process_port={port}")
     assert rendezvous_port(free) == port
+
+
+def test_launches_starting_together_on_one_machine_claim_different_ports():
+    """Both find the configured port free before either binds it; the claim gives the second another."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    launcher = _launcher("launcher=accelerate_ddp", f"launcher.main_process_port={port}")
+    with claimed_port(launcher) as first, claimed_port(launcher) as second:
+        assert first == port and second not in (port, 0)
+    with claimed_port(launcher) as again:  # released when the launch ends
+        assert again == port
 
 
 def _training_processes(pid: int) -> tuple[list[psutil.Process], list[psutil.Process]]:

@@ -11,18 +11,21 @@ Stopping: accelerate runs in a session of its own and dies with this process (pa
 its ranks, which torchrun starts in sessions of their own, die with it (see jobs/entry.py). SIGTERM
 or Ctrl-C here is passed on to accelerate's process group, which stops its ranks; whatever is left
 after `STOP_GRACE_S` is killed. A resume never meets a leftover's rendezvous port: a busy port is
-replaced by a free one on a single machine, and named as an error across machines.
+replaced by a free one on a single machine (as is a port another launch there has claimed), and
+named as an error across machines.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +105,18 @@ def accelerate_config(launcher: LauncherSpec) -> dict[str, Any]:
     return config
 
 
+def launch_env(launcher: LauncherSpec) -> dict[str, str]:
+    """The environment of `accelerate launch`: this one, unbuffered; DeepSpeed told to use the CPU where
+    no GPU is visible (DS_ACCELERATOR=cpu: gloo, and its shared-memory op compiled on first use)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if launcher.deepspeed is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            env.setdefault("DS_ACCELERATOR", "cpu")
+    return env
+
+
 def accelerate_command(launcher: LauncherSpec, run_dir: Path, entry: str, entry_args: list[str]) -> list[str]:
     """Write the accelerate config into the run and return the `accelerate launch` command line that
     runs the module `entry` with `entry_args` on every rank."""
@@ -130,6 +145,12 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _kernel_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
 def rendezvous_port(launcher: LauncherSpec) -> int:
     """The configured `main_process_port` when free; on one machine, else a free port the kernel picks."""
     port = launcher.main_process_port
@@ -141,9 +162,40 @@ def rendezvous_port(launcher: LauncherSpec) -> int:
             f"attempt? `ss -ltnp 'sport = :{port}'` names the process): stop it, or set another port on "
             "every machine"
         )
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return probe.getsockname()[1]
+    return _kernel_port()
+
+
+# Launches on one machine claim their port here for as long as they run.
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "m2rl-rendezvous-ports"
+
+
+@contextlib.contextmanager
+def claimed_port(launcher: LauncherSpec) -> Iterator[int]:
+    """`rendezvous_port`, held for this launch. Launches that start at the same moment on one machine (a
+    study's parallel stages, Slurm jobs on one node) all find the configured port free before any of
+    them binds it (seen: `EADDRINUSE` in the second of two Slurm jobs): each one holds an exclusive lock
+    on a file named by its port while it runs, and takes a port the kernel picks where another holds it."""
+    if launcher.num_machines > 1:
+        yield rendezvous_port(launcher)
+        return
+    PORT_CLAIMS.mkdir(exist_ok=True)
+    port = launcher.main_process_port
+    while True:
+        claim = open(PORT_CLAIMS / f"{port}.lock", "w")  # held until the launch ends
+        try:
+            fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            claim.close()
+            port = _kernel_port()
+            continue
+        if _port_free(port):
+            break
+        claim.close()
+        port = _kernel_port()
+    try:
+        yield port
+    finally:
+        claim.close()
 
 
 def stop_launch(process: subprocess.Popen, signum: int, grace: float = STOP_GRACE_S) -> None:
@@ -171,12 +223,16 @@ def stop_launch(process: subprocess.Popen, signum: int, grace: float = STOP_GRAC
 def launch_accelerate(launcher: LauncherSpec, run_dir: Path, entry: str, entry_args: list[str]) -> None:
     """Run the module `entry` under accelerate and wait (a failed rank: an error naming the log); signals
     stop all."""
-    port = rendezvous_port(launcher)
+    with claimed_port(launcher) as port:
+        _launch(launcher, port, run_dir, entry, entry_args)
+
+
+def _launch(launcher: LauncherSpec, port: int, run_dir: Path, entry: str, entry_args: list[str]) -> None:
     command = accelerate_command(
         launcher.model_copy(update={"main_process_port": port}), run_dir, entry, entry_args
     )
     log_path = Path(run_dir) / "launch.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = launch_env(launcher)
     with open(log_path, "w") as log:
         if port != launcher.main_process_port:
             log.write(f"m2rl: port {launcher.main_process_port} is in use; rendezvous on port {port}\n")
