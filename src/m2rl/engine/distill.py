@@ -259,7 +259,32 @@ def distill_trainer_class():
                 add_fused_lm_head(
                     teacher, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32
                 )
+            if self.sharded:
+                from trl.models import prepare_deepspeed
+
+                # a teacher loaded under ZeRO-3 is partitioned (zero.Init): an engine gathers it per forward,
+                # as GRPOTrainer does for its reference model
+                teachers = {
+                    domain: t if isinstance(t, ServedTeacher) else prepare_deepspeed(t, self.accelerator)
+                    for domain, t in teachers.items()
+                }
             self.teachers = teachers
+
+        @property
+        def sharded(self) -> bool:
+            """Whether the student and the in-process teachers are partitioned across the ranks (ZeRO-3)."""
+            return self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3
+
+        def _score_all_rows(self, input_ids, attention_mask, logits_to_keep):
+            """(the student's log-probs, domain -> its in-process teacher's) of every row, in the same chunks."""
+            with torch.no_grad():
+                student = self._logps(self.model, input_ids, attention_mask, logits_to_keep)
+            scored = {}
+            for domain, model in self.teachers.items():
+                if not isinstance(model, ServedTeacher):
+                    with torch.inference_mode():
+                        scored[domain] = self._logps(model, input_ids, attention_mask, logits_to_keep)
+            return student, scored
 
         def _logps(self, model, input_ids, attention_mask, logits_to_keep):
             logps, _, _ = self._get_per_token_logps_and_entropies(
@@ -281,6 +306,11 @@ def distill_trainer_class():
             teacher = torch.zeros_like(mask)
             student = torch.zeros_like(mask)
             start = time.perf_counter()
+            # ZeRO-3: each forward gathers the weights across the ranks (a collective), so every rank scores
+            # all its rows with the student and every in-process teacher, in one order, whatever its domains
+            everything = (
+                self._score_all_rows(input_ids, attention_mask, logits_to_keep) if self.sharded else None
+            )
             for domain, rows in domain_rows(domains).items():
                 if domain not in self.teachers:
                     raise UserError(
@@ -296,10 +326,15 @@ def distill_trainer_class():
                         output["completion_ids"][index],
                         output["completion_mask"][index],
                     )
+                elif everything is not None:
+                    scored = everything[1][domain][index]
                 else:
                     with torch.inference_mode():
                         scored = self._logps(model, ids, attention, logits_to_keep)
                 teacher[index] = scored.clone().to(teacher.dtype)
+                if everything is not None:
+                    student[index] = everything[0][index].to(student.dtype)
+                    continue
                 # the student scored on the same rows in the same chunks, so equal weights give equal numbers
                 with torch.no_grad():
                     student[index] = self._logps(self.model, ids, attention, logits_to_keep).to(student.dtype)
@@ -348,7 +383,14 @@ def distill_trainer_class():
 def load_teacher(path: str, dtype, device):
     """A frozen teacher: eval mode, no gradients, on the student's device."""
     from transformers import AutoModelForCausalLM
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
+    if is_deepspeed_zero3_enabled():
+        import deepspeed
+
+        # from_pretrained partitions the weights (zero.Init), which reads the world size from DeepSpeed's
+        # comm; accelerate starts it on GPU, on CPU only the trainer's deepspeed.initialize would (later)
+        deepspeed.init_distributed()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.eval()
     model.requires_grad_(False)

@@ -31,7 +31,9 @@ def build_sft_config(sft: SFTRecipe, output_dir: Path, world_size: int, use_cpu:
         output_dir=str(output_dir),
         learning_rate=sft.learning_rate,
         lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr": sft.min_learning_rate},
+        # the floor as a ratio: `min_lr` makes transformers read optimizer.defaults["lr"], which
+        # DeepSpeed's ZeRO optimizer lacks (AttributeError under launcher=accelerate_zero*)
+        lr_scheduler_kwargs={"min_lr_rate": sft.min_learning_rate / sft.learning_rate},
         warmup_steps=sft.warmup_ratio,  # a float < 1 is a ratio of total steps
         adam_beta1=sft.adam_beta1,
         adam_beta2=sft.adam_beta2,
