@@ -10,6 +10,11 @@ restores each layer, loads the weights and repacks them. A tied `lm_head` is not
 weight of its own in a checkpoint), so its packed copy of the embedding would stay the old one (log-probs
 off by 1-3 nats after one step): it is repacked from the new embedding here. On GPUs TRL's path runs
 unchanged.
+
+vLLM's CPU build also stops an offline engine whose seeded request (m2rl's eval seeds each prompt) had
+its prefill split over two steps: `RuntimeError: CPU Generator does not use offset` (the model runner
+rewinds the request's generator, which only CUDA generators allow). Eval on a CPU therefore schedules
+whole prompts only (`CPU_ENGINE_OPTIONS`); the samples are the same either way.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from typing import Any
 # vLLM's CPU build reserves its KV cache up front: with VLLM_CPU_KVCACHE_SPACE unset it asks for most of
 # the machine's memory. The built-in model needs a few MB; 1 GiB leaves the trainer its memory.
 DEFAULT_KV_CACHE_GIB = "1"
+
+
+# Engine options of an offline engine on a CPU (see the module docstring).
+CPU_ENGINE_OPTIONS = {"enable_chunked_prefill": False}
 
 
 def prepare_cpu_engine() -> None:

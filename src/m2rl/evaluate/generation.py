@@ -272,14 +272,15 @@ class VllmGenerator:
                 "eval.backend=vllm needs vLLM: pip install 'm2rl[gpu]' (or use eval.backend=hf)"
             ) from exc
         self.device_type = "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device_type == "cpu":
-            from m2rl.vllm_cpu import prepare_cpu_engine
-
-            prepare_cpu_engine()
         self.tokenizer = load_tokenizer(model_dir, tokenizer_fallbacks)
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.device_count = settings.tensor_parallel_size
         engine = vllm_engine_kwargs(model_dir, tokenizer_dir(model_dir, tokenizer_fallbacks), settings, seed)
+        if self.device_type == "cpu":
+            from m2rl.vllm_cpu import CPU_ENGINE_OPTIONS, prepare_cpu_engine
+
+            prepare_cpu_engine()
+            engine |= CPU_ENGINE_OPTIONS
         self.llm = LLM(**engine)
 
     def generate(
