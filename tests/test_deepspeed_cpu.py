@@ -164,8 +164,13 @@ def wait_gone(pids: list[int], timeout: float = 60) -> None:
 
 # -- the runs, each made once for the module ----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("deepspeed") / "runs"
+def root(tmp_path_factory):
+    """The runs root of the module. A rank that aborts (once here: SIGABRT, "terminate called without an
+    active exception" after its last step) prints every thread's Python stack into launch.log, which a
+    failing test shows."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONFAULTHANDLER", "1")
+        yield tmp_path_factory.mktemp("deepspeed") / "runs"
 
 
 @pytest.fixture(scope="module")
