@@ -175,6 +175,10 @@ def test_job_specs_round_trip_and_pin_what_decides_their_output():
         ("sft.epochs=0", "sft.epochs=0"),
         ("launcher.num_processes=0", "launcher.num_processes=0"),
         ("study.max_parallel=many", "study.max_parallel=many"),
+        (
+            "launcher=accelerate_ddp",
+            "sft.global_batch_size=32 is not a multiple of per_device_batch_size x processes = 64",
+        ),
     ],
 )
 def test_bad_values_are_rejected_before_any_run_with_one_line(tmp_path, override, message):

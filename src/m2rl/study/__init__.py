@@ -41,6 +41,22 @@ def check_study(cfg: DictConfig, stages: list[Stage]) -> None:
     for method in {s.method for s in stages if s.method}:
         load_method(method)
     eval_job(cfg, "unused")  # eval settings
+    check_batches(cfg, {s.kind for s in stages})
+
+
+def check_batches(cfg: DictConfig, kinds: set[str]) -> None:
+    """The batches of the study's training stages split evenly over the launcher's processes (else a
+    stage would fail when it starts, after the stages before it)."""
+    from m2rl.engine.sft import gradient_accumulation
+    from m2rl.specs import DistillRecipe, LauncherSpec, RLRecipe, SFTRecipe
+
+    world = validated(LauncherSpec, section(cfg, "launcher"), prefix="launcher.").world_size
+    if "sft" in kinds:
+        sft = validated(SFTRecipe, section(cfg, "sft"), prefix="sft.")
+        gradient_accumulation(sft.global_batch_size, sft.per_device_batch_size, world)
+    for kind, recipe in (("rl", RLRecipe), ("distill", DistillRecipe)):
+        if kind in kinds:
+            validated(recipe, section(cfg, kind), prefix=f"{kind}.").rollout_batch(world)
 
 
 # Config keys whose string values name an input: a hub id or a local path (data sections and benchmarks).
