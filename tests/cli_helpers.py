@@ -51,3 +51,27 @@ def as_foreground_job() -> None:
     background job of a non-interactive shell, `nohup ... &`), which the child would inherit."""
     os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def coin_domain(folder: Path, reward_source: str) -> list[str]:
+    """The overrides of a `coin` domain of 16 prompts (a data file) scored by `score` in `reward_source`."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "id": f"coin-{i}",
+            "domain": "coin",
+            "rm_type": "coin",
+            "prompt": [{"role": "user", "content": f"Flip {i}"}],
+        }
+        for i in range(16)
+    ]
+    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "reward.py").write_text(reward_source)
+    return [
+        "data=files",
+        f"data.domains.coin.train={folder / 'train.jsonl'}",
+        f"verifiers.custom.coin={folder / 'reward.py'}:score",
+        "verifiers.require_think=false",
+    ]

@@ -34,6 +34,20 @@ def tiny_model_dir(tmp_path_factory, tiny_builtin) -> Path:
     return ensure_tiny_model(tiny_builtin, tmp_path_factory.mktemp("tiny-cache"))
 
 
+@pytest.fixture()
+def ledger_with_sft(tmp_path, tiny_model_dir):
+    """(a fresh ledger under tmp_path/runs, its one completed SFT run `sft`: the untrained tiny model)."""
+    import shutil
+
+    from m2rl.ledger import Ledger, attempt
+
+    ledger = Ledger(tmp_path / "runs")
+    sft = ledger.create("sft", "sft", {})
+    with attempt(sft):
+        shutil.copytree(tiny_model_dir, sft.model_dir)
+    return ledger, sft
+
+
 # ---------------------------------------------------------------------------------------------
 # the code sandbox in each mode: as root, and unprivileged (a server started as `nobody`)
 from m2rl.verifiers.sandbox import LocalSandbox  # noqa: E402

@@ -29,7 +29,7 @@ import pytest
 
 from m2rl.ledger import Ledger, Run
 
-from cli_helpers import m2rl
+from cli_helpers import coin_domain, m2rl
 
 # 2 ranks of 1 torch thread each: the 2 cores, without threads of one rank spinning on the other's core
 LAUNCH = ["launcher.num_processes=2", "torch_threads=1"]
@@ -200,26 +200,8 @@ def sft(root, tmp_path_factory) -> dict:
 def coin(tmp_path_factory) -> list[str]:
     """A `coin` domain of 16 prompts whose reward is a fixed coin flip of the completion's text (0 or 1):
     groups whose samples differ get advantages, so GRPO's gradient is not zero."""
-    folder = tmp_path_factory.mktemp("coin")
-    rows = [
-        {
-            "id": f"coin-{i}",
-            "domain": "coin",
-            "rm_type": "coin",
-            "prompt": [{"role": "user", "content": f"Flip {i}"}],
-        }
-        for i in range(16)
-    ]
-    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (folder / "reward.py").write_text(
-        "import zlib\n\n\ndef score(sample, text):\n    return float(zlib.crc32(text.encode()) % 2)\n"
-    )
-    return [
-        "data=files",
-        f"data.domains.coin.train={folder / 'train.jsonl'}",
-        f"verifiers.custom.coin={folder / 'reward.py'}:score",
-        "verifiers.require_think=false",
-    ]
+    fair_coin = "import zlib\n\n\ndef score(sample, text):\n    return float(zlib.crc32(text.encode()) % 2)\n"
+    return coin_domain(tmp_path_factory.mktemp("coin"), fair_coin)
 
 
 @pytest.fixture(scope="module")

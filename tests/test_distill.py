@@ -58,15 +58,6 @@ def _expert(ledger: Ledger, name: str, domain: str, parent, source: Path | None,
     return run
 
 
-@pytest.fixture()
-def ledger_with_sft(tmp_path, tiny_model_dir):
-    ledger = Ledger(tmp_path / "runs")
-    sft = ledger.create("sft", "sft", {})
-    with attempt(sft):
-        shutil.copytree(tiny_model_dir, sft.model_dir)
-    return ledger, sft
-
-
 def test_advantage_is_teacher_minus_student_log_prob_on_a_hand_checked_case():
     # teacher p(y_t) = 1/2, 1/4; student p(y_t) = 1/4, 1/4; the third token is padding
     teacher = torch.log(torch.tensor([[0.5, 0.25, 0.9]]))

@@ -4,26 +4,14 @@ are refused before any run directory exists: one line naming the setting and the
 from __future__ import annotations
 
 import importlib.util
-import shutil
 
 import pytest
-
-from m2rl.ledger import Ledger, attempt
 
 from cli_helpers import m2rl
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is not None, reason="vLLM installed (the engines lane tests it)"
 )
-
-
-@pytest.fixture()
-def ledger(tmp_path, tiny_model_dir):
-    ledger = Ledger(tmp_path / "runs")
-    sft = ledger.create("sft", "sft", {})
-    with attempt(sft):
-        shutil.copytree(tiny_model_dir, sft.model_dir)
-    return ledger
 
 
 @pytest.mark.parametrize(
@@ -35,7 +23,8 @@ def ledger(tmp_path, tiny_model_dir):
         (["pipeline", "--name", "s", "rl.rollout=vllm"], "rl.rollout=vllm"),
     ],
 )
-def test_a_setting_that_needs_vllm_is_refused_before_any_run(ledger, args, setting):
+def test_a_setting_that_needs_vllm_is_refused_before_any_run(ledger_with_sft, args, setting):
+    ledger, _ = ledger_with_sft
     before = sorted(p.name for p in ledger.root.iterdir())
     result = m2rl(*args, runs_dir=ledger.root)
     assert result.returncode == 2, result.stderr

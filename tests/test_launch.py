@@ -16,7 +16,7 @@ from m2rl.jobs.build import section
 from m2rl.ledger import Ledger, attempt
 from m2rl.specs import LauncherSpec, validated
 
-from cli_helpers import m2rl
+from cli_helpers import coin_domain, m2rl
 
 
 def launcher(*overrides: str) -> LauncherSpec:
@@ -114,24 +114,7 @@ def score(sample, text):
 
 def uneven_domain(folder: Path) -> list[str]:
     """The overrides of a `coin` domain (16 prompts) scored by UNEVEN_REWARD."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [
-        {
-            "id": f"coin-{i}",
-            "domain": "coin",
-            "rm_type": "coin",
-            "prompt": [{"role": "user", "content": f"Flip {i}"}],
-        }
-        for i in range(16)
-    ]
-    (folder / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (folder / "reward.py").write_text(UNEVEN_REWARD)
-    return [
-        "data=files",
-        f"data.domains.coin.train={folder / 'train.jsonl'}",
-        f"verifiers.custom.coin={folder / 'reward.py'}:score",
-        "verifiers.require_think=false",
-    ]
+    return coin_domain(folder, UNEVEN_REWARD)
 
 
 def launch_log(runs: Path) -> str:

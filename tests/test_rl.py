@@ -16,7 +16,7 @@ from m2rl.data.builtin import generate
 from m2rl.engine.grpo import build_grpo_config, interleave_domains, reward_summary
 from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.jobs.build import section
-from m2rl.ledger import Ledger, attempt
+from m2rl.ledger import Ledger
 from m2rl.specs import RLRecipe
 from m2rl.verifiers import VerifierConfig
 
@@ -103,15 +103,9 @@ def test_reward_routes_each_sample_to_its_verifier_and_logs_per_domain():
 
 
 @pytest.fixture()
-def sft_run(tmp_path, tiny_model_dir):
+def sft_run(ledger_with_sft):
     """A completed SFT run in a fresh ledger whose model is the untrained tiny model."""
-    import shutil
-
-    ledger = Ledger(tmp_path / "runs")
-    run = ledger.create("sft", "sft", {})
-    with attempt(run):
-        shutil.copytree(tiny_model_dir, run.model_dir)
-    return run
+    return ledger_with_sft[1]
 
 
 def _metrics(run_dir: Path) -> list[dict]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +24,6 @@ vllm = pytest.importorskip("vllm", reason="needs vLLM's CPU build: make install-
 
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 
-from m2rl.ledger import Ledger, attempt  # noqa: E402
 from m2rl.vllm_cpu import prepare_cpu_engine, sync_weights_on_cpu  # noqa: E402
 
 from cli_helpers import FAST_RL, m2rl  # noqa: E402
@@ -107,15 +105,6 @@ def test_cpu_weight_sync_makes_the_engine_follow_trained_weights(engine, tiny_mo
     assert gap(engine, model, tokenizer) < 1e-4
 
 
-@pytest.fixture()
-def sft_ledger(tmp_path, tiny_model_dir):
-    ledger = Ledger(tmp_path / "runs")
-    sft = ledger.create("sft", "sft", {})
-    with attempt(sft):
-        shutil.copytree(tiny_model_dir, sft.model_dir)
-    return ledger, sft
-
-
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -124,14 +113,14 @@ def one_run(runs: Path, kind: str) -> dict:
     return next(r for r in json.loads(m2rl("runs", "--json", runs_dir=runs).stdout) if r["kind"] == kind)
 
 
-def test_grpo_with_vllm_rollouts_trains_and_the_engine_follows_each_update(sft_ledger):
+def test_grpo_with_vllm_rollouts_trains_and_the_engine_follows_each_update(ledger_with_sft):
     """`rl.rollout=vllm` (colocated) through the command line: every step's rollouts come from the engine
     (TRL's truncated importance-sampling metrics exist only then), and after an update the engine's
     log-probs of its samples still match the trainer's. The update is made large on purpose (weight
     decay 0.5 at lr 0.5 shrinks every weight by a quarter, whatever the rewards): with the sync skipped
     the step-2 gap was 0.096 nats per token, with it 0.003 (the engine runs in bfloat16, vLLM's choice
     for a float32 checkpoint, hence ~1e-3 at step 1)."""
-    ledger, _ = sft_ledger
+    ledger, _ = ledger_with_sft
     result = m2rl(
         "rl", "--domains", "math", "--from", "sft", *FAST_RL, "rl.steps=2", "rl.save_steps=0",
         "rl.learning_rate=0.5", "rl.weight_decay=0.5", "rl.rollout=vllm", runs_dir=ledger.root,
@@ -145,10 +134,10 @@ def test_grpo_with_vllm_rollouts_trains_and_the_engine_follows_each_update(sft_l
     assert steps[1]["sampling/sampling_logp_difference/mean"] < 0.02
 
 
-def test_distillation_with_vllm_rollouts_completes(sft_ledger, tmp_path):
+def test_distillation_with_vllm_rollouts_completes(ledger_with_sft, tmp_path):
     from test_distill import FAST_DISTILL, _expert
 
-    ledger, sft = sft_ledger
+    ledger, sft = ledger_with_sft
     _expert(ledger, "rl-math", "math", sft, sft.model_dir, seed=1)
     result = m2rl(
         "distill", "--teachers", "rl-math", "--from", "sft", "--domains", "math", *FAST_DISTILL, "distill.steps=2",
@@ -165,10 +154,10 @@ def eval_items(run_dir: Path, domain: str) -> dict[str, dict]:
     return {row["id"]: row for row in map(json.loads, lines)}
 
 
-def test_eval_through_vllm_and_transformers_gives_the_same_greedy_responses(sft_ledger):
+def test_eval_through_vllm_and_transformers_gives_the_same_greedy_responses(ledger_with_sft):
     """Greedy decoding (eval.temperature=0): both backends must give each item the same response and
     reward, token for token."""
-    ledger, sft = sft_ledger
+    ledger, sft = ledger_with_sft
     common = ["eval.temperature=0", "eval.k=1", "data.sizes.test=6", "eval.max_new_tokens=24"]
     hf = m2rl("eval", "sft", *common, runs_dir=ledger.root)
     assert hf.returncode == 0, hf.stderr[-3000:]
