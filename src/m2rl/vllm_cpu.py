@@ -1,4 +1,4 @@
-"""vLLM's CPU build as the rollout engine of GRPO and distillation: its environment and its weight sync.
+"""vLLM's CPU build under m2rl: its environment, the eval engine's options, and the rollouts' weight sync.
 
 TRL's colocated sync (`VLLMGeneration.sync_weights`) loads each trained parameter through the vLLM
 model's `load_weights`, which writes into vLLM's parameters in place. That holds on GPUs. vLLM's CPU
@@ -14,7 +14,7 @@ unchanged.
 vLLM's CPU build also stops an offline engine whose seeded request (m2rl's eval seeds each prompt) had
 its prefill split over two steps: `RuntimeError: CPU Generator does not use offset` (the model runner
 rewinds the request's generator, which only CUDA generators allow). Eval on a CPU therefore schedules
-whole prompts only (`CPU_ENGINE_OPTIONS`); the samples are the same either way.
+whole prompts only (`CPU_ENGINE_OPTIONS`).
 """
 
 from __future__ import annotations
