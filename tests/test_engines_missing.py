@@ -4,6 +4,7 @@ are refused before any run directory exists: one line naming the setting and the
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 
@@ -32,3 +33,23 @@ def test_a_setting_that_needs_vllm_is_refused_before_any_run(ledger_with_sft, ar
     assert len(lines) == 1 and lines[0].startswith(f"m2rl: error: {setting} needs vLLM"), result.stderr
     assert "make install-engines" in lines[0]
     assert sorted(p.name for p in ledger.root.iterdir()) == before
+
+
+def test_resuming_a_run_whose_spec_needs_vllm_is_refused_before_it_starts(ledger_with_sft):
+    """A run started where vLLM was installed, resumed where it is not: refused, the run left as it was."""
+    from m2rl import jobs
+    from m2rl.config import compose_config
+    from m2rl.jobs.build import rl_job
+
+    ledger, sft = ledger_with_sft
+    spec = jobs.resolve(rl_job(compose_config(["rl.rollout=vllm"]), "rl-v", ["math"], sft.id), ledger)
+    run = jobs.create(spec, ledger)
+    run.update(status="failed")  # an attempt stopped after its first checkpoint
+    state = run.path / "checkpoints" / "checkpoint-1" / "trainer_state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"global_step": 1, "max_steps": 25}))
+    before = run.manifest["status"]
+    result = m2rl("rl", "--resume", "rl-v", runs_dir=ledger.root)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("m2rl: error: rl.rollout=vllm needs vLLM"), result.stderr
+    assert ledger.get("rl-v").manifest["status"] == before

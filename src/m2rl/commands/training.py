@@ -79,6 +79,7 @@ def start_run(spec: SFTJob | RLJob | DistillJob, ledger: Ledger, config: dict[st
 def resume_run(ledger: Ledger, ref: str, kind: str, dry_run: bool = False) -> Run:
     """Continue an interrupted SFT or RL run from its last complete checkpoint, with its saved spec."""
     from m2rl import jobs
+    from m2rl.engines import check_job_engines
     from m2rl.errors import UserError
     from m2rl.jobs.training import check_resumable, last_checkpoint
 
@@ -93,7 +94,9 @@ def resume_run(ledger: Ledger, ref: str, kind: str, dry_run: bool = False) -> Ru
     if dry_run:
         say(f"dry run: would resume {kind} run {run.id} from {where}; folder {run.path}")
         return run
-    spec, plan = with_thread_plan(jobs.read_spec(run))  # the threads it started with, or the free cores
+    spec = jobs.read_spec(run)
+    check_job_engines(spec)  # the environment may have changed since the run started
+    spec, plan = with_thread_plan(spec)  # the threads it started with, or the free cores
     say(f"resuming {kind} run {run.id} from {where}{plan}; folder {run.path}")
     return jobs.execute(spec, run, resume=True)
 
