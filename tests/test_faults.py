@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from m2rl.cli import app
 from m2rl.config import compose_config
-from m2rl.engine.launch import claimed_port, rendezvous_port
+from m2rl.engine.launch import claimed_port
 from m2rl.errors import UserError
 from m2rl.jobs.build import rl_job, section
 from m2rl.ledger import Ledger, Run, attempt, read_manifest
@@ -396,7 +396,8 @@ def test_a_busy_rendezvous_port_is_replaced_on_one_machine_and_named_across_mach
         busy.listen()
         port = busy.getsockname()[1]
         one = _launcher("launcher=accelerate_ddp", f"launcher.main_process_port={port}")
-        assert rendezvous_port(one) not in (port, 0)
+        with claimed_port(one) as replaced:
+            assert replaced not in (port, 0)
         many = _launcher(
             "launcher=accelerate_ddp",
             f"launcher.main_process_port={port}",
@@ -404,9 +405,11 @@ def test_a_busy_rendezvous_port_is_replaced_on_one_machine_and_named_across_mach
             "launcher.main_process_ip=10.0.0.1",
         )
         with pytest.raises(UserError, match=f"main_process_port={port} is in use"):
-            rendezvous_port(many)
+            with claimed_port(many):
+                pass
     free = _launcher("launcher=accelerate_ddp", f"launcher.main_process_port={port}")
-    assert rendezvous_port(free) == port
+    with claimed_port(free) as kept:
+        assert kept == port
 
 
 def test_launches_starting_together_on_one_machine_claim_different_ports():

@@ -44,28 +44,44 @@ def check_rollout(section: str, rollout: str, vllm_mode: str) -> None:
             )
 
 
+def check_engines(zero_stage: int | None, rollouts: dict[str, tuple[str, str]], eval_backend: str) -> None:
+    """The engines these settings call for are installed (and usable on this machine): a DeepSpeed ZeRO
+    stage (None: no DeepSpeed), each section's (rollout, vllm.mode), the eval backend."""
+    if zero_stage is not None:
+        require("deepspeed", f"launcher.deepspeed (ZeRO-{zero_stage})")
+    for section, (rollout, vllm_mode) in rollouts.items():
+        check_rollout(section, rollout, vllm_mode)
+    if eval_backend == "vllm":
+        require("vllm", "eval.backend=vllm")
+
+
 def check_job_engines(spec: Any) -> None:
-    """Every engine a training or eval job's spec asks for is installed (and usable on this machine)."""
+    """`check_engines` for a training or eval job's spec."""
     launcher = getattr(spec, "launcher", None)
-    if launcher is not None and getattr(launcher, "deepspeed", None) is not None:
-        require("deepspeed", f"launcher.deepspeed (ZeRO-{launcher.deepspeed.zero_stage})")
+    deepspeed = getattr(launcher, "deepspeed", None)
+    rollouts = {}
     for section in ("rl", "distill"):
         recipe = getattr(spec, section, None)
-        if recipe is not None and hasattr(recipe, "rollout"):
-            check_rollout(section, recipe.rollout, recipe.vllm.mode)
+        if hasattr(recipe, "rollout"):
+            rollouts[section] = (recipe.rollout, recipe.vllm.mode)
     evaluation = getattr(spec, "eval", None)
-    if isinstance(evaluation, dict) and evaluation.get("backend") == "vllm":
-        require("vllm", "eval.backend=vllm")
+    backend = evaluation.get("backend", "hf") if isinstance(evaluation, dict) else "hf"
+    check_engines(deepspeed.zero_stage if deepspeed is not None else None, rollouts, backend)
 
 
 def check_config_engines(cfg: DictConfig, distill: bool) -> None:
-    """The same for a whole study's config (`m2rl pipeline`), before its first stage."""
+    """`check_engines` for a whole study's config (`m2rl pipeline`), before its first stage."""
     from omegaconf import OmegaConf
 
-    if OmegaConf.select(cfg, "launcher.deepspeed") is not None:
-        require("deepspeed", f"launcher.deepspeed (ZeRO-{cfg.launcher.deepspeed.zero_stage})")
-    for section in ("rl", "distill") if distill else ("rl",):
-        rollout = OmegaConf.select(cfg, f"{section}.rollout", default="hf")
-        check_rollout(section, rollout, OmegaConf.select(cfg, f"{section}.vllm.mode", default="colocate"))
-    if OmegaConf.select(cfg, "eval.backend", default="hf") == "vllm":
-        require("vllm", "eval.backend=vllm")
+    rollouts = {
+        section: (
+            OmegaConf.select(cfg, f"{section}.rollout", default="hf"),
+            OmegaConf.select(cfg, f"{section}.vllm.mode", default="colocate"),
+        )
+        for section in (("rl", "distill") if distill else ("rl",))
+    }
+    check_engines(
+        OmegaConf.select(cfg, "launcher.deepspeed.zero_stage"),
+        rollouts,
+        OmegaConf.select(cfg, "eval.backend", default="hf"),
+    )

@@ -151,45 +151,37 @@ def _kernel_port() -> int:
         return probe.getsockname()[1]
 
 
-def rendezvous_port(launcher: LauncherSpec) -> int:
-    """The configured `main_process_port` when free; on one machine, else a free port the kernel picks."""
-    port = launcher.main_process_port
-    if launcher.machine_rank != 0 or _port_free(port):
-        return port
-    if launcher.num_machines > 1:
-        raise UserError(
-            f"launcher.main_process_port={port} is in use on this machine (ranks left from an earlier "
-            f"attempt? `ss -ltnp 'sport = :{port}'` names the process): stop it, or set another port on "
-            "every machine"
-        )
-    return _kernel_port()
-
-
 # Launches on one machine claim their port here for as long as they run.
 PORT_CLAIMS = Path(tempfile.gettempdir()) / "m2rl-rendezvous-ports"
 
 
 @contextlib.contextmanager
 def claimed_port(launcher: LauncherSpec) -> Iterator[int]:
-    """`rendezvous_port`, held for this launch. Launches that start at the same moment on one machine (a
+    """The rendezvous port of this launch. Across machines: the configured `main_process_port` (busy on
+    the main machine: an error). On one machine: the configured port where it is free and no other launch
+    holds it, else a port the kernel picks. Launches that start at the same moment on one machine (a
     study's parallel stages, Slurm jobs on one node) all find the configured port free before any of
-    them binds it (seen: `EADDRINUSE` in the second of two Slurm jobs): each one holds an exclusive lock
-    on a file named by its port while it runs, and takes a port the kernel picks where another holds it."""
+    them binds it (seen: `EADDRINUSE` in the second of two Slurm jobs), so each one holds an exclusive
+    lock on a file named by its port while it runs."""
+    port = launcher.main_process_port
     if launcher.num_machines > 1:
-        yield rendezvous_port(launcher)
+        if launcher.machine_rank == 0 and not _port_free(port):
+            raise UserError(
+                f"launcher.main_process_port={port} is in use on this machine (ranks left from an earlier "
+                f"attempt? `ss -ltnp 'sport = :{port}'` names the process): stop it, or set another port on "
+                "every machine"
+            )
+        yield port
         return
     PORT_CLAIMS.mkdir(exist_ok=True)
-    port = launcher.main_process_port
     while True:
         claim = open(PORT_CLAIMS / f"{port}.lock", "w")  # held until the launch ends
         try:
             fcntl.flock(claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            claim.close()
-            port = _kernel_port()
-            continue
-        if _port_free(port):
-            break
+            if _port_free(port):
+                break
+        except BlockingIOError:  # another launch holds it
+            pass
         claim.close()
         port = _kernel_port()
     try:

@@ -265,12 +265,11 @@ class VllmGenerator:
     ):
         import torch
 
-        try:
-            from vllm import LLM
-        except ImportError as exc:
-            raise UserError(
-                "eval.backend=vllm needs vLLM: pip install 'm2rl[gpu]' (or use eval.backend=hf)"
-            ) from exc
+        from m2rl.engines import require
+
+        require("vllm", "eval.backend=vllm")
+        from vllm import LLM
+
         self.device_type = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = load_tokenizer(model_dir, tokenizer_fallbacks)
         self.stop_ids = stop_token_ids(self.tokenizer)
