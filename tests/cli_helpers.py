@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 # GRPO overrides that keep a test run small and fast: 4 prompts x 4 samples, 16 new tokens.
+# The tiny preset's study is three seeds sharing one SFT model, with MT-OPD: a test's study is one seed.
+ONE_SEED = ["study.seeds=1", "study.share_sft=false", "study.distill=false"]
+
 FAST_RL = [
     "rl.prompts_per_step=4",
     "rl.num_generations=4",
@@ -18,8 +21,9 @@ FAST_RL = [
 ]
 
 # A study of minutes: SFT of 4 steps, two experts (math, code) and the mixed run of 2 GRPO steps each
-# (checkpoint every step), one merge, 4 test items per domain at K=1.
+# (checkpoint every step), one merge, 4 test items per domain at K=1; one seed, no MT-OPD.
 SMALL_STUDY = [
+    *ONE_SEED,
     "data.sizes.sft=32",
     "sft.max_steps=4",
     *FAST_RL,

@@ -32,6 +32,8 @@ from m2rl.jobs.build import analyze_job
 from m2rl.specs import load_spec
 from m2rl.study.plan import plan
 
+from cli_helpers import ONE_SEED
+
 # ----------------------------------------------------------------------------------- geometry
 ETA = 0.25
 ABOVE = 4.0 + 2.0**-20  # just above the threshold from base 3: |1 + 2^-20| > 0.25 * (4 + 2^-20)
@@ -388,7 +390,9 @@ def test_analyze_spec_validates_round_trips_and_pins_its_inputs():
 
 
 def test_each_seed_gets_an_analyze_stage_after_its_evals():
-    stages = {s.name: s for s in plan(compose_config(["study.seeds=2", "study.analyze=true"]), "s")}
+    stages = {
+        s.name: s for s in plan(compose_config([*ONE_SEED, "study.seeds=2", "study.analyze=true"]), "s")
+    }
     for seed in (0, 1):
         analyze = stages[f"s-s{seed}-analyze"]
         evals = {n for n, s in stages.items() if s.kind == "eval" and n.startswith(f"s-s{seed}-")}
@@ -397,7 +401,9 @@ def test_each_seed_gets_an_analyze_stage_after_its_evals():
     runs = {name: SimpleNamespace(id=f"id-{name}") for name in stages}
     spec = stages["s-s1-analyze"].build(runs)
     assert spec.publish == "s-s1-analysis" and "id-s-s1-rl-mixed" in spec.runs
-    single = {s.name: s for s in plan(compose_config(["study.analyze=true"]), "one")}["one-s0-analyze"]
+    single = {s.name: s for s in plan(compose_config([*ONE_SEED, "study.analyze=true"]), "one")}[
+        "one-s0-analyze"
+    ]
     models = {d.removesuffix("-eval"): SimpleNamespace(id=d) for d in single.deps}
     assert single.build(models).publish == "one-analysis"  # one seed: the study's own folder
 

@@ -10,9 +10,10 @@ import pytest
 
 from m2rl.ledger import Ledger
 
-from cli_helpers import FAST_RL, m2rl
+from cli_helpers import FAST_RL, ONE_SEED, m2rl
 
 REDUCED = [
+    *ONE_SEED,
     "data.sizes.sft=48",
     "sft.max_steps=10",
     *FAST_RL,

@@ -15,6 +15,8 @@ from m2rl.config import compose_config
 from m2rl.study import study_inputs
 from m2rl.study.plan import TINY_STUDY_S, paper_costs, plan, tiny_time
 
+from cli_helpers import ONE_SEED
+
 M2RL = Path(sys.executable).with_name("m2rl")
 
 
@@ -30,7 +32,7 @@ def m2rl(
 
 # ------------------------------------------------------------------------------------- tiny time
 # The study the stage times were measured on: the tiny preset before RAM joined its merges.
-MEASURED = ["study.merge_methods=[paper_ties,paper_ta]"]
+MEASURED = [*ONE_SEED, "study.merge_methods=[paper_ties,paper_ta]"]
 
 
 def test_tiny_time_replays_the_measured_study_and_scales_with_cores():
@@ -49,7 +51,7 @@ def test_tiny_time_replays_the_measured_study_and_scales_with_cores():
     seconds = tiny_time(two_seeds, plan(two_seeds, "study"), 2).seconds
     assert 1.5 * on[2] < seconds < 2 * on[2]  # twice the stages; the two SFTs run side by side
     longer = compose_config([*MEASURED, "rl.steps=50", "rl.mixed_steps=100"])
-    with_ram = compose_config([])  # the preset's own merges: one merge and its eval more
+    with_ram = compose_config(ONE_SEED)  # the preset's own merges: one merge and its eval more
     assert on[2] < tiny_time(with_ram, plan(with_ram, "study"), 2).seconds < on[2] + 60
     assert tiny_time(longer, plan(longer, "study"), 2).seconds > on[2] + 100
 
@@ -62,7 +64,9 @@ def test_tiny_dry_run_estimates_the_time_from_the_cores_it_may_use(tmp_path):
     minutes = float(re.match(r"estimated time: about ([0-9.]+) min on 1 CPU core, idle", line).group(1))
     cfg = compose_config([])
     assert minutes == pytest.approx(tiny_time(cfg, plan(cfg, "study"), 1).seconds / 60, abs=0.05)
-    assert "stage times measured on a 2-core machine" in line and "up to 8 at once" in line
+    assert (
+        "stage times measured on a 2-core machine" in line and "up to 27 at once" in line
+    )  # three seeds after the shared SFT
     paper = m2rl("pipeline", "preset=paper", "--dry-run", runs_dir=tmp_path)
     assert "estimated time:" not in paper.stdout  # measured on the tiny study only
     assert not tmp_path.exists() or not any(tmp_path.iterdir())

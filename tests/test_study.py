@@ -25,14 +25,14 @@ from m2rl.study.backends import LocalBackend
 from m2rl.study.executor import Executor, MachineShare, machine_share
 from m2rl.study.plan import Stage, estimated_gpu_hours, plan
 
-from cli_helpers import SMALL_STUDY, as_foreground_job, m2rl
+from cli_helpers import ONE_SEED, SMALL_STUDY, as_foreground_job, m2rl
 
 SLURM_STANDINS = Path(__file__).parent / "fixtures" / "slurm"
 
 
 # ------------------------------------------------------------------------------------- the plan
 def test_tiny_plan_replicates_the_lineage_per_seed():
-    cfg = compose_config(["study.seeds=2", "study.analyze=true"])
+    cfg = compose_config([*ONE_SEED, "study.seeds=2", "study.analyze=true"])
     stages = plan(cfg, "s")
     names = {s.name: s for s in stages}
     models = 1 + 4 + 1 + len(cfg.study.merge_methods)  # SFT, experts, the mixed run, merges
@@ -69,7 +69,7 @@ def test_the_evals_behind_the_expert_claims_get_claim_k_samples_per_item():
     runs["s-merge-paper_ties"] = SimpleNamespace(id="run-merge")
 
     def ks(overrides, stage):
-        stages = {s.name: s for s in plan(compose_config(["study.claim_k=4", *overrides]), "s")}
+        stages = {s.name: s for s in plan(compose_config([*ONE_SEED, "study.claim_k=4", *overrides]), "s")}
         spec = stages[f"{stage}-eval"].build({k.replace("s-", "s-s0-", 1): v for k, v in runs.items()})
         return {name: bench.get("k", spec.eval["k"]) for name, bench in spec.eval["benchmarks"].items()}
 
