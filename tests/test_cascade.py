@@ -54,7 +54,7 @@ def test_a_given_order_is_followed_and_the_analyze_stage_leaves_the_cascade_out(
     [
         ("[nope,math]", "study.cascade_order: unknown domain(s) nope"),
         ("[math,math]", "study.cascade_order: math named more than once"),
-        ("[math]", "study.cascade=true needs at least two domains"),
+        ("[math]", "the cascade needs at least two domains (study.cascade_order: math)"),
     ],
 )
 def test_bad_orders_are_one_line_errors_before_any_run(tmp_path, order, message):
@@ -66,9 +66,11 @@ def test_bad_orders_are_one_line_errors_before_any_run(tmp_path, order, message)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-def test_a_cascade_over_one_study_domain_is_refused():
-    with pytest.raises(UserError, match="at least two domains"):
+def test_a_cascade_over_one_domain_and_a_bad_order_with_the_cascade_off_are_refused():
+    with pytest.raises(UserError, match=r"at least two domains \(study.domains: math\)"):
         plan(compose_config(["study.cascade=true", "study.domains=[math]"]), "s")
+    with pytest.raises(UserError, match="unknown domain"):  # a given order is checked with the cascade off
+        plan(compose_config(["study.cascade_order=[math,nope]"]), "s")
 
 
 def test_the_stage_label_leaves_the_spec_identity_as_an_experts():

@@ -25,12 +25,13 @@ def stage_name(prefix: str, k: int, domain: str) -> str:
 
 def cascade_order(cfg: DictConfig) -> list[str]:
     """The cascade's domains in training order ([] when `study.cascade` is off); a UserError for an
-    order that names a domain outside `study.domains`, repeats one, or has fewer than two."""
+    order that names a domain outside `study.domains`, repeats one, or has fewer than two (a given
+    order is checked with the cascade off too: it is then a forgotten `study.cascade=true`, or a typo)."""
     study = cfg.study
-    if not study.get("cascade", False):
+    on, given = bool(study.get("cascade", False)), study.get("cascade_order")
+    if not on and given is None:
         return []
     domains = [str(d) for d in study.domains]
-    given = study.get("cascade_order")
     if given is None:
         order = [d for d in domains if d not in DEFAULT_ORDER]
         order += [d for d in DEFAULT_ORDER if d in domains]
@@ -46,7 +47,6 @@ def cascade_order(cfg: DictConfig) -> list[str]:
         if repeated:
             raise UserError(f"study.cascade_order: {', '.join(repeated)} named more than once")
     if len(order) < 2:
-        raise UserError(
-            f"study.cascade=true needs at least two domains in its order (got {', '.join(order) or 'none'})"
-        )
-    return order
+        where = "study.cascade_order" if given is not None else "study.domains"
+        raise UserError(f"the cascade needs at least two domains ({where}: {', '.join(order) or 'none'})")
+    return order if on else []
