@@ -84,6 +84,25 @@ def test_the_stage_label_leaves_the_spec_identity_as_an_experts():
     assert '"cascade_stage": null' in expert.to_json()
 
 
+def test_a_study_s_experts_are_never_its_cascade_stages(ledger_with_sft):
+    """Merges (`--experts STUDY`) and MT-OPD (`--teachers STUDY`) take the study's experts: a cascade's
+    first stage, also one domain from the SFT model and made after the expert, is not one."""
+    from m2rl.jobs.distill import study_experts
+    from m2rl.ledger import attempt
+    from m2rl.merge.lineage import resolve_experts
+
+    ledger, sft = ledger_with_sft
+    made = {}
+    for name, cascade in (("s-s0-rl-math", None), ("s-s0-cascade-1-math", {"stage": 1})):
+        run = ledger.create("rl", name, {}, parents=[sft.id], study="s")
+        with attempt(run):
+            run.update(domains=["math"], **({"cascade": cascade} if cascade else {}))
+        made[name] = run.id
+    assert [r.id for r in study_experts(ledger, "s", sft)] == [made["s-s0-rl-math"]]
+    assert [r.id for r in resolve_experts(ledger, ["s"])] == [made["s-s0-rl-math"]]
+    assert [r.id for r in resolve_experts(ledger, ["s-s0-*"])] == [made["s-s0-rl-math"]]
+
+
 def test_the_estimates_count_every_stage_as_an_expert_of_its_domain():
     paper = compose_config(["preset=paper", "study.cascade=true"])
     stages = plan(paper, "p")
