@@ -215,6 +215,19 @@ def test_compare_has_a_cascade_row_its_claims_and_the_forgetting_table(tmp_path)
     assert {"cascade_forgetting", "cascade_vs_mixed", "cascade_vs_best_merge"} <= kinds
 
 
+def test_the_cascade_is_compared_with_mt_opd_where_the_study_has_it():
+    records = _cascade_study()
+    rng = np.random.default_rng(1)
+    for seed in (0, 1):
+        experts = (f"sft{seed}", f"m{seed}", f"s{seed}")
+        student = RunRecord(f"d{seed}", "distill", parents=experts, seed=seed, study="t", cost_hours=1.5)
+        student.results = _results(rng, {"math": 0.5, "science": 0.5})
+        records.append(student)
+    comparison = build_comparison(records, bootstrap_samples=200)
+    (claim,) = [d for d in comparison.headline if d.kind == "cascade_vs_distill"]
+    assert (claim.a, claim.b, claim.scope) == ("Cascade", "MT-OPD", "mean") and claim.estimate.n_seeds == 2
+
+
 def test_a_lone_first_stage_is_left_out_with_a_note():
     records = [r for r in _cascade_study(seeds=(0,)) if r.id != "c2-0"]
     comparison = build_comparison(records, bootstrap_samples=200)
