@@ -196,7 +196,7 @@ def test_bad_inputs_are_one_line_errors_and_leave_no_completed_run(sft_run, tmp_
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     rl_run = Ledger(runs).create("rl", "not-sft", {})
     result = m2rl("rl", "--domains", "math", "--from", rl_run.id, *FAST_RL, runs_dir=runs)
-    assert result.returncode == 2 and "not a completed SFT run" in result.stderr
+    assert result.returncode == 2 and "not a completed SFT or RL run" in result.stderr
     assert [r.kind for r in Ledger(runs).runs()] == ["sft", "rl"]
 
 

@@ -223,6 +223,8 @@ class StudySettings(Strict):
     analyze: bool = True  # an analyze stage per seed after its evals (m2rl analyze)
     distill: bool = False  # a multi-teacher on-policy distillation run per seed after its experts
     claim_k: int | None = Field(None, ge=1)  # samples per item, at least, where expert claims are measured
+    cascade: bool = False  # sequential GRPO over the domains per seed, each stage from the one before
+    cascade_order: list[str] | None = None  # the cascade's domains in training order (None: the default)
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -278,13 +280,16 @@ class RLJob(JobSpec):
 
     kind: ClassVar[str] = "rl"
     domains: list[str] = Field(min_length=1)
-    start_from: str | None = None  # a completed SFT run (id or name); None: model.path
+    start_from: str | None = None  # a completed SFT or RL run (id or name); None: model.path
     steps: int = Field(ge=1)
     model: ModelSpec
     data: dict[str, Any]
     rl: RLRecipe
     verifiers: dict[str, Any]
     launcher: LauncherSpec
+    cascade_stage: int | None = Field(None, ge=1)  # k of a study's cascade: a label, its input is start_from
+
+    NOT_IDENTITY: ClassVar[frozenset[str]] = JobSpec.NOT_IDENTITY | {"cascade_stage"}
 
 
 class MergeJob(JobSpec):

@@ -26,12 +26,14 @@ if TYPE_CHECKING:
 
 
 def study_runs(ledger: Ledger, study: str) -> list[Run]:
-    """The newest completed, evaluated run of each name in `study` (SFT, RL and merge runs)."""
+    """The newest completed, evaluated run of each name in `study` (SFT, RL and merge runs; not the
+    cascade's stages)."""
     from m2rl.compare.manifests import evaluated_runs
 
     newest: dict[str, Run] = {}
     for run in evaluated_runs(ledger):  # oldest first
-        if run.manifest.get("study") == study and run.kind in MODEL_KINDS:
+        # a cascade's stages are not analysed (their lineage is not one of SFT, experts and merges)
+        if run.manifest.get("study") == study and run.kind in MODEL_KINDS and not run.manifest.get("cascade"):
             newest[run.name] = run
     return list(newest.values())
 

@@ -16,7 +16,12 @@ Domains = Annotated[
     str | None,
     typer.Option("--domains", help="Comma-separated domains: one = an expert, several = the mixed run."),
 ]
-From = Annotated[str | None, typer.Option("--from", help="The completed SFT run to start from (id or name).")]
+From = Annotated[
+    str | None,
+    typer.Option(
+        "--from", help="The completed SFT run (or RL run, to continue it) to start from (id or name)."
+    ),
+]
 Resume = Annotated[
     str | None, typer.Option("--resume", help="Continue this interrupted RL run from its last checkpoint.")
 ]

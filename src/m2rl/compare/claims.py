@@ -25,6 +25,11 @@ KINDS = {
     "transfer": "trained model minus SFT",
     "distill_vs_sft": "MT-OPD minus SFT",
     "mixed_vs_distill": "mixed run minus MT-OPD",
+    "cascade_vs_mixed": "cascade minus the mixed run",
+    "cascade_vs_best_merge": "cascade minus the best merge",
+    "cascade_vs_merge": "cascade minus a merge",
+    "cascade_vs_distill": "cascade minus MT-OPD",
+    "cascade_forgetting": "cascade's end minus right after the domain's stage",
 }
 UNRESOLVED = "no resolved difference: the interval spans 0"
 IDENTICAL = "the same on every item: no difference to measure"

@@ -3,7 +3,8 @@
 Runs are grouped into rows of replicates over training seeds (`m2rl.compare.groups`); every score and
 difference carries a 95% interval over seeds and test items (`m2rl.compare.statistics`); "the best"
 merge or expert is the table's top, with intervals simultaneous over the candidates
-(`m2rl.compare.best`); a study that learned nothing somewhere gets a warning (`m2rl.compare.learning`).
+(`m2rl.compare.best`); a study that learned nothing somewhere gets a warning (`m2rl.compare.learning`);
+a cascade is one row with its claims and forgetting table (`m2rl.compare.cascade`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from m2rl.compare.best import family_level, top, versus_best
+from m2rl.compare.cascade import ROLE as CASCADE
+from m2rl.compare.cascade import Cascade
+from m2rl.compare.cascade import build as build_cascades
+from m2rl.compare.cascade import fold as fold_cascades
 from m2rl.compare.claims import MEAN, Difference
 from m2rl.compare.costs import CostRatio, SeedCost, common_label, cost_ratio
 from m2rl.compare.groups import group_replicates, unique_labels
@@ -21,8 +26,8 @@ from m2rl.compare.learning import nothing_learned
 from m2rl.compare.records import DOMAIN_ORDER, RunRecord, default_label, method_label
 from m2rl.compare.statistics import ItemScores, Row, Statistics, equal_weights
 
-ROLE_ORDER = {"base": 0, "sft": 1, "expert": 2, "mixed": 3, "merge": 4, "distill": 5}
-TRAINED = ("expert", "mixed", "merge", "distill")
+ROLE_ORDER = {"base": 0, "sft": 1, "expert": 2, "mixed": 3, "merge": 4, "distill": 5, CASCADE: 6}
+TRAINED = ("expert", "mixed", "merge", "distill", CASCADE)
 BEST_BY_TABLE = "the highest mean in the scores table"
 
 
@@ -87,6 +92,7 @@ class Comparison:
     # every trained model minus the SFT of its lineage on the mean (the claims' kind of interval)
     versus_sft: list[Difference] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # where the study learned nothing
+    cascades: list[Cascade] = field(default_factory=list)  # `study.cascade`: claims, forgetting
 
     def row(self, label: str) -> Row:
         """The row with this label."""
@@ -173,11 +179,19 @@ def _primary(rows: Sequence[Row], role: str) -> Row | None:
 class _Builder:
     """Assembles one Comparison; holds what its parts share (benchmarks, statistics, notes)."""
 
-    def __init__(self, records: Sequence[RunRecord], lineage: Sequence[RunRecord], samples: int, seed: int):
+    def __init__(
+        self,
+        records: Sequence[RunRecord],
+        lineage: Sequence[RunRecord],
+        samples: int,
+        seed: int,
+        stages: Sequence[RunRecord] = (),
+    ):
+        """`stages`: evaluated runs that are not rows but get rows of their own (a cascade's stages)."""
         self.notes: list[str] = []
         groups = sorted(group_replicates(records), key=_row_sort_key)
         labels = unique_labels(groups)
-        self.known = {r.id: r for r in lineage} | {r.id: r for r in records}
+        self.known = {r.id: r for r in (*lineage, *stages)} | {r.id: r for r in records}
         self.benchmark_domains: dict[str, str] = {}
         for record in records:
             for bench, result in record.results.items():
@@ -192,7 +206,7 @@ class _Builder:
         )
         self.notes += cost_notes
         self.stats = Statistics(
-            ItemScores(records, self.benchmarks, self.notes),
+            ItemScores([*records, *stages], self.benchmarks, self.notes),
             CrossedBootstrap(samples, seed),
             _ancestors(self.known),
             self.notes,
@@ -383,7 +397,9 @@ def build_comparison(
     seed: int = 0,
 ) -> Comparison:
     """Compare `records` (evaluated runs); `lineage` holds ancestors that are not rows, for costs."""
-    b = _Builder(records, lineage, bootstrap_samples, seed)
+    records, chains, cascade_notes = fold_cascades(records, lineage)
+    b = _Builder(records, lineage, bootstrap_samples, seed, [s for c in chains for s in c.stages])
+    b.notes += cascade_notes
     rows = b.rows
     mixed = _primary(rows, "mixed")
     experts = [r for r in rows if r.role == "expert"]
@@ -428,6 +444,8 @@ def build_comparison(
         headline.append(versus_sft.get(distill.label))
         if mixed is not None:
             headline.append(b.difference("mixed_vs_distill", mixed, distill, MEAN))
+    found = build_cascades(rows, chains, b._row, b.difference, b.versus_best, mixed, distill)
+    headline += [d for c in found for d in c.claims]
 
     ratio = None
     seeds = b.cost_seeds(mixed, best_merge, experts) if mixed is not None else []
@@ -452,6 +470,7 @@ def build_comparison(
         *[d for s in synergy for d in s.each],
         *cells,
         *versus_sft.values(),
+        *[d for c in found for d in c.differences],
     ]
     return Comparison(
         benchmarks=b.benchmarks,
@@ -475,4 +494,5 @@ def build_comparison(
         cost_ratio_with_distill=ratio_with_distill,
         versus_sft=list(versus_sft.values()),
         warnings=nothing_learned(rows, b.domains),
+        cascades=found,
     )

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from m2rl.compare.cascade import Cascade
 from m2rl.compare.claims import Difference
 from m2rl.compare.core import Comparison
 from m2rl.compare.intervals import LEVEL, Estimate
@@ -164,6 +165,27 @@ def _row_json(row: Row) -> dict[str, Any]:
     }
 
 
+def _cascade_json(cascade: Cascade) -> dict[str, Any]:
+    return {
+        "label": cascade.row.label,
+        "order": list(cascade.order),
+        "stages": [[r.id for r in stage.replicates] for stage in cascade.stages],
+        "stage_hours": cascade.stage_hours,
+        "hours": estimate_json(cascade.row.own_hours),
+        "claims": [difference_json(d) for d in cascade.claims],
+        "forgetting": [
+            {
+                "domain": f.domain,
+                "stage": f.stage,
+                "after_stage": estimate_json(f.after),
+                "end": estimate_json(f.end),
+                "change": difference_json(f.change),
+            }
+            for f in cascade.forgetting
+        ],
+    }
+
+
 def to_json(comparison: Comparison) -> dict[str, Any]:
     """The whole comparison as one JSON-ready object."""
     c = comparison
@@ -242,6 +264,7 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
             if c.cost_ratio_with_distill is not None
             else None
         ),
+        "cascades": [_cascade_json(cascade) for cascade in c.cascades],
         "notes": c.notes,
         "warnings": c.warnings,
     }

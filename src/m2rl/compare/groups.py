@@ -15,8 +15,15 @@ RoleKey = tuple[str | None, str, tuple[str, ...], str]
 
 
 def role_key(record: RunRecord) -> RoleKey:
-    """What makes two runs replicates of one row: study, kind, training domains, merge method."""
-    domains = tuple(sorted(record.domains)) if record.kind == "rl" else ()
+    """What makes two runs replicates of one row: study, kind, training domains (a cascade's in their
+    order), merge method."""
+    domains = (
+        tuple(sorted(record.domains))
+        if record.kind == "rl"
+        else tuple(record.domains)
+        if record.kind == "cascade"
+        else ()
+    )
     return (record.study, record.kind, domains, (record.merge_method or "").lower())
 
 

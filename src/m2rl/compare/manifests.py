@@ -46,6 +46,7 @@ def record_from_run(run: Run, with_items: bool = True) -> RunRecord:
         seed=int(seed) if seed is not None else None,
         study=m.get("study") or None,
         results=results,
+        cascade_stage=(m.get("cascade") or {}).get("stage"),
     )
 
 

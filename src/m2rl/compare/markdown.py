@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from m2rl.compare.cascade_report import FORGETTING_HEADERS, FORGETTING_TITLE, cost_line, forgetting_rows
 from m2rl.compare.claims import KINDS, scope_words
 from m2rl.compare.core import Comparison
 from m2rl.compare.formatting import (
@@ -216,6 +217,9 @@ def to_markdown(comparison: Comparison, root: Path | None = None) -> str:
                 ],
             )
         )
+    for cascade in comparison.cascades:
+        out += ["", f"## {FORGETTING_TITLE}", "", f"- {cost_line(cascade, comparison.hours_label)}", ""]
+        out.append(_md_table(FORGETTING_HEADERS, forgetting_rows(cascade)))
     ratio = comparison.cost_ratio
     if ratio is not None and len(ratio.seeds) > 1:
         out += ["", f"## Cost per seed ({comparison.hours_label})", ""]

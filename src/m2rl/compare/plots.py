@@ -32,6 +32,7 @@ ROLE_COLOURS = {
     "mixed": "#d62728",
     "merge": "#9467bd",
     "distill": "#ff7f0e",
+    "cascade": "#8c564b",
 }
 ROLE_NAMES = {
     "base": "base model",
@@ -40,6 +41,7 @@ ROLE_NAMES = {
     "mixed": "mixed run",
     "merge": "merge of experts",
     "distill": "MT-OPD (distilled from the experts)",
+    "cascade": "cascade (RL on one domain after another)",
 }
 # Label positions around a point (offset in points, alignment), tried nearest first, then farther out.
 LABEL_OFFSETS = ((6, 4, "left", "bottom"), (6, -4, "left", "top"), (-6, 4, "right", "bottom"),

@@ -54,7 +54,7 @@ class RunRecord:
     """What the comparison needs to know about one run."""
 
     id: str
-    kind: str  # model | sft | rl | merge | distill
+    kind: str  # model | sft | rl | merge | distill | cascade (a chain of RL runs, m2rl.compare.cascade)
     name: str = ""
     parents: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()  # training domains of an rl run
@@ -67,6 +67,7 @@ class RunRecord:
     study: str | None = None  # the pipeline study it belongs to
     results: dict[str, BenchmarkResult] = field(default_factory=dict)
     label: str = ""
+    cascade_stage: int | None = None  # k of a study's cascade (m2rl.compare.cascade)
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -90,6 +91,8 @@ class RunRecord:
             return f"merge of {len(self.merge_experts)}" if self.merge_experts else "merge"
         if self.kind == "distill":
             return f"distilled from {len(self.parents) - 1} experts"
+        if self.kind == "cascade":
+            return " → ".join(self.domains)
         return ""
 
     @property
@@ -128,4 +131,6 @@ def default_label(record: RunRecord) -> str:
         return f"Merge ({method_label(record.merge_method or '?')})"
     if record.kind == "distill":
         return "MT-OPD"
+    if record.kind == "cascade":
+        return "Cascade"
     return record.name or record.id

@@ -18,6 +18,14 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from m2rl.compare.cascade import Cascade
+from m2rl.compare.cascade_report import (
+    FORGETTING_HEADERS,
+    FORGETTING_TITLE,
+    NARROW_HEADERS,
+    cost_line,
+    forgetting_rows,
+)
 from m2rl.compare.claims import Difference
 from m2rl.compare.core import Comparison
 from m2rl.compare.formatting import (
@@ -272,6 +280,18 @@ def transfer_long_table(comparison: Comparison) -> Table:
     return table
 
 
+def forgetting_table(cascade: Cascade, hours_label: str, narrow: bool = False) -> Table:
+    """A cascade's forgetting table, its cost as the caption."""
+    notes = ["± = half the 95% interval"] if narrow else []
+    table = _table(FORGETTING_TITLE, "; ".join([*notes, cost_line(cascade, hours_label)]))
+    for header in NARROW_HEADERS if narrow else FORGETTING_HEADERS:
+        text = header in ("domain", "verdict")
+        table.add_column(header, justify="left" if text else "right", no_wrap=not text)
+    for cells in forgetting_rows(cascade, narrow):
+        table.add_row(*cells)
+    return table
+
+
 def rich_renderable(comparison: Comparison, width: int | None = None) -> RenderableType:
     """Header, scores, claims, summary, synergy, transfer, notes and warnings, each table in a layout
     that fits."""
@@ -304,6 +324,16 @@ def rich_renderable(comparison: Comparison, width: int | None = None) -> Rendera
                     lambda: transfer_table(comparison),
                     lambda: transfer_table(comparison, narrow=True),
                     lambda: transfer_long_table(comparison),
+                ],
+                width,
+            )
+        )
+    for cascade in comparison.cascades:
+        parts.append(
+            _first_fitting(
+                [
+                    lambda c=cascade: forgetting_table(c, comparison.hours_label),
+                    lambda c=cascade: forgetting_table(c, comparison.hours_label, narrow=True),
                 ],
                 width,
             )

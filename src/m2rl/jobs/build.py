@@ -71,9 +71,15 @@ def sft_job(cfg: DictConfig, name: str, study: str | None = None) -> SFTJob:
 
 
 def rl_job(
-    cfg: DictConfig, name: str, domains: list[str], start_from: str | None, study: str | None = None
+    cfg: DictConfig,
+    name: str,
+    domains: list[str],
+    start_from: str | None,
+    study: str | None = None,
+    cascade_stage: int | None = None,
 ) -> RLJob:
-    """The GRPO job of this config on `domains` (an expert or the mixed run), starting from an SFT run."""
+    """The GRPO job of this config on `domains` (an expert or the mixed run), starting from an SFT run,
+    or (`cascade_stage` k > 1 of a study's cascade) from the RL run of the stage before."""
     check_domains(cfg, domains)
     rl = cfg.rl
     steps = rl.get("steps") if len(domains) == 1 else rl.get("mixed_steps")
@@ -83,6 +89,7 @@ def rl_job(
         "start_from": start_from,
         "steps": steps,
         "verifiers": section(cfg, "verifiers") or {},
+        "cascade_stage": cascade_stage,
     }
     return validated(RLJob, values)
 

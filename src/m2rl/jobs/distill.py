@@ -25,9 +25,8 @@ def study_experts(ledger: Ledger, study: str, sft: Run) -> list[Run]:
         domains = run.manifest.get("domains") or []
         if (
             run.manifest.get("study") == study
-            and run.kind == "rl"
+            and run.is_expert
             and run.status == "completed"
-            and len(domains) == 1
             and sft.id in (run.manifest.get("parents") or [])
         ):
             found[domains[0]] = run  # ledger.runs() is oldest first

@@ -1,4 +1,5 @@
-"""The RL job: GRPO from an SFT run (TRL GRPOTrainer); one domain is an expert, several the mixed run.
+"""The RL job: GRPO from an SFT run (TRL GRPOTrainer); one domain is an expert, several the mixed run;
+a study's cascade stage starts from the RL run of the stage before.
 
 `create` resolves the start model, checks the rollout batch and the prompts of every domain before
 the run exists; `run` trains in this process or under accelerate, resuming from the last complete
@@ -24,18 +25,34 @@ def completed_sft(ledger: Ledger, ref: str) -> Run:
         raise UserError(
             f"--from {ref}: run {run.id} is a {run.status} {run.kind} run, not a completed SFT run"
         )
+    return _with_model(run, ref)
+
+
+def completed_start(ledger: Ledger, ref: str) -> Run:
+    """The completed SFT or RL run `--from REF` names, with its model directory; else a UserError."""
+    run = ledger.get(ref)
+    if run.kind not in ("sft", "rl") or run.status != "completed":
+        raise UserError(
+            f"--from {ref}: run {run.id} is a {run.status} {run.kind} run, not a completed SFT or RL run"
+        )
+    return _with_model(run, ref)
+
+
+def _with_model(run: Run, ref: str) -> Run:
+    """The run, checked to hold a model directory."""
     if not (run.model_dir / "config.json").is_file():
         raise UserError(f"--from {ref}: run {run.id} has no model directory at {run.model_dir}")
     return run
 
 
 def start_model(ledger: Ledger, spec: RLJob) -> tuple[str, list[str]]:
-    """(model to start from, parent run ids): a completed SFT run, or an external `model.path`."""
+    """(model to start from, parent run ids): a completed SFT or RL run (a cascade's stage before), or an
+    external `model.path`."""
     from m2rl.models.resolve import resolve_base_model
 
     ref = spec.start_from
     if ref:
-        parent = completed_sft(ledger, ref)
+        parent = completed_start(ledger, ref)
         return str(parent.model_dir), [parent.id]
     if spec.model.path:
         return resolve_base_model(spec.model, ledger.root), []
@@ -45,7 +62,7 @@ def start_model(ledger: Ledger, spec: RLJob) -> tuple[str, list[str]]:
 
 
 def resolve(spec: RLJob, ledger: Ledger) -> RLJob:
-    """The spec with its start run named by id (checked to be a completed SFT run with a model)."""
+    """The spec with its start run named by id (checked to be a completed SFT or RL run with a model)."""
     if not spec.start_from:
         return spec
     _, parents = start_model(ledger, spec)
@@ -74,6 +91,8 @@ def create(spec: RLJob, ledger: Ledger, config: dict[str, Any] | None = None, qu
     training_samples(spec)  # fail now on bad rows or empty domains
     run = create_training_run(spec, ledger, config, parents=parents, queued=queued)
     run.update(domains=spec.domains, base_model=model_path, steps=spec.steps)
+    if spec.cascade_stage is not None:
+        run.update(cascade={"stage": spec.cascade_stage})  # what tells compare it is not an expert
     return run
 
 

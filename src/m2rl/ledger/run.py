@@ -45,6 +45,12 @@ class Run:
         return self.manifest["kind"]
 
     @property
+    def is_expert(self) -> bool:
+        """A single-domain RL run that is not a stage of a study's cascade (those record `cascade`)."""
+        domains = self.manifest.get("domains") or []
+        return self.kind == "rl" and len(domains) == 1 and not self.manifest.get("cascade")
+
+    @property
     def status(self) -> str:
         return self.manifest["status"]
 

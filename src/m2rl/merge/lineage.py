@@ -34,7 +34,7 @@ def resolve_experts(ledger: Ledger, refs: list[str]) -> list[Run]:
             continue
         if any(c in ref for c in GLOB_CHARS):  # a glob matches experts only (not the mixed run, SFT...)
             named = [r for r in ledger.runs() if r.status == "completed" and fnmatch.fnmatch(r.name, ref)]
-            matched = [r for r in named if is_expert(r)]
+            matched = [r for r in named if r.is_expert]
             if not matched:
                 others = f" (only {', '.join(sorted({r.name for r in named}))}, not experts)" if named else ""
                 raise UserError(
@@ -45,18 +45,13 @@ def resolve_experts(ledger: Ledger, refs: list[str]) -> list[Run]:
         study = [
             r
             for r in ledger.runs()
-            if r.manifest.get("study") == ref and r.status == "completed" and is_expert(r)
+            if r.manifest.get("study") == ref and r.status == "completed" and r.is_expert
         ]
         experts.extend(_newest_per_name(study) if study else [ledger.get(ref)])
     unique = list({r.id: r for r in experts}.values())
     if not unique:
         raise UserError("--experts: no runs given")
     return unique
-
-
-def is_expert(run: Run) -> bool:
-    """A single-domain RL run."""
-    return run.kind == "rl" and len(run.manifest.get("domains") or []) == 1
 
 
 def _newest_per_name(runs: list[Run]) -> list[Run]:

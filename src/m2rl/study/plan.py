@@ -1,5 +1,6 @@
 """The study as a graph of jobs: per seed, SFT -> an expert per domain and the mixed run -> merges
-(and, with `study.distill`, MT-OPD of the experts into the SFT model),
+(and, with `study.distill`, MT-OPD of the experts into the SFT model; with `study.cascade`, the cascade:
+RL on one domain after another, m2rl.study.cascade),
 an eval of every model, then (`study.analyze`) an analyze stage over the seed's evaluated models; the
 comparison over all seeds closes it (run by the executor's caller).
 
@@ -32,6 +33,7 @@ from m2rl.jobs.build import (
 )
 from m2rl.ledger import Run
 from m2rl.specs import JobSpec, StudySettings, validated
+from m2rl.study.cascade import cascade_order, stage_name
 
 MIXED = "mixed"
 # Rough cost of a stage in "RL step" units, for longest-first scheduling and the ETA.
@@ -191,7 +193,9 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 distill = _distill_stage(seeded, study, prefix, sft, experts, domains)
                 stages.append(distill)
                 models.append(distill)
-        for model in models:
+        cascade = _cascade_stages(seeded, study, prefix, sft.name)
+        stages += cascade
+        for model in (*models, *cascade):  # the cascade is not analysed: its lineage is a chain
             add_eval(model, model.domains if model.kind == "rl" and len(model.domains) == 1 else ())
         if cfg.study.get("analyze", False):
             stages.append(_analyze_stage(cfg, study, seed, [sft, *models], several=len(seeds) > 1))
@@ -215,6 +219,28 @@ def _distill_stage(
         domains=tuple(domains),
         steps=int(cfg.distill.steps),
     )
+
+
+def _cascade_stages(cfg: DictConfig, study: str, prefix: str, sft: str) -> list[Stage]:
+    """The seed's cascade (`study.cascade`): one RL stage per domain of its order, each from the run of
+    the stage before (the first from the SFT run), with the expert recipe (m2rl.study.cascade)."""
+    stages: list[Stage] = []
+    previous = sft
+    for k, domain in enumerate(cascade_order(cfg), start=1):
+        name = stage_name(prefix, k, domain)
+        stages.append(
+            Stage(
+                name,
+                "rl",
+                int(cfg.seed),
+                (previous,),
+                lambda runs, n=name, d=domain, p=previous, k=k: rl_job(cfg, n, [d], runs[p].id, study, k),
+                domains=(domain,),
+                steps=int(cfg.rl.steps),
+            )
+        )
+        previous = name
+    return stages
 
 
 def seed_prefix(study: str, seed: int) -> str:
