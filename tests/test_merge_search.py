@@ -249,3 +249,16 @@ def test_a_study_adds_one_tuned_merge_per_listed_method_after_the_experts():
         assert f"{stage.name}-eval" in stages
     plain = plan(compose_config([]), "st")
     assert not [s for s in plain if s.name.endswith("-tuned")]
+
+
+def test_a_tuned_merge_asks_slurm_for_the_gpus_its_trials_sample_on():
+    from m2rl.config import compose_config
+    from m2rl.jobs.build import merge_job
+    from m2rl.specs import SlurmSettings
+    from m2rl.study.backends import spec_request
+
+    cfg = compose_config([])
+    plain = merge_job(cfg, "paper_ties", ["e1", "e2"], "sft-id", "a-merge")
+    tuned = merge_job(cfg, "paper_ties", ["e1", "e2"], "sft-id", "a-tuned", search=SEARCH)
+    assert spec_request(SlurmSettings(), plain).gpus == 0
+    assert spec_request(SlurmSettings(), tuned).gpus == 1
