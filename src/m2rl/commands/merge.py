@@ -4,7 +4,7 @@
 method in conf/merge), `--method paper` (the paper's six) or a comma list writes one per method.
 Method parameters are Hydra overrides (`merge.density=0.3`); --dry-run prints the resolved config.
 `--search N` tunes each method's parameters in N trials on validation items drawn from the training
-distribution, never the test items; the run (`<name>-tuned`) counts the search in its cost and
+distribution, never the test items; the run (`merge-<method>-tuned`) counts the search in its cost and
 continues from its finished trials when started again.
 """
 
