@@ -225,13 +225,17 @@ def _trial(
     results = evaluate_items(scratch / "model", [base_dir, *expert_dirs], items, cfg)
     shutil.rmtree(scratch)
     scores = {domain: sum(r.mean_reward for r in rows) / len(rows) for domain, rows in results.items()}
+    seconds, cpu_seconds = time.perf_counter() - wall, process_tree_cpu_seconds() - cpu
+    device = run.manifest["device"]
     return {
         "number": number,
         "params": params,
         "value": sum(scores.values()) / len(scores),
         "domains": scores,
-        "seconds": round(time.perf_counter() - wall, 3),
-        "cpu_seconds": round(process_tree_cpu_seconds() - cpu, 3),
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
+        # the run's cost unit (m2rl.compare.costs): GPU wall x devices, or the CPU time on a CPU
+        "device_hours": (seconds * int(device["count"]) if device["type"] == "cuda" else cpu_seconds) / 3600,
         "items": {domain: [r.id for r in rows] for domain, rows in results.items()},
     }
 
@@ -298,6 +302,7 @@ def run_search(spec: MergeJob, run: Run, base_dir: Path, expert_dirs: list[Path]
         "sampler": f"optuna TPE, seed {spec.seed}, {startup} start-up trials",
         "seconds": round(sum(r["seconds"] for r in done), 3),
         "cpu_seconds": round(sum(r["cpu_seconds"] for r in done), 3),
+        "device_hours": sum(r["device_hours"] for r in done),
     }
     return resolve_method(spec.merge, best["params"]), summary
 
