@@ -422,7 +422,8 @@ def tiny_time(cfg: DictConfig, stages: list[Stage], cores: int) -> TimeEstimate:
 
     wall, _ = replay(cores)
     best, widest = replay(len(stages))
-    enough = next(n for n in range(1, widest + 1) if replay(n)[0] <= best * 1.01)
+    # up to as many cores as stages: where SFT gains from two threads, more cores than `widest` can still help
+    enough = next(n for n in range(1, len(stages) + 1) if replay(n)[0] <= best * 1.01)
     return TimeEstimate(wall + TINY_OVERHEAD_S, cores, best + TINY_OVERHEAD_S, enough, widest)
 
 
