@@ -262,3 +262,39 @@ def test_a_tuned_merge_asks_slurm_for_the_gpus_its_trials_sample_on():
     tuned = merge_job(cfg, "paper_ties", ["e1", "e2"], "sft-id", "a-tuned", search=SEARCH)
     assert spec_request(SlurmSettings(), plain).gpus == 0
     assert spec_request(SlurmSettings(), tuned).gpus == 1
+
+
+def _math_rows(path, numbers) -> None:
+    rows = [
+        {
+            "id": f"file-math-{n}",
+            "domain": "math",
+            "prompt": [{"role": "user", "content": f"What is {n} + 1?"}],
+            "label": str(n + 1),
+        }
+        for n in numbers
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_file_data_validates_on_a_seeded_slice_of_its_rl_rows_kept_off_its_test_file(tmp_path):
+    """A file-backed domain has no unused rows: the items are a seeded selection of its RL rows, and a
+    row that is also in its test file is refused."""
+    from m2rl.jobs.build import merge_job
+    from m2rl.merge.search import validation_items
+
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    _math_rows(train, range(20))
+    _math_rows(test, range(100, 110))
+    files = [f"+data.files.math.train={train}", f"+data.files.math.test={test}"]
+    search = {**SEARCH, "domains": ["math"]}
+    spec = merge_job(_config(*files), "paper_ties", ["e1"], search=search)
+    items = validation_items(spec.search)["math"]
+    assert len(items) == SEARCH["items_per_domain"]
+    assert {row["id"] for row in items} < {f"file-math-{n}" for n in range(20)}
+    assert items == validation_items(spec.search)["math"]  # seeded
+    _math_rows(test, [3, *range(100, 110)])  # one RL row is a test item: the selection may hold it
+    _math_rows(train, [3])
+    spec = merge_job(_config(*files), "paper_ties", ["e1"], search={**search, "items_per_domain": 1})
+    with pytest.raises(UserError, match="validation items of math are test items"):
+        validation_items(spec.search)
