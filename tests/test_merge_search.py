@@ -198,6 +198,7 @@ def cli(experts, monkeypatch):
     [
         (["--method", "bogus", "--search", "2"], "unknown merge method"),
         (["--method", "paper_ties", "--search", "0"], "search.trials=0"),
+        (["--method", "paper_ties", "--search", "2", "--search-items", "0"], "search.items_per_domain=0"),
         (["--method", "paper_ties", "--search", "2", "--search-params", "gamma"], "cannot search gamma"),
         (["--method", "paper_sce", "--search", "2"], "has no parameter to search"),
         (["--method", "paper_ties", "--search-items", "4"], "give --search TRIALS"),

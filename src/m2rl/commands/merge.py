@@ -107,7 +107,9 @@ def command(
         if search is not None:
             tuning = {
                 "trials": search,
-                "items_per_domain": search_items or cfg.study.merge_search.items_per_domain,
+                "items_per_domain": cfg.study.merge_search.items_per_domain
+                if search_items is None
+                else search_items,
                 "params": [p.strip() for p in (search_params or "").split(",") if p.strip()],
             }
             merge_job(cfg, each, ["unchecked"], search=tuning)  # the search's settings, before any work
