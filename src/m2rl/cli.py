@@ -68,6 +68,7 @@ EXAMPLES = {
     "merge": [
         "m2rl merge --method paper_ties --experts study-s0-rl-math,study-s0-rl-code",
         "m2rl merge --method ties --experts 'study-s0-rl-*' merge.density=0.3",
+        "m2rl merge --method paper_ties --experts 'study-s0-rl-*' --search 8 --search-items 32",
     ],
     "verify": ["m2rl verify responses.jsonl -o scored.jsonl verifiers.require_think=false"],
     "eval": ["m2rl eval study-s0-rl-mixed", "m2rl eval study-s0-sft eval.k=8 seed=1 --replace"],

@@ -206,6 +206,15 @@ class PaperEstimate(Strict):
     eval_items: dict[str, int] = {}  # benchmark -> items, where its config sets no `limit` or `count`
 
 
+class MergeSearchSettings(Strict):
+    """`study.merge_search`: a tuned merge per listed method after the experts (m2rl.merge.search)."""
+
+    methods: list[str] = []  # empty: no tuned merges
+    trials: int = Field(8, ge=1)
+    items_per_domain: int = Field(32, ge=1)
+    params: list[str] = []  # empty: every searchable parameter of each method
+
+
 class StudySettings(Strict):
     """`study`: what the pipeline runs and how its stages share the machine or the cluster."""
 
@@ -225,6 +234,7 @@ class StudySettings(Strict):
     claim_k: int | None = Field(None, ge=1)  # samples per item, at least, where expert claims are measured
     cascade: bool = False  # sequential GRPO over the domains per seed, each stage from the one before
     cascade_order: list[str] | None = None  # the cascade's domains in training order (None: the default)
+    merge_search: MergeSearchSettings = MergeSearchSettings()
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -292,14 +302,33 @@ class RLJob(JobSpec):
     NOT_IDENTITY: ClassVar[frozenset[str]] = JobSpec.NOT_IDENTITY | {"cascade_stage"}
 
 
+class MergeSearch(Strict):
+    """A tuned merge's search (m2rl.merge.search): the method's parameters tuned on validation items drawn
+    from each domain's training distribution, the verifiers' mean score over `domains` the objective."""
+
+    trials: int = Field(ge=1)  # merges tried (each merged and evaluated on the validation items)
+    items_per_domain: int = Field(ge=1)  # validation items per domain
+    params: list[str] = []  # the searched parameters; empty: every searchable parameter of the method
+    domains: list[str] = []  # the objective's domains; empty: the experts' domains (filled by resolve)
+    data: dict[str, Any]  # the data config the validation items come from
+    eval: dict[str, Any]  # how responses are sampled (K, temperature, backend) and the test sets to avoid
+    verifiers: dict[str, Any]
+
+
 class MergeJob(JobSpec):
-    """A weight-space merge of expert runs onto their shared base."""
+    """A weight-space merge of expert runs onto their shared base; with `search`, a tuned merge."""
 
     kind: ClassVar[str] = "merge"
     method: str
     merge: dict[str, Any]  # the resolved conf/merge section of this method (checked by merge.methods)
     experts: list[str] = Field(min_length=1)  # run references
     base: str | None = None  # default: the experts' shared SFT parent
+    search: MergeSearch | None = None
+
+    def _identity_exclude(self) -> Any:
+        # a merge without a search hashes as it did before searches existed
+        exclude = super()._identity_exclude()
+        return exclude | {"search"} if self.search is None else exclude
 
 
 class EvalJob(JobSpec):

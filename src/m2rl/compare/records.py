@@ -36,6 +36,8 @@ METHOD_LABELS = {
     "ramplus_tl": "RAM+",
 }
 
+TUNED_SUFFIX = "+search"  # the method of a tuned merge's manifest (m2rl.merge.search.SEARCH_SUFFIX)
+
 
 @dataclass(frozen=True)
 class BenchmarkResult:
@@ -102,8 +104,11 @@ class RunRecord:
 
 
 def method_label(method: str) -> str:
-    """A merge method's display name as in the literature (TIES, TA+DARE, ...)."""
+    """A merge method's display name as in the literature (TIES, TA+DARE, ...); a tuned merge's
+    (`<method>+search`, m2rl.merge.search) is `TIES tuned`."""
     key = method.lower().removeprefix("paper_")
+    if key.endswith(TUNED_SUFFIX):
+        return f"{method_label(key.removesuffix(TUNED_SUFFIX))} tuned"
     return METHOD_LABELS.get(key, key.replace("_", " ").title())
 
 

@@ -287,6 +287,30 @@ def evaluate_run(
     return {bench.name: results[bench.name] for bench in settings.benchmarks}
 
 
+def evaluate_items(
+    model_dir: Path, fallbacks: list[Path], items: dict[str, list[dict[str, Any]]], cfg: DictConfig
+) -> dict[str, list[ItemResult]]:
+    """K responses per item of a model directory that is no run (a merge search's trial), scored by the
+    items' verifiers with the eval settings of `cfg` (K: `eval.k`); {domain: results}, nothing written."""
+    from m2rl.verifiers import VerifierConfig
+
+    settings = EvalSettings.from_cfg(cfg)
+    verifier_config = VerifierConfig.from_cfg(cfg.get("verifiers"))
+    generator = _make_generator(model_dir, fallbacks, settings)
+    k = int(cfg.eval.get("k", 1))
+    return {
+        domain: _sample_and_score(
+            rows,
+            BenchmarkSpec(f"validation-{domain}", domain, "validation", k),
+            generator,
+            settings,
+            verifier_config,
+            lambda n: None,
+        )
+        for domain, rows in items.items()
+    }
+
+
 def _sample_and_score(
     items: list[dict[str, Any]],
     bench: BenchmarkSpec,

@@ -102,9 +102,13 @@ def merge_job(
     name: str | None = None,
     study: str | None = None,
     params: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
 ) -> MergeJob:
     """A merge job: the config's own `merge` section when it is this method, else conf/merge/<method>,
-    with `params` overriding its parameters."""
+    with `params` overriding its parameters. `search` (trials, items_per_domain, params, domains) makes
+    it a tuned merge, its validation items drawn from this config's data and sampled with its eval
+    settings (m2rl.merge.search)."""
+    from m2rl.evaluate.settings import EvalSettings, eval_section
     from m2rl.merge.methods import method_section, resolve_method
 
     merge = section(cfg, "merge") or {}
@@ -112,9 +116,21 @@ def merge_job(
         merge = method_section(method)
     merge = {**merge, **(params or {})}
     resolve_method(merge)  # validate before any work
-    values = _common(cfg, name or f"merge-{method}", study)
+    values = _common(cfg, name or f"merge-{method}{'-tuned' if search else ''}", study)
     values |= {"method": method, "merge": merge, "experts": list(experts), "base": base}
-    return validated(MergeJob, values)
+    if search:
+        EvalSettings.from_cfg(cfg)  # validate before any work
+        values["search"] = search | {
+            "data": section(cfg, "data"),
+            "eval": eval_section(cfg),
+            "verifiers": section(cfg, "verifiers") or {},
+        }
+    job = validated(MergeJob, values)
+    if job.search is not None:
+        from m2rl.merge.search import search_space
+
+        search_space(resolve_method(merge), job.search.params)  # searchable parameters, before any work
+    return job
 
 
 def eval_job(

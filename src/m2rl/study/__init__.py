@@ -163,6 +163,13 @@ def run_study(cfg: DictConfig, runs_dir: Path, name: str, console: Console) -> A
     stages = plan(cfg, name)
     check_study(cfg, stages)
     settings = study_settings(cfg)
+    if settings.merge_search.methods:  # the tuned merges' validation items, kept off the test sets
+        from m2rl.jobs.build import merge_job
+        from m2rl.merge.search import validation_items
+        from m2rl.study.plan import merge_search
+
+        tuned = merge_job(cfg, settings.merge_search.methods[0], ["unused"], search=merge_search(cfg))
+        validation_items(tuned.search)
     ledger = Ledger(runs_dir)
     share = machine_share(settings)
     backend = make_backend(settings)

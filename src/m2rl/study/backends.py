@@ -185,7 +185,7 @@ def slurm_request(
     eval_section: Mapping[str, Any] | None = None,
 ) -> SlurmRequest:
     """A stage's request: a training stage (`launcher` given) on the launcher's machines, an eval or
-    analyze stage (`eval_section`) on one node, a merge on one node with no GPU.
+    analyze stage or a tuned merge (`eval_section`) on one node, a merge on one node with no GPU.
 
     `study.slurm.gpus_per_job: auto` gives a training stage one GPU per process of its launcher
     (num_processes over num_machines per node; none with launcher.use_cpu=true), an eval or analyze
@@ -207,8 +207,10 @@ def slurm_request(
 
 
 def spec_request(settings: SlurmSettings, spec: JobSpec) -> SlurmRequest:
-    """The request of a stage's job spec."""
-    return slurm_request(settings, getattr(spec, "launcher", None), getattr(spec, "eval", None))
+    """The request of a stage's job spec (a tuned merge's trials sample as an eval stage does)."""
+    search = getattr(spec, "search", None)
+    evaluated = getattr(spec, "eval", None) or (search.eval if search is not None else None)
+    return slurm_request(settings, getattr(spec, "launcher", None), evaluated)
 
 
 def slurm_parameters(settings: SlurmSettings, request: SlurmRequest, job_name: str) -> dict[str, Any]:

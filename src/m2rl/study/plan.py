@@ -1,6 +1,7 @@
 """The study as a graph of jobs: per seed, SFT -> an expert per domain and the mixed run -> merges
-(and, with `study.distill`, MT-OPD of the experts into the SFT model; with `study.cascade`, the cascade:
-RL on one domain after another, m2rl.study.cascade),
+(with `study.merge_search`, tuned merges too, m2rl.merge.search; with `study.distill`, MT-OPD of the
+experts into the SFT model; with `study.cascade`, the cascade: RL on one domain after another,
+m2rl.study.cascade),
 an eval of every model, then (`study.analyze`) an analyze stage over the seed's evaluated models; the
 comparison over all seeds closes it (run by the executor's caller).
 
@@ -59,6 +60,8 @@ class Stage:
         """Estimated cost (longest first; ETA weights)."""
         if self.kind in ("rl", "distill"):
             return float(self.steps or 1)
+        if self.kind == "merge" and self.steps:  # a tuned merge: a merge and a validation eval per trial
+            return self.steps * (MERGE_COST + EVAL_COST)
         costs = {"sft": SFT_COST, "eval": EVAL_COST, "merge": MERGE_COST, "analyze": ANALYZE_COST}
         return costs.get(self.kind, 1.0)
 
@@ -189,6 +192,10 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
                 )
                 stages.append(merge)
                 models.append(merge)
+            for method in _settings(cfg).merge_search.methods:
+                tuned = _tuned_merge_stage(seeded, study, prefix, sft, experts, domains, method)
+                stages.append(tuned)
+                models.append(tuned)
             if cfg.study.get("distill", False):
                 distill = _distill_stage(seeded, study, prefix, sft, experts, domains)
                 stages.append(distill)
@@ -241,6 +248,44 @@ def _cascade_stages(cfg: DictConfig, study: str, prefix: str, sft: str) -> list[
         )
         previous = name
     return stages
+
+
+def merge_search(cfg: DictConfig) -> dict:
+    """The search of the study's tuned merges (`study.merge_search`), on the study's domains."""
+    settings = _settings(cfg).merge_search
+    return {
+        "trials": settings.trials,
+        "items_per_domain": settings.items_per_domain,
+        "params": list(settings.params),
+        "domains": list(cfg.study.domains),
+    }
+
+
+def _tuned_merge_stage(
+    cfg: DictConfig,
+    study: str,
+    prefix: str,
+    sft: Stage,
+    experts: list[Stage],
+    domains: list[str],
+    method: str,
+) -> Stage:
+    """A merge of one seed's experts with `method`'s parameters tuned on validation items (after the experts)."""
+    name = f"{prefix}-merge-{method}-tuned"
+    search = merge_search(cfg)
+    merge_job(cfg, method, ["unused"], study=study, search=search)  # validate the search before any work
+    return Stage(
+        name,
+        "merge",
+        int(cfg.seed),
+        (sft.name, *(e.name for e in experts)),
+        lambda runs, ex=tuple(e.name for e in experts): merge_job(
+            cfg, method, [runs[e].id for e in ex], runs[sft.name].id, name, study, search=search
+        ),
+        domains=tuple(domains),
+        method=method,
+        steps=search["trials"],
+    )
 
 
 def seed_prefix(study: str, seed: int) -> str:
@@ -348,7 +393,15 @@ def _tiny_work(cfg: DictConfig, stage: Stage, stages: dict[str, Stage]) -> tuple
         )
     if stage.kind == "eval":
         return "eval", float(sum(_eval_samples(cfg, stages[stage.evaluates or ""]).values()))
+    if stage.kind == "merge" and stage.steps:  # a tuned merge: every trial samples the validation items
+        return "eval", float(stage.steps * sum(_search_samples(cfg, stage).values()))
     return stage.kind, 1.0
+
+
+def _search_samples(cfg: DictConfig, stage: Stage) -> dict[str, int]:
+    """Samples per domain of one trial of a tuned merge: validation items x `eval.k`."""
+    items = _settings(cfg).merge_search.items_per_domain
+    return {domain: items * int(cfg.eval.get("k", 1)) for domain in stage.domains}
 
 
 def _claim_domains(cfg: DictConfig, model: Stage) -> Sequence[str]:
@@ -395,7 +448,8 @@ def tiny_time(cfg: DictConfig, stages: list[Stage], cores: int) -> TimeEstimate:
 
     wall, _ = replay(cores)
     best, widest = replay(len(stages))
-    enough = next(n for n in range(1, widest + 1) if replay(n)[0] <= best * 1.01)
+    # up to as many cores as stages: where SFT gains from two threads, more cores than `widest` can still help
+    enough = next(n for n in range(1, len(stages) + 1) if replay(n)[0] <= best * 1.01)
     return TimeEstimate(wall + TINY_OVERHEAD_S, cores, best + TINY_OVERHEAD_S, enough, widest)
 
 
@@ -457,6 +511,8 @@ def paper_costs(cfg: DictConfig, stages: list[Stage]) -> dict[str, PaperCost]:
             costs[stage.name] = _analyze_cost(
                 cfg, settings, [by_name[d.removesuffix("-eval")] for d in stage.deps]
             )
+        elif stage.kind == "merge" and stage.steps:
+            costs[stage.name] = _search_cost(cfg, settings, stage)
         else:
             costs[stage.name] = PaperCost(0.0, "CPU: not counted, as in the paper")
     return costs
@@ -525,6 +581,16 @@ def _eval_cost(cfg: DictConfig, settings: StudySettings, model: Stage) -> PaperC
     basis = f"items x K x {_sample_basis(cfg)}; an upper bound (an RL step also trains)"
     if unknown:
         basis += f"; left out, items unknown: {', '.join(unknown)} (study.paper_estimate.eval_items)"
+    return PaperCost(hours, basis)
+
+
+def _search_cost(cfg: DictConfig, settings: StudySettings, stage: Stage) -> PaperCost:
+    """A tuned merge: its trials' validation evals (the merges run on CPU, not counted)."""
+    new_tokens = int(cfg.eval.max_new_tokens)
+    hours = 0.0
+    for domain, samples in _search_samples(cfg, stage).items():
+        hours += int(stage.steps or 0) * samples * (_sample_hours(cfg, settings, domain, new_tokens) or 0.0)
+    basis = f"trials x validation items x K x {_sample_basis(cfg)}; an upper bound (an RL step also trains)"
     return PaperCost(hours, basis)
 
 

@@ -82,7 +82,8 @@ def _narrowest(table: Table) -> int:
 
 def _what(stage: Stage) -> str:
     what = stage.method or ", ".join(stage.domains)
-    return f"{what}; {stage.steps} steps" if stage.steps else what
+    unit = "trials" if stage.kind == "merge" else "steps"  # a tuned merge's steps are its search's trials
+    return f"{what}; {stage.steps} {unit}" if stage.steps else what
 
 
 def _after(stage: Stage) -> str:
