@@ -19,12 +19,12 @@ from m2rl.jobs.build import rl_job
 from m2rl.ledger import Ledger
 from m2rl.study.plan import TINY_MEASURED, paper_costs, plan, tiny_time
 
-from cli_helpers import SMALL_STUDY, m2rl
+from cli_helpers import ONE_SEED, SMALL_STUDY, m2rl
 
 
 # ------------------------------------------------------------------------------------- the plan
 def test_the_default_order_trains_if_first_and_code_last_each_stage_from_the_one_before():
-    stages = {s.name: s for s in plan(compose_config(["study.cascade=true"]), "s")}
+    stages = {s.name: s for s in plan(compose_config([*ONE_SEED, "study.cascade=true"]), "s")}
     chain = [f"s-s0-cascade-{k}-{d}" for k, d in enumerate(("if", "science", "math", "code"), start=1)]
     assert [n for n in stages if "-cascade-" in n and not n.endswith("-eval")] == chain
     assert stages[chain[0]].deps == ("s-s0-sft",)
@@ -42,7 +42,9 @@ def test_the_default_order_trains_if_first_and_code_last_each_stage_from_the_one
 
 
 def test_a_given_order_is_followed_and_the_analyze_stage_leaves_the_cascade_out():
-    cfg = compose_config(["study.cascade=true", "study.cascade_order=[math,if]", "study.analyze=true"])
+    cfg = compose_config(
+        [*ONE_SEED, "study.cascade=true", "study.cascade_order=[math,if]", "study.analyze=true"]
+    )
     stages = {s.name: s for s in plan(cfg, "s")}
     assert stages["s-s0-cascade-2-if"].deps == ("s-s0-cascade-1-math",)
     assert not any("cascade-3" in n for n in stages)
@@ -110,7 +112,7 @@ def test_the_estimates_count_every_stage_as_an_expert_of_its_domain():
     cascade = sum(costs[s.name].hours for s in stages if "-cascade-" in s.name and s.kind == "rl")
     experts = sum(costs[f"p-s0-rl-{d}"].hours for d in ("math", "code", "science", "if"))
     assert cascade == pytest.approx(experts) == pytest.approx(2172.8 + 3187.2 + 787.2 + 377.6)
-    tiny, plain = compose_config(["study.cascade=true"]), compose_config([])
+    tiny, plain = compose_config([*ONE_SEED, "study.cascade=true"]), compose_config(ONE_SEED)
     with_cascade, without = (
         tiny_time(tiny, plan(tiny, "t"), cores=2),
         tiny_time(plain, plan(plain, "t"), cores=2),

@@ -13,6 +13,8 @@ from m2rl.ledger import Ledger
 from m2rl.merge.search import SEARCH_SUFFIX, VALIDATION_FILE, read_trials
 from test_merge import _finished, _write_expert
 
+from cli_helpers import ONE_SEED
+
 DOMAINS = ["math", "science"]
 # a small eval: 8 test items of the two domains, K=1, 16 new tokens
 EVAL = [
@@ -239,7 +241,7 @@ def test_a_study_adds_one_tuned_merge_per_listed_method_after_the_experts():
     from m2rl.study.plan import plan
 
     cfg = compose_config(
-        ["study.merge_search.methods=[paper_ties,paper_dare_ties]", "study.merge_search.trials=5"]
+        [*ONE_SEED, "study.merge_search.methods=[paper_ties,paper_dare_ties]", "study.merge_search.trials=5"]
     )
     stages = {s.name: s for s in plan(cfg, "st")}
     tuned = [s for s in stages.values() if s.name.endswith("-tuned")]
