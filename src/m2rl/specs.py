@@ -15,7 +15,16 @@ import json
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from m2rl.errors import UserError
 
@@ -31,6 +40,19 @@ class Strict(BaseModel):
     """Frozen, no unknown keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Section(Strict):
+    """A config section kept as it was written: only the keys the config gave are serialized, so job.json
+    and a job's identity hold what the config held (never a default filled in), as before it was typed."""
+
+    @model_serializer(mode="wrap")
+    def _given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if key in self.model_fields_set}
+
+
+# A number as written (10 stays 10, 0.5 stays 0.5): the identity hashes the JSON text of the section.
+Number = int | float
 
 
 def check_name(name: str) -> str:
@@ -225,6 +247,74 @@ class StudySettings(Strict):
     claim_k: int | None = Field(None, ge=1)  # samples per item, at least, where expert claims are measured
 
 
+class VllmSettings(Section):
+    """`eval.vllm`: engine arguments of the vLLM eval backend (`vllm.LLM(...)`)."""
+
+    gpu_memory_utilization: Number = 0.85
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    enforce_eager: bool = False
+
+
+class EvalSection(Section):
+    """`eval/`: the benchmarks and how responses are sampled; checked further (ranges, benchmark specs)
+    when m2rl.evaluate.settings.EvalSettings is made from it."""
+
+    backend: str = "hf"  # hf | vllm
+    k: int = 1  # samples per item (a benchmark may set its own `k`)
+    temperature: Number = 1.0
+    top_p: Number = 1.0
+    max_new_tokens: int = 96
+    enable_thinking: bool = True
+    batch_size: int = 64
+    torch_threads: int | None = None
+    bootstrap_samples: int = 1000
+    vllm: VllmSettings = VllmSettings()
+    # name -> the loader's spec (source, domain, k, ... as m2rl.evaluate.benchmarks reads them); null drops one
+    benchmarks: dict[str, dict[str, Any] | None] = {}
+
+
+class MathVerifier(Section):
+    """`verifiers.math`."""
+
+    timeout_s: Number = 10.0
+
+
+class CodeVerifier(Section):
+    """`verifiers.code`: the sandbox's limits (conf/verifiers/default.yaml says what each one bounds)."""
+
+    max_tests: int = 20
+    time_limit_s: Number = 10.0
+    memory_limit_mb: int = 1024
+    max_processes: int = 16
+    output_limit_mb: Number = 16.0
+    sandbox_url: str | None = None
+    allow_unsandboxed: bool = False
+    packages: list[str] = []
+    host_memory_share: Number = 0.5
+
+
+class InstructionFollowingVerifier(Section):
+    """`verifiers.instruction_following`."""
+
+    strict: bool = True
+
+
+class VerifierSettings(Section):
+    """`verifiers/`: the reward rules and the code sandbox (m2rl.verifiers.VerifierConfig is made from it)."""
+
+    require_think: bool = True
+    seed: int = 0
+    workers: int | None = None
+    math: MathVerifier = MathVerifier()
+    code: CodeVerifier = CodeVerifier()
+    instruction_following: InstructionFollowingVerifier = InstructionFollowingVerifier()
+    # reward plugins: rm_type -> "module:function" or {score, domain, check, budget_s, queue_depth}
+    # (m2rl.verifiers.plugins); null drops one
+    custom: dict[str, str | dict[str, Any] | None] | None = None
+
+
 # -- jobs --------------------------------------------------------------------------------------
 class JobSpec(Strict):
     """What every job has: its kind, the run name, the study it belongs to, its seed and CPU threads."""
@@ -283,7 +373,7 @@ class RLJob(JobSpec):
     model: ModelSpec
     data: dict[str, Any]
     rl: RLRecipe
-    verifiers: dict[str, Any]
+    verifiers: VerifierSettings
     launcher: LauncherSpec
 
 
@@ -302,8 +392,8 @@ class EvalJob(JobSpec):
 
     kind: ClassVar[str] = "eval"
     run: str  # the evaluated run (id, name or directory)
-    eval: dict[str, Any]
-    verifiers: dict[str, Any]
+    eval: EvalSection
+    verifiers: VerifierSettings
     # Saved results of other settings are replaced (the old file kept under eval/replaced/) only when
     # asked (`m2rl eval --replace`) or by a study's own eval stage; otherwise the eval refuses.
     replace: bool = False
@@ -363,8 +453,8 @@ class AnalyzeJob(JobSpec):
     kind: ClassVar[str] = "analyze"
     runs: list[str] = Field(min_length=1)  # the analysed runs (their SFT bases are added by resolve)
     analyze: AnalyzeRecipe
-    eval: dict[str, Any]  # the eval section: benchmarks (prompts, results) and the generation backend
-    verifiers: dict[str, Any]  # with `eval` and the seed: which saved eval results the analyses read
+    eval: EvalSection  # the benchmarks (prompts, results) and the generation backend
+    verifiers: VerifierSettings  # with `eval` and the seed: which saved eval results the analyses read
     publish: str | None = None  # a folder under the runs root that also receives the report
 
     NOT_IDENTITY: ClassVar[frozenset[str]] = JobSpec.NOT_IDENTITY | {"publish"}
@@ -406,7 +496,7 @@ class DistillJob(JobSpec):
     model: ModelSpec
     data: dict[str, Any]
     distill: DistillRecipe
-    verifiers: dict[str, Any]
+    verifiers: VerifierSettings
     launcher: LauncherSpec
 
     def _identity_exclude(self) -> Any:

@@ -165,17 +165,17 @@ def _paper_estimate(cfg: DictConfig, stages: list) -> dict:
 
 def _slurm_plan(cfg: DictConfig, stages: list, costs: dict, runs_dir: Path, notes: list[str]) -> None:
     """What each Slurm job asks for, the checks' lines, and the sbatch script of the largest job."""
-    from m2rl.jobs.build import section
+    from m2rl.evaluate.settings import eval_section
     from m2rl.study import study_settings
     from m2rl.study.backends import sbatch_preview, slurm_request
 
     settings = study_settings(cfg).slurm
-    launcher, eval_section = _launcher(cfg), section(cfg, "eval")
+    launcher, ev = _launcher(cfg), eval_section(cfg) if cfg.get("eval") is not None else None
     requests = {
         s.name: slurm_request(
             settings,
             launcher if s.kind in TRAINING else None,
-            eval_section if s.kind in ("eval", "analyze") else None,
+            ev if s.kind in ("eval", "analyze") else None,
         )
         for s in stages
     }

@@ -527,7 +527,7 @@ def on_policy_trainer(
         prepare_cpu_engine()
     clock = StepClock()
     reward = DomainRoutedReward(
-        VerifierConfig.from_cfg(spec.verifiers), spec.domains, recipe.max_completion_length, clock
+        VerifierConfig.of(spec.verifiers), spec.domains, recipe.max_completion_length, clock
     )
     trainer = trainer_class(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]

@@ -57,7 +57,7 @@ def training_samples(spec: RLJob) -> list[dict[str, Any]]:
     from m2rl.data.load import mixture_weights, rl_samples
     from m2rl.verifiers import VerifierConfig
 
-    VerifierConfig.from_cfg(spec.verifiers)  # registers the config's reward plugins before validation
+    VerifierConfig.of(spec.verifiers)  # registers the config's reward plugins before validation
     data = OmegaConf.create(spec.data)
     per_domain = rl_samples(data, spec.domains)
     if len(spec.domains) == 1:

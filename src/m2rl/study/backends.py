@@ -37,14 +37,13 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from m2rl.errors import Interrupted, UserError
 from m2rl.jobs import run_job
-from m2rl.specs import JobSpec, LauncherSpec, SlurmSettings, load_spec
+from m2rl.specs import EvalSection, JobSpec, LauncherSpec, SlurmSettings, load_spec
 
 # What the local forkserver imports once, so that no stage pays for it.
 PRELOAD = ["torch", "transformers", "trl", "datasets", "m2rl.jobs.rl", "m2rl.jobs.sft", "m2rl.engine.grpo"]
@@ -182,7 +181,7 @@ class SlurmRequest:
 def slurm_request(
     settings: SlurmSettings,
     launcher: LauncherSpec | None = None,
-    eval_section: Mapping[str, Any] | None = None,
+    eval_section: EvalSection | None = None,
 ) -> SlurmRequest:
     """A stage's request: a training stage (`launcher` given) on the launcher's machines, an eval or
     analyze stage (`eval_section`) on one node, a merge on one node with no GPU.
@@ -197,8 +196,7 @@ def slurm_request(
         if launcher is not None:
             gpus = 0 if launcher.use_cpu is True else launcher.num_processes // launcher.num_machines
         elif eval_section is not None:
-            vllm = eval_section.get("vllm") or {}
-            gpus = int(vllm.get("tensor_parallel_size", 1)) if eval_section.get("backend") == "vllm" else 1
+            gpus = eval_section.vllm.tensor_parallel_size if eval_section.backend == "vllm" else 1
         else:
             gpus = 0
     return SlurmRequest(
