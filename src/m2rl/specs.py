@@ -317,9 +317,17 @@ class VerifierSettings(Section):
 
 # -- jobs --------------------------------------------------------------------------------------
 class JobSpec(Strict):
-    """What every job has: its kind, the run name, the study it belongs to, its seed and CPU threads."""
+    """What every job has: its kind, the run name, the study it belongs to, its seed and CPU threads.
+
+    The class variables say what a run of this kind is, for the ledger and the commands (RUN_KINDS,
+    MODEL_KINDS, TRAINING_KINDS below): whether the job writes a run of its own (an eval writes into
+    the evaluated run), whether that run holds a model, whether it saves checkpoints and resumes.
+    """
 
     kind: ClassVar[str]
+    own_run: ClassVar[bool] = True
+    holds_model: ClassVar[bool] = False
+    trains: ClassVar[bool] = False
     name: str
     study: str | None = None
     seed: int = 0
@@ -357,6 +365,8 @@ class SFTJob(JobSpec):
     """Supervised fine-tuning of the base model."""
 
     kind: ClassVar[str] = "sft"
+    holds_model: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
     model: ModelSpec
     data: dict[str, Any]
     sft: SFTRecipe
@@ -367,6 +377,8 @@ class RLJob(JobSpec):
     """GRPO from a start model: one domain = an expert, several = the mixed run."""
 
     kind: ClassVar[str] = "rl"
+    holds_model: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
     domains: list[str] = Field(min_length=1)
     start_from: str | None = None  # a completed SFT run (id or name); None: model.path
     steps: int = Field(ge=1)
@@ -381,6 +393,7 @@ class MergeJob(JobSpec):
     """A weight-space merge of expert runs onto their shared base."""
 
     kind: ClassVar[str] = "merge"
+    holds_model: ClassVar[bool] = True
     method: str
     merge: dict[str, Any]  # the resolved conf/merge section of this method (checked by merge.methods)
     experts: list[str] = Field(min_length=1)  # run references
@@ -391,6 +404,7 @@ class EvalJob(JobSpec):
     """Avg@K of one run on the configured benchmarks; results go into that run."""
 
     kind: ClassVar[str] = "eval"
+    own_run: ClassVar[bool] = False
     run: str  # the evaluated run (id, name or directory)
     eval: EvalSection
     verifiers: VerifierSettings
@@ -465,11 +479,6 @@ class AnalyzeJob(JobSpec):
         return None if value is None else check_name(value)
 
 
-SPEC_TYPES: dict[str, type[JobSpec]] = {
-    cls.kind: cls for cls in (SFTJob, RLJob, MergeJob, EvalJob, AnalyzeJob)
-}
-
-
 class DistillRecipe(OnPolicyRecipe):
     """`distill/`: multi-teacher on-policy distillation (MT-OPD) on TRL's GRPOTrainer.
 
@@ -489,6 +498,8 @@ class DistillJob(JobSpec):
     """MT-OPD: a student from an SFT run, each sample's tokens scored by its own domain's RL expert."""
 
     kind: ClassVar[str] = "distill"
+    holds_model: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
     start_from: str  # the completed SFT run the student starts from (and the teachers were trained from)
     teachers: list[str] = Field(min_length=1)  # expert runs (id or name), one per domain
     domains: list[str] = Field(min_length=1)  # the prompt domains (each needs a teacher)
@@ -537,7 +548,15 @@ class DistillJob(JobSpec):
 # host:port (a name, an IPv4 address or a bracketed IPv6 address), as `m2rl distill` accepts for a teacher server
 _ADDRESS = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
 
-SPEC_TYPES[DistillJob.kind] = DistillJob
+# The run kinds, one spec type each: the one list the ledger, the jobs and the commands derive theirs from.
+SPEC_TYPES: dict[str, type[JobSpec]] = {
+    cls.kind: cls for cls in (SFTJob, RLJob, MergeJob, EvalJob, AnalyzeJob, DistillJob)
+}
+RUN_KINDS = tuple(kind for kind, cls in SPEC_TYPES.items() if cls.own_run)  # what a run.json may say
+MODEL_KINDS = tuple(
+    kind for kind, cls in SPEC_TYPES.items() if cls.holds_model
+)  # an analyze run holds a report
+TRAINING_KINDS = tuple(kind for kind, cls in SPEC_TYPES.items() if cls.trains)  # checkpoints, resume
 
 
 def load_spec(text: str) -> JobSpec:

@@ -19,9 +19,7 @@ from m2rl.ledger.manifest import (
     LOCK,
     MANIFEST,
     METRICS,
-    MODEL_KINDS,
     PROGRESS_DIR,
-    RUN_KINDS,
     ManifestError,
     Problem,
     now,
@@ -29,6 +27,7 @@ from m2rl.ledger.manifest import (
 from m2rl.ledger.owner import owner
 from m2rl.ledger.run import Run
 from m2rl.provenance import provenance
+from m2rl.specs import MODEL_KINDS, RUN_KINDS
 
 STALE_TEMP_S = 600.0  # a temp file this old was left by a write that never finished
 
