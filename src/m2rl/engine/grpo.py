@@ -27,6 +27,7 @@ from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.errors import UserError
 from m2rl.ledger import Run
 from m2rl.specs import LOSS_TYPES, DistillJob, OnPolicyRecipe, RLJob, RLRecipe
+from m2rl.verifiers import VerifierConfig
 
 # TRL's generation options that m2rl.sampling reproduces; any other (min_p, repetition penalty, a
 # suppressed token) sends rollouts through transformers' generate instead.
@@ -512,8 +513,6 @@ def on_policy_trainer(
     `model_path` (float32 on CPU), the prompts, the config `build_config` makes, the routed verifiers."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from m2rl.verifiers import VerifierConfig
 
     use_cpu = not torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
