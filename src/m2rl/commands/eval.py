@@ -63,11 +63,13 @@ def command(
     dry_run: DryRun = False,
 ) -> None:
     """Evaluate runs: `m2rl eval RUN [RUN...] [overrides]`; saved results with the same config are reused."""
+    # lazy, as in every command module: the CLI imports them all at start
     from m2rl.compare.selection import resolve_run
     from m2rl.evaluate.runner import check_evaluable, eval_plan, replaced_results
     from m2rl.jobs.build import eval_job
     from m2rl.jobs.eval import eval_settings
-    from m2rl.ledger import MODEL_KINDS, Ledger
+    from m2rl.ledger import Ledger
+    from m2rl.specs import MODEL_KINDS
 
     refs, overrides = split_arguments(list(arguments or []))
     cfg = load_config(overrides)
@@ -85,11 +87,9 @@ def command(
         from m2rl.engines import require
 
         require("vllm", "eval.backend=vllm")
-    for run in runs:
+    for run in runs:  # refused before any run is evaluated
         check_evaluable(run)
-        replaced_results(
-            run, eval_plan(run, settings), settings, replace
-        )  # refused before any run is evaluated
+        replaced_results(run, eval_plan(run, settings), settings, replace)
     if dry_run:
         print_config(cfg.eval, "m2rl eval: resolved eval config (dry run)")
         plan = Table(title="plan")

@@ -88,7 +88,7 @@ class EvalSettings:
 
     benchmarks: list[BenchmarkSpec]
     generation: GenerationSettings
-    verifiers: VerifierSettings = field(default_factory=VerifierSettings)
+    verifiers: VerifierSettings
     backend: str = "hf"
     batch_size: int = 64
     torch_threads: int | None = None  # CPU threads for HF generate; None = torch's default
