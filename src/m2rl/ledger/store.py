@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from m2rl.errors import UserError
 from m2rl.ledger.costs import Device
 from m2rl.ledger.locks import try_lock
@@ -174,8 +176,6 @@ class Ledger:
         path.mkdir(parents=True, exist_ok=False)
         if status == "running":
             try_lock(path / LOCK)  # a new folder: nobody else can hold it
-        from omegaconf import OmegaConf
-
         (path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
         manifest = {
             "id": run_id,
