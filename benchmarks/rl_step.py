@@ -89,13 +89,14 @@ def _train_bare(cfg, model_path: str, samples: list[dict], steps: int, workdir: 
     from m2rl.engine.grpo import build_grpo_config, grpo_dataset
     from m2rl.jobs.build import rl_job
     from m2rl.verifiers import VerifierConfig, score_batch
+    from m2rl.verifiers.config import verifier_settings
 
     use_cpu = not torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dataset, _ = grpo_dataset(samples, tokenizer, int(cfg.rl.max_prompt_length), int(cfg.seed))
     dataset = dataset.select_columns(["prompt", "sample_id"])  # same prompts, same order
     by_id = {s["id"]: s for s in samples}
-    config = VerifierConfig.from_cfg(cfg.verifiers)
+    config = VerifierConfig.of(verifier_settings(cfg))
     reward_seconds: list[float] = []
 
     def verifier(prompts, completions, sample_id, **kwargs) -> list[float]:

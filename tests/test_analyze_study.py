@@ -82,7 +82,7 @@ def _evaluate(run: Run, role: str, cfg, seed: int) -> None:
         score = float(np.mean([r.mean_reward for r in results]))
         evals[bench.name] = {"domain": bench.domain, "k": bench.k, "avg_at_k": score, "pass_at_k": score,
                              "ci95": [score, score], "n_items": len(results), "config_hash": "x"}  # fmt: skip
-    for bench, digest, _saved in eval_plan(run, cfg):  # recorded as made with this eval config
+    for bench, digest, _saved in eval_plan(run, settings):  # recorded as made with this eval config
         evals[bench.name]["config_hash"] = digest
         evals[bench.name]["settings"] = settings_summary(bench, settings)
     run.set_metrics(eval=evals)
@@ -215,9 +215,9 @@ def test_analyses_take_eval_results_with_any_k_but_not_other_settings(small_stud
     """A study evaluates some models with more samples per item (study.claim_k); the analyses read each
     item's first sample, so results of the same settings at another K count, and other settings do not."""
     runs_dir, runs = small_study
-    check_analysable(runs["sft"], compose_config([*OVERRIDES, "eval.k=4"]))
+    check_analysable(runs["sft"], EvalSettings.from_cfg(compose_config([*OVERRIDES, "eval.k=4"])))
     with pytest.raises(UserError, match="has no eval results"):
-        check_analysable(runs["sft"], compose_config([*OVERRIDES, "eval.top_p=0.5"]))
+        check_analysable(runs["sft"], EvalSettings.from_cfg(compose_config([*OVERRIDES, "eval.top_p=0.5"])))
 
 
 def test_analyze_refuses_runs_without_eval_results(small_study, tmp_path):

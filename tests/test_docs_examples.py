@@ -176,7 +176,7 @@ def _evaluate(run, cfg, seed: int, index: int) -> None:
     settings = EvalSettings.from_cfg(cfg)
     rng = np.random.default_rng([seed, index])
     evals = {}
-    for bench, digest, _saved in eval_plan(run, cfg):
+    for bench, digest, _saved in eval_plan(run, settings):
         k = bench.k
         items = [
             ItemResult(

@@ -14,7 +14,7 @@ from m2rl.config import compose_config
 from m2rl.data.builtin import generate
 from m2rl.data.load import builtin_difficulty
 from m2rl.errors import UserError
-from m2rl.evaluate import evaluate_run, read_results, results_path
+from m2rl.evaluate import EvalSettings, evaluate_run, read_results, results_path
 from m2rl.evaluate.generation import HFGenerator, render_prompts
 from m2rl.evaluate.settings import GenerationSettings
 from m2rl.ledger import Ledger, attempt
@@ -72,7 +72,7 @@ def test_eval_stores_items_and_metrics_and_keeps_training_hours_apart(tmp_path, 
     run = completed_run(ledger, "sft", tiny_model)
     hours_before = run.device_hours
     cfg = compose_config(SMALL)
-    metrics = evaluate_run(ledger, run, cfg)
+    metrics = evaluate_run(ledger, run, EvalSettings.from_cfg(cfg))
 
     assert list(metrics) == ["math", "code", "science", "if"]
     manifest = json.loads((run.path / "run.json").read_text())
@@ -101,17 +101,17 @@ def test_same_config_reuses_results_and_a_changed_config_evaluates_again(tmp_pat
     cfg = compose_config(
         [*SMALL, "eval.benchmarks.code=null", "eval.benchmarks.if=null", "eval.benchmarks.science=null"]
     )
-    first = evaluate_run(ledger, run, cfg)
+    first = evaluate_run(ledger, run, EvalSettings.from_cfg(cfg))
     path = results_path(run.path, "math")
     stamp, seconds = path.stat().st_mtime_ns, run.manifest["stage_seconds"]["eval"]
 
-    again = evaluate_run(ledger, ledger.get(run.id), cfg)
+    again = evaluate_run(ledger, ledger.get(run.id), EvalSettings.from_cfg(cfg))
     assert again == first
     assert path.stat().st_mtime_ns == stamp
     assert json.loads((run.path / "run.json").read_text())["stage_seconds"]["eval"] == seconds
 
     path.unlink()  # a lost results file is re-evaluated, not trusted from the manifest
-    evaluate_run(ledger, ledger.get(run.id), cfg)
+    evaluate_run(ledger, ledger.get(run.id), EvalSettings.from_cfg(cfg))
     assert path.is_file()
 
     other = compose_config(
@@ -125,8 +125,8 @@ def test_same_config_reuses_results_and_a_changed_config_evaluates_again(tmp_pat
         ]
     )
     with pytest.raises(UserError, match=r"math: K 2 \(now 3\)"):  # never replaced unasked
-        evaluate_run(ledger, ledger.get(run.id), other)
-    changed = evaluate_run(ledger, ledger.get(run.id), other, replace=True)
+        evaluate_run(ledger, ledger.get(run.id), EvalSettings.from_cfg(other))
+    changed = evaluate_run(ledger, ledger.get(run.id), EvalSettings.from_cfg(other), replace=True)
     assert changed["math"]["k"] == 3 and changed["math"]["config_hash"] != first["math"]["config_hash"]
     assert all(len(i.rewards) == 3 for i in read_results(path))
     assert len(list((path.parent / "replaced").glob("math.*.jsonl"))) == 1  # the K=2 results, kept
@@ -136,7 +136,7 @@ def test_unfinished_runs_are_refused(tmp_path, tiny_model):
     ledger = Ledger(tmp_path / "runs")
     run = ledger.create("rl", "rl-math", {})
     with pytest.raises(UserError, match="not completed"):
-        evaluate_run(ledger, run, compose_config(SMALL))
+        evaluate_run(ledger, run, EvalSettings.from_cfg(compose_config(SMALL)))
 
 
 def test_a_merge_without_a_saved_tokenizer_uses_its_lineage(tmp_path, tiny_model):
@@ -147,7 +147,7 @@ def test_a_merge_without_a_saved_tokenizer_uses_its_lineage(tmp_path, tiny_model
     cfg = compose_config(
         [*SMALL, "eval.benchmarks.code=null", "eval.benchmarks.if=null", "eval.benchmarks.math=null"]
     )
-    assert evaluate_run(ledger, merge, cfg)["science"]["n_items"] == 3
+    assert evaluate_run(ledger, merge, EvalSettings.from_cfg(cfg))["science"]["n_items"] == 3
 
 
 def test_eval_arguments_split_into_runs_and_every_kind_of_override():
@@ -200,7 +200,7 @@ def test_a_paper_benchmark_from_a_local_file_goes_through_its_loader(tmp_path, t
     )
     ledger = Ledger(tmp_path / "runs")
     run = completed_run(ledger, "sft", tiny_model)
-    metrics = evaluate_run(ledger, run, cfg)
+    metrics = evaluate_run(ledger, run, EvalSettings.from_cfg(cfg))
     assert list(metrics) == ["aime24"] and metrics["aime24"]["n_items"] == 2 and metrics["aime24"]["k"] == 2
     items = read_results(results_path(run.path, "aime24"))
     assert [i.id for i in items] == ["aime24-1", "aime24-2"]

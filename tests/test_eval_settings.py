@@ -131,3 +131,30 @@ def test_vllm_eval_gives_each_prompt_its_own_seed_the_same_for_every_model(tiny_
     seeds = [[p["seed"] for p in params] for params in sent]
     assert len(set(seeds[0])) == 3 and seeds[1] == seeds[0][:2] and set(seeds[2]).isdisjoint(seeds[0])
     assert all(p["n"] == 4 for p in sent[0]) and completions[0][0].text == "4"
+
+
+def test_a_job_keeps_its_eval_and_verifier_sections_as_the_config_wrote_them():
+    """job.json and the identity hold the sections as the config gave them (10 stays 10, no default
+    filled in), so typing them changed no job's identity; an unknown key is refused, naming the near one."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from m2rl.jobs.build import eval_job
+    from m2rl.specs import load_spec
+
+    cfg = compose_config(["eval.temperature=1", "verifiers.code.time_limit_s=5"])
+    job = eval_job(cfg, "run-id")
+    saved = json.loads(job.to_json())
+    assert saved["eval"] == OmegaConf.to_container(cfg.eval, resolve=True)
+    assert saved["verifiers"] == OmegaConf.to_container(cfg.verifiers, resolve=True)
+    assert (
+        type(saved["eval"]["temperature"]) is int and type(saved["verifiers"]["code"]["time_limit_s"]) is int
+    )
+    older = json.loads(job.to_json())  # a job.json written before verifiers.code.host_memory_share existed
+    del older["verifiers"]["code"]["host_memory_share"]
+    loaded = load_spec(json.dumps(older))
+    assert loaded.verifiers.code.host_memory_share == 0.5
+    assert json.loads(loaded.to_json()) == older and loaded.identity() != job.identity()
+    with pytest.raises(UserError, match=r"eval\.tmperature: unknown key; did you mean eval\.temperature\?"):
+        eval_job(compose_config(["+eval.tmperature=1"]), "run-id")

@@ -385,3 +385,21 @@ def test_a_sigterm_lost_in_a_finalizer_is_raised_again_where_progress_is_reporte
     raise_lost_signal()  # outside the context: nothing pending
     with sigterm_raises(lambda signum: Terminated("unused")):
         raise_lost_signal()  # no signal came
+
+
+def test_every_run_kind_has_a_job_module_of_the_one_shape_and_the_ledger_takes_the_kinds_that_write_runs(
+    tmp_path,
+):
+    """The kinds come from the spec types: each has a job module with resolve, create and run; an eval
+    writes into the evaluated run, so the ledger refuses a run of kind eval."""
+    from m2rl import jobs
+
+    for kind in jobs.KINDS:
+        job = jobs.module(kind)
+        assert all(callable(getattr(job, name, None)) for name in ("resolve", "create", "run")), kind
+    ledger = Ledger(tmp_path / "runs")
+    assert ledger.create("analyze", "a", {}).kind == "analyze"
+    with pytest.raises(ValueError, match="unknown job kind 'model'"):
+        jobs.module("model")
+    with pytest.raises(ValueError, match="unknown run kind 'eval'"):
+        ledger.create("eval", "e", {})

@@ -14,6 +14,7 @@ from m2rl.config import compose_config
 from m2rl.data.schema import make_sample, validate_sample
 from m2rl.errors import UserError
 from m2rl.verifiers import VerifierConfig, close_pool, plugins, score, score_batch
+from m2rl.verifiers.config import verifier_settings
 
 from cli_helpers import m2rl
 
@@ -60,7 +61,7 @@ def sort_sample(
 
 def config_with(*overrides: str, workers: int = 2) -> VerifierConfig:
     cfg = compose_config([*overrides, f"verifiers.workers={workers}"])
-    return VerifierConfig.from_cfg(cfg.verifiers)
+    return VerifierConfig.of(verifier_settings(cfg))
 
 
 def test_a_plugin_named_in_the_config_scores_through_the_pool_and_checks_samples(plugin_file):

@@ -313,11 +313,12 @@ def test_builtin_reference_solutions_score_one_and_corrupted_ones_zero(domain):
 
 def test_verifier_config_is_built_from_the_config_group():
     from m2rl.config import compose_config
+    from m2rl.verifiers.config import verifier_settings
 
     cfg = compose_config(
         ["verifiers.require_think=false", "verifiers.code.max_tests=5", "verifiers.math.timeout_s=3"]
     )
-    config = VerifierConfig.from_cfg(cfg.verifiers)
+    config = VerifierConfig.of(verifier_settings(cfg))
     assert (config.require_think, config.code_max_tests, config.math_timeout_s) == (False, 5, 3.0)
     assert config.code_memory_limit_mb == 1024 and config.sandbox_url is None
     with pytest.raises(UserError, match="code.max_tests"):

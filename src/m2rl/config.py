@@ -54,9 +54,10 @@ def compose_config(overrides: list[str] | None = None) -> DictConfig:
         study.domains = [str(name) for name in study.domains]
     verifiers = cfg.get("verifiers")
     if verifiers is not None and verifiers.get("custom"):
-        from m2rl.verifiers.plugins import custom_entries, use_plugins
+        # lazy: the verifier suite (sandbox, worker pool) is loaded only where a config names plugins
+        from m2rl.verifiers.config import VerifierConfig, verifier_settings
 
-        use_plugins(custom_entries(verifiers.custom))  # a bad reward plugin stops here: exit 2
+        VerifierConfig.of(verifier_settings(cfg))  # a bad reward plugin stops here: exit 2
     return cfg
 
 

@@ -15,7 +15,16 @@ import json
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from m2rl.errors import UserError
 
@@ -31,6 +40,19 @@ class Strict(BaseModel):
     """Frozen, no unknown keys."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Section(Strict):
+    """A config section kept as it was written: only the keys the config gave are serialized, so job.json
+    and a job's identity hold what the config held (never a default filled in), as before it was typed."""
+
+    @model_serializer(mode="wrap")
+    def _given(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if key in self.model_fields_set}
+
+
+# A number as written (10 stays 10, 0.5 stays 0.5): the identity hashes the JSON text of the section.
+Number = int | float
 
 
 def check_name(name: str) -> str:
@@ -237,11 +259,87 @@ class StudySettings(Strict):
     merge_search: MergeSearchSettings = MergeSearchSettings()
 
 
+class VllmSettings(Section):
+    """`eval.vllm`: engine arguments of the vLLM eval backend (`vllm.LLM(...)`)."""
+
+    gpu_memory_utilization: Number = 0.85
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    enforce_eager: bool = False
+
+
+class EvalSection(Section):
+    """`eval/`: the benchmarks and how responses are sampled; checked further (ranges, benchmark specs)
+    when m2rl.evaluate.settings.EvalSettings is made from it."""
+
+    backend: str = "hf"  # hf | vllm
+    k: int = 1  # samples per item (a benchmark may set its own `k`)
+    temperature: Number = 1.0
+    top_p: Number = 1.0
+    max_new_tokens: int = 96
+    enable_thinking: bool = True
+    batch_size: int = 64
+    torch_threads: int | None = None
+    bootstrap_samples: int = 1000
+    vllm: VllmSettings = VllmSettings()
+    # name -> the loader's spec (source, domain, k, ... as m2rl.evaluate.benchmarks reads them); null drops one
+    benchmarks: dict[str, dict[str, Any] | None] = {}
+
+
+class MathVerifier(Section):
+    """`verifiers.math`."""
+
+    timeout_s: Number = 10.0
+
+
+class CodeVerifier(Section):
+    """`verifiers.code`: the sandbox's limits (conf/verifiers/default.yaml says what each one bounds)."""
+
+    max_tests: int = 20
+    time_limit_s: Number = 10.0
+    memory_limit_mb: int = 1024
+    max_processes: int = 16
+    output_limit_mb: Number = 16.0
+    sandbox_url: str | None = None
+    allow_unsandboxed: bool = False
+    packages: list[str] = []
+    host_memory_share: Number = 0.5
+
+
+class InstructionFollowingVerifier(Section):
+    """`verifiers.instruction_following`."""
+
+    strict: bool = True
+
+
+class VerifierSettings(Section):
+    """`verifiers/`: the reward rules and the code sandbox (m2rl.verifiers.VerifierConfig is made from it)."""
+
+    require_think: bool = True
+    seed: int = 0
+    workers: int | None = None
+    math: MathVerifier = MathVerifier()
+    code: CodeVerifier = CodeVerifier()
+    instruction_following: InstructionFollowingVerifier = InstructionFollowingVerifier()
+    # reward plugins: rm_type -> "module:function" or {score, domain, check, budget_s, queue_depth}
+    # (m2rl.verifiers.plugins); null drops one
+    custom: dict[str, str | dict[str, Any] | None] | None = None
+
+
 # -- jobs --------------------------------------------------------------------------------------
 class JobSpec(Strict):
-    """What every job has: its kind, the run name, the study it belongs to, its seed and CPU threads."""
+    """What every job has: its kind, the run name, the study it belongs to, its seed and CPU threads.
+
+    The class variables say what a run of this kind is, for the ledger and the commands (RUN_KINDS,
+    MODEL_KINDS, TRAINING_KINDS below): whether the job writes a run of its own (an eval writes into
+    the evaluated run), whether that run holds a model, whether it saves checkpoints and resumes.
+    """
 
     kind: ClassVar[str]
+    own_run: ClassVar[bool] = True
+    holds_model: ClassVar[bool] = False
+    trains: ClassVar[bool] = False
     name: str
     study: str | None = None
     seed: int = 0
@@ -279,6 +377,8 @@ class SFTJob(JobSpec):
     """Supervised fine-tuning of the base model."""
 
     kind: ClassVar[str] = "sft"
+    holds_model: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
     model: ModelSpec
     data: dict[str, Any]
     sft: SFTRecipe
@@ -289,13 +389,15 @@ class RLJob(JobSpec):
     """GRPO from a start model: one domain = an expert, several = the mixed run."""
 
     kind: ClassVar[str] = "rl"
+    holds_model: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
     domains: list[str] = Field(min_length=1)
     start_from: str | None = None  # a completed SFT or RL run (id or name); None: model.path
     steps: int = Field(ge=1)
     model: ModelSpec
     data: dict[str, Any]
     rl: RLRecipe
-    verifiers: dict[str, Any]
+    verifiers: VerifierSettings
     launcher: LauncherSpec
     cascade_stage: int | None = Field(None, ge=1)  # k of a study's cascade: a label, its input is start_from
 
@@ -311,14 +413,15 @@ class MergeSearch(Strict):
     params: list[str] = []  # the searched parameters; empty: every searchable parameter of the method
     domains: list[str] = []  # the objective's domains; empty: the experts' domains (filled by resolve)
     data: dict[str, Any]  # the data config the validation items come from
-    eval: dict[str, Any]  # how responses are sampled (K, temperature, backend) and the test sets to avoid
-    verifiers: dict[str, Any]
+    eval: EvalSection  # how responses are sampled (K, temperature, backend) and the test sets to avoid
+    verifiers: VerifierSettings
 
 
 class MergeJob(JobSpec):
     """A weight-space merge of expert runs onto their shared base; with `search`, a tuned merge."""
 
     kind: ClassVar[str] = "merge"
+    holds_model: ClassVar[bool] = True
     method: str
     merge: dict[str, Any]  # the resolved conf/merge section of this method (checked by merge.methods)
     experts: list[str] = Field(min_length=1)  # run references
@@ -335,9 +438,10 @@ class EvalJob(JobSpec):
     """Avg@K of one run on the configured benchmarks; results go into that run."""
 
     kind: ClassVar[str] = "eval"
+    own_run: ClassVar[bool] = False
     run: str  # the evaluated run (id, name or directory)
-    eval: dict[str, Any]
-    verifiers: dict[str, Any]
+    eval: EvalSection
+    verifiers: VerifierSettings
     # Saved results of other settings are replaced (the old file kept under eval/replaced/) only when
     # asked (`m2rl eval --replace`) or by a study's own eval stage; otherwise the eval refuses.
     replace: bool = False
@@ -397,8 +501,8 @@ class AnalyzeJob(JobSpec):
     kind: ClassVar[str] = "analyze"
     runs: list[str] = Field(min_length=1)  # the analysed runs (their SFT bases are added by resolve)
     analyze: AnalyzeRecipe
-    eval: dict[str, Any]  # the eval section: benchmarks (prompts, results) and the generation backend
-    verifiers: dict[str, Any]  # with `eval` and the seed: which saved eval results the analyses read
+    eval: EvalSection  # the benchmarks (prompts, results) and the generation backend
+    verifiers: VerifierSettings  # with `eval` and the seed: which saved eval results the analyses read
     publish: str | None = None  # a folder under the runs root that also receives the report
 
     NOT_IDENTITY: ClassVar[frozenset[str]] = JobSpec.NOT_IDENTITY | {"publish"}
@@ -407,11 +511,6 @@ class AnalyzeJob(JobSpec):
     @classmethod
     def _valid_publish(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value)
-
-
-SPEC_TYPES: dict[str, type[JobSpec]] = {
-    cls.kind: cls for cls in (SFTJob, RLJob, MergeJob, EvalJob, AnalyzeJob)
-}
 
 
 class DistillRecipe(OnPolicyRecipe):
@@ -433,6 +532,8 @@ class DistillJob(JobSpec):
     """MT-OPD: a student from an SFT run, each sample's tokens scored by its own domain's RL expert."""
 
     kind: ClassVar[str] = "distill"
+    holds_model: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
     start_from: str  # the completed SFT run the student starts from (and the teachers were trained from)
     teachers: list[str] = Field(min_length=1)  # expert runs (id or name), one per domain
     domains: list[str] = Field(min_length=1)  # the prompt domains (each needs a teacher)
@@ -440,7 +541,7 @@ class DistillJob(JobSpec):
     model: ModelSpec
     data: dict[str, Any]
     distill: DistillRecipe
-    verifiers: dict[str, Any]
+    verifiers: VerifierSettings
     launcher: LauncherSpec
 
     def _identity_exclude(self) -> Any:
@@ -481,7 +582,15 @@ class DistillJob(JobSpec):
 # host:port (a name, an IPv4 address or a bracketed IPv6 address), as `m2rl distill` accepts for a teacher server
 _ADDRESS = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
 
-SPEC_TYPES[DistillJob.kind] = DistillJob
+# The run kinds, one spec type each: the one list the ledger, the jobs and the commands derive theirs from.
+SPEC_TYPES: dict[str, type[JobSpec]] = {
+    cls.kind: cls for cls in (SFTJob, RLJob, MergeJob, EvalJob, AnalyzeJob, DistillJob)
+}
+RUN_KINDS = tuple(kind for kind, cls in SPEC_TYPES.items() if cls.own_run)  # what a run.json may say
+MODEL_KINDS = tuple(
+    kind for kind, cls in SPEC_TYPES.items() if cls.holds_model
+)  # an analyze run holds a report
+TRAINING_KINDS = tuple(kind for kind, cls in SPEC_TYPES.items() if cls.trains)  # checkpoints, resume
 
 
 def load_spec(text: str) -> JobSpec:

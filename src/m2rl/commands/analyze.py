@@ -19,16 +19,17 @@ from rich.table import Table
 from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, RunsDir, load_config, print_config, say
 from m2rl.console import console, quiet_libraries
 from m2rl.errors import UserError
-from m2rl.ledger import MODEL_KINDS, Ledger, Run
 
 if TYPE_CHECKING:
     from m2rl.analysis.lineage import Lineage
+    from m2rl.ledger import Ledger, Run
 
 
 def study_runs(ledger: Ledger, study: str) -> list[Run]:
     """The newest completed, evaluated run of each name in `study` (SFT, RL and merge runs; not the
     cascade's stages)."""
     from m2rl.compare.manifests import evaluated_runs
+    from m2rl.specs import MODEL_KINDS
 
     newest: dict[str, Run] = {}
     for run in evaluated_runs(ledger):  # oldest first
@@ -73,6 +74,7 @@ def command(
 ) -> None:
     """Analyse a study's models: `m2rl analyze [STUDY | RUN...] [overrides]` writes analysis.md, analysis.json
     and figures; a completed analysis of the same runs and settings is reused."""
+    # lazy, as in every command module: the CLI imports them all at start
     from m2rl import jobs
     from m2rl.analysis import analysis_folder
     from m2rl.analysis.lineage import group
@@ -80,6 +82,7 @@ def command(
     from m2rl.commands.eval import split_arguments
     from m2rl.config import to_container
     from m2rl.jobs.build import analyze_job
+    from m2rl.ledger import Ledger
     from m2rl.study.plan import analyze_stage_name
 
     refs, overrides = split_arguments(list(arguments or []))

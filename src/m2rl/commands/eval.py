@@ -25,6 +25,7 @@ from m2rl.errors import UserError
 if TYPE_CHECKING:
     from m2rl.evaluate.settings import BenchmarkSpec
     from m2rl.ledger import Run
+    from m2rl.specs import EvalJob
 
 RESULT_COLUMNS = ("benchmark", "domain", "items", "K", "Avg@K %", "95% CI", "pass@K %", "tokens")
 
@@ -62,10 +63,13 @@ def command(
     dry_run: DryRun = False,
 ) -> None:
     """Evaluate runs: `m2rl eval RUN [RUN...] [overrides]`; saved results with the same config are reused."""
+    # lazy, as in every command module: the CLI imports them all at start
     from m2rl.compare.selection import resolve_run
     from m2rl.evaluate.runner import check_evaluable, eval_plan, replaced_results
-    from m2rl.evaluate.settings import EvalSettings
-    from m2rl.ledger import MODEL_KINDS, Ledger
+    from m2rl.jobs.build import eval_job
+    from m2rl.jobs.eval import eval_settings
+    from m2rl.ledger import Ledger
+    from m2rl.specs import MODEL_KINDS
 
     refs, overrides = split_arguments(list(arguments or []))
     cfg = load_config(overrides)
@@ -76,21 +80,23 @@ def command(
         runs = [resolve_run(ledger, ref) for ref in refs]
     if not runs:
         raise UserError("no runs to evaluate: name runs (see `m2rl runs`) or pass --all")
-    settings = EvalSettings.from_cfg(cfg)
+    # the config parsed once: each run's job is this one with its own `run`
+    job = eval_job(cfg, runs[0].id, replace=replace)
+    settings = eval_settings(job)
     if settings.backend == "vllm" and not dry_run:
         from m2rl.engines import require
 
         require("vllm", "eval.backend=vllm")
-    for run in runs:
+    for run in runs:  # refused before any run is evaluated
         check_evaluable(run)
-        replaced_results(run, eval_plan(run, cfg), settings, replace)  # refused before any run is evaluated
+        replaced_results(run, eval_plan(run, settings), settings, replace)
     if dry_run:
         print_config(cfg.eval, "m2rl eval: resolved eval config (dry run)")
         plan = Table(title="plan")
         for column in ("run", "benchmark", "K", "action"):
             plan.add_column(column)
         for run in runs:
-            for bench, _digest, saved in eval_plan(run, cfg):
+            for bench, _digest, saved in eval_plan(run, settings):
                 plan.add_row(
                     run.name, bench.name, str(bench.k), "reuse saved results" if saved else "evaluate"
                 )
@@ -98,33 +104,28 @@ def command(
         return
     quiet_libraries()
     from m2rl import jobs
-    from m2rl.jobs.build import eval_job
 
-    threads = eval_thread_plan(cfg)
+    job, threads = eval_thread_plan(job)
     for run in runs:
-        say_plan(run, eval_plan(run, cfg), threads)
-        done = jobs.execute(eval_job(cfg, run.id, replace=replace), run)
-        metrics = {
-            b: done.manifest["metrics"]["eval"][b]
-            for b in (s.name for s in EvalSettings.from_cfg(cfg).benchmarks)
-        }
+        say_plan(run, eval_plan(run, settings), threads)
+        done = jobs.execute(job.model_copy(update={"run": run.id}), run)
+        metrics = {b.name: done.manifest["metrics"]["eval"][b.name] for b in settings.benchmarks}
         console.print(results(run.name, run.id, metrics, run.path, console.width))
 
 
-def eval_thread_plan(cfg) -> str:
-    """Set `eval.torch_threads` from the cores free now where the config leaves it unset and the hf
-    backend generates on CPU (the thread count changes no sample: m2rl.machine); the plan in words."""
+def eval_thread_plan(job: EvalJob) -> tuple[EvalJob, str]:
+    """The job with `eval.torch_threads` set from the cores free now where the config leaves it unset and
+    the hf backend generates on CPU (the thread count changes no sample: m2rl.machine); the plan in words."""
     from m2rl.machine import thread_plan
 
-    if cfg.eval.get("torch_threads") is not None:
-        return f"{cfg.eval.torch_threads} torch thread(s) (eval.torch_threads)"
-    import torch
+    if job.eval.torch_threads is not None:
+        return job, f"{job.eval.torch_threads} torch thread(s) (eval.torch_threads)"
+    import torch  # heavy: only once the eval is about to generate
 
-    if cfg.eval.get("backend", "hf") != "hf" or torch.cuda.is_available():
-        return ""
+    if job.eval.backend != "hf" or torch.cuda.is_available():
+        return job, ""
     threads, words = thread_plan()
-    cfg.eval.torch_threads = threads
-    return words
+    return job.model_copy(update={"eval": job.eval.model_copy(update={"torch_threads": threads})}), words
 
 
 def say_plan(

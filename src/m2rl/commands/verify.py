@@ -76,9 +76,10 @@ def command(
 ) -> None:
     """Score JSONL records with the verifiers; print count, mean reward and items/s per rm_type."""
     from m2rl.verifiers import VerifierConfig, score_batch_timed
+    from m2rl.verifiers.config import verifier_settings
 
     cfg = load_config(overrides)
-    config = VerifierConfig.from_cfg(cfg.verifiers)
+    config = VerifierConfig.of(verifier_settings(cfg))
     if dry_run:
         print_config(cfg.verifiers, "verifiers config")
         return

@@ -27,6 +27,7 @@ from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.errors import UserError
 from m2rl.ledger import Run
 from m2rl.specs import LOSS_TYPES, DistillJob, OnPolicyRecipe, RLJob, RLRecipe
+from m2rl.verifiers import VerifierConfig
 
 # TRL's generation options that m2rl.sampling reproduces; any other (min_p, repetition penalty, a
 # suppressed token) sends rollouts through transformers' generate instead.
@@ -513,8 +514,6 @@ def on_policy_trainer(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from m2rl.verifiers import VerifierConfig
-
     use_cpu = not torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     dataset, dropped = grpo_dataset(samples, tokenizer, recipe.max_prompt_length, spec.seed)
@@ -527,7 +526,7 @@ def on_policy_trainer(
         prepare_cpu_engine()
     clock = StepClock()
     reward = DomainRoutedReward(
-        VerifierConfig.from_cfg(spec.verifiers), spec.domains, recipe.max_completion_length, clock
+        VerifierConfig.of(spec.verifiers), spec.domains, recipe.max_completion_length, clock
     )
     trainer = trainer_class(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]

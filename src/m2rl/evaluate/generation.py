@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -214,7 +214,7 @@ def vllm_engine_kwargs(
     model_dir: Path, tokenizer_path: Path, settings: VllmSettings, seed: int
 ) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM(...)`."""
-    kwargs = asdict(settings)
+    kwargs = dict(settings)  # every field, the defaults included
     if kwargs["max_model_len"] is None:
         del kwargs["max_model_len"]
     return {"model": str(model_dir), "tokenizer": str(tokenizer_path), "seed": seed, **kwargs}

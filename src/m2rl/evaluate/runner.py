@@ -15,8 +15,17 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
+from m2rl.config import config_hash
+from m2rl.console import err_console
 from m2rl.errors import UserError
 from m2rl.evaluate.benchmarks import load_items
 from m2rl.evaluate.generation import Generator, HFGenerator, VllmGenerator, derived_seed
@@ -24,13 +33,14 @@ from m2rl.evaluate.metrics import avg_at_k, bootstrap_ci, item_means, pass_at_k
 from m2rl.evaluate.results import ItemResult, read_results, results_path, write_results
 from m2rl.evaluate.settings import BenchmarkSpec, EvalSettings
 from m2rl.ledger import Ledger, Run
+from m2rl.verifiers import VerifierConfig, score_batch
 
 
-def _config_hash(run: Run, bench: BenchmarkSpec, settings: EvalSettings, verifiers: Any) -> str:
-    from m2rl.config import config_hash
-
+def _config_hash(run: Run, bench: BenchmarkSpec, settings: EvalSettings) -> str:
     model_identity = {"run_config": run.manifest.get("config_hash"), "finished": run.manifest.get("finished")}
-    return config_hash(bench.stable_hash(), bench.k, settings.protocol(), verifiers, model_identity)
+    return config_hash(
+        bench.stable_hash(), bench.k, settings.protocol(), settings.verifier_identity(), model_identity
+    )
 
 
 def _saved_metrics(run: Run, bench: BenchmarkSpec, digest: str) -> dict[str, Any] | None:
@@ -98,17 +108,6 @@ def _make_generator(model_dir: Path, fallbacks: list[Path], settings: EvalSettin
 
 def eval_progress():
     """The rich progress bar of eval (samples done per benchmark)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from m2rl.console import err_console
-
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -121,27 +120,22 @@ def eval_progress():
 
 
 def eval_plan(
-    run: Run, cfg: DictConfig, any_k: bool = False
+    run: Run, settings: EvalSettings, any_k: bool = False
 ) -> list[tuple[BenchmarkSpec, str, dict[str, Any] | None]]:
     """(benchmark, config hash, saved metrics or None when it must be evaluated) for each benchmark.
 
     `any_k`: saved results of the same settings with another number of samples per item also count
     (the analyses read each item's first sample; a study evaluates some models with more, study.claim_k).
     """
-    settings = EvalSettings.from_cfg(cfg)
-    verifiers_cfg = cfg.get("verifiers")
-    verifier_identity = (
-        OmegaConf.to_container(verifiers_cfg, resolve=True) if verifiers_cfg is not None else None
-    )
     plan = []
     for bench in settings.benchmarks:
-        digest = _config_hash(run, bench, settings, verifier_identity)
+        digest = _config_hash(run, bench, settings)
         saved = _saved_metrics(run, bench, digest)
         if saved is None and any_k:
             saved_k = run.manifest.get("metrics", {}).get("eval", {}).get(bench.name, {}).get("k")
             if isinstance(saved_k, int) and saved_k != bench.k:
                 other = dataclasses.replace(bench, k=saved_k)
-                other_digest = _config_hash(run, other, settings, verifier_identity)
+                other_digest = _config_hash(run, other, settings)
                 if (found := _saved_metrics(run, other, other_digest)) is not None:
                     digest, saved = other_digest, found
         plan.append((bench, digest, saved))
@@ -227,23 +221,20 @@ def check_evaluable(run: Run) -> None:
 def evaluate_run(
     ledger: Ledger,
     run: Run,
-    cfg: DictConfig,
+    settings: EvalSettings,
     *,
     progress: Any | None = None,
     replace: bool = False,
 ) -> dict[str, dict]:
-    """Evaluate `run` on every benchmark of `cfg.eval`; return {benchmark: metrics} (reused ones included).
+    """Evaluate `run` on every benchmark of `settings`; return {benchmark: metrics} (reused ones included).
 
     `progress`: a rich Progress to add tasks to (e.g. the pipeline's); by default a new one is shown.
     Saved results of other settings are never overwritten silently: without `replace` a UserError
     names what differs; with it they move to `eval/replaced/` and their metrics to `eval_replaced`.
     """
-    from m2rl.verifiers import VerifierConfig
-
-    settings = EvalSettings.from_cfg(cfg)
-    verifier_config = VerifierConfig.from_cfg(cfg.get("verifiers"))
+    verifier_config = VerifierConfig.of(settings.verifiers)
     check_evaluable(run)
-    plan = eval_plan(run, cfg)
+    plan = eval_plan(run, settings)
     for bench in replaced_results(run, plan, settings, replace):
         _keep_replaced(run, bench)
     results: dict[str, dict] = {}
@@ -288,16 +279,16 @@ def evaluate_run(
 
 
 def evaluate_items(
-    model_dir: Path, fallbacks: list[Path], items: dict[str, list[dict[str, Any]]], cfg: DictConfig
+    model_dir: Path,
+    fallbacks: list[Path],
+    items: dict[str, list[dict[str, Any]]],
+    settings: EvalSettings,
+    k: int,
 ) -> dict[str, list[ItemResult]]:
     """K responses per item of a model directory that is no run (a merge search's trial), scored by the
-    items' verifiers with the eval settings of `cfg` (K: `eval.k`); {domain: results}, nothing written."""
-    from m2rl.verifiers import VerifierConfig
-
-    settings = EvalSettings.from_cfg(cfg)
-    verifier_config = VerifierConfig.from_cfg(cfg.get("verifiers"))
+    items' verifiers with `settings`; {domain: results}, nothing written."""
+    verifier_config = VerifierConfig.of(settings.verifiers)
     generator = _make_generator(model_dir, fallbacks, settings)
-    k = int(cfg.eval.get("k", 1))
     return {
         domain: _sample_and_score(
             rows,
@@ -316,12 +307,10 @@ def _sample_and_score(
     bench: BenchmarkSpec,
     generator: Generator,
     settings: EvalSettings,
-    verifier_config: Any,
+    verifier_config: VerifierConfig,
     on_progress: Callable[[int], None],
 ) -> list[ItemResult]:
     """K responses per item, each scored by the item's verifier."""
-    from m2rl.verifiers import score_batch
-
     completions = generator.generate(
         [item["prompt"] for item in items],
         bench.k,

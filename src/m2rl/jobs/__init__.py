@@ -1,6 +1,7 @@
-"""Jobs: one module per run kind (sft, rl, merge, eval, analyze), each of one shape.
+"""Jobs: one module per run kind (m2rl.specs.SPEC_TYPES: sft, rl, merge, eval, analyze, distill), each
+of one shape, the `JobModule` protocol.
 
-`resolve(spec, ledger)` names every input run by id (a job without inputs has none);
+`resolve(spec, ledger)` names every input run by id (a job without inputs returns its spec);
 `create(spec, ledger, ...)` checks the resolved spec against the ledger (parents exist and are
 completed, data loads, batches divide) and creates the run directory, doing no heavy work;
 `run(spec, run, resume)` does the work as one attempt of that run. `start` does all three in this
@@ -12,21 +13,39 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol, cast
 
+from m2rl.console import quiet_libraries
 from m2rl.ledger import Ledger, Run
-from m2rl.specs import JobSpec, load_spec
+from m2rl.specs import SPEC_TYPES, JobSpec, load_spec
 
 JOB_FILE = "job.json"
-KINDS = ("sft", "rl", "merge", "eval", "analyze", "distill")
+KINDS = tuple(SPEC_TYPES)
 
 
-def module(kind: str) -> ModuleType:
+class JobModule(Protocol):
+    """The contract of a job module (`m2rl.jobs.<kind>`), each function taking its kind's spec."""
+
+    def resolve(self, spec: Any, ledger: Ledger) -> JobSpec:
+        """The spec with its input runs named by id (what its identity and job.json hold)."""
+        ...
+
+    def create(
+        self, spec: Any, ledger: Ledger, config: dict[str, Any] | None = None, queued: bool = False
+    ) -> Run:
+        """Check the resolved spec against the ledger and create the run it writes; no heavy work."""
+        ...
+
+    def run(self, spec: Any, run: Run, resume: bool = False) -> Run:
+        """Do the work as one attempt of `run` (from its last checkpoint on resume, where it has one)."""
+        ...
+
+
+def module(kind: str) -> JobModule:
     """The job module of a run kind (imported on first use: training modules pull in torch)."""
     if kind not in KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
-    return importlib.import_module(f"m2rl.jobs.{kind}")
+    return cast(JobModule, importlib.import_module(f"m2rl.jobs.{kind}"))
 
 
 def save_spec(spec: JobSpec, run: Run) -> None:
@@ -41,8 +60,7 @@ def read_spec(run: Run) -> JobSpec:
 
 def resolve(spec: JobSpec, ledger: Ledger) -> JobSpec:
     """The spec with its input runs named by id (what its identity and job.json hold)."""
-    job = module(spec.kind)
-    return job.resolve(spec, ledger) if hasattr(job, "resolve") else spec
+    return module(spec.kind).resolve(spec, ledger)
 
 
 def find_reusable(spec: JobSpec, ledger: Ledger) -> Run | None:
@@ -58,7 +76,7 @@ def create(spec: JobSpec, ledger: Ledger, config: dict[str, Any] | None = None, 
 def execute(spec: JobSpec, run: Run, resume: bool = False) -> Run:
     """Do the job's work as one attempt of `run` (continuing from its last checkpoint on resume)."""
     if spec.torch_threads:
-        import torch
+        import torch  # heavy: only a job that does its work here needs it
 
         torch.set_num_threads(spec.torch_threads)
     return module(spec.kind).run(spec, run, resume=resume)
@@ -74,8 +92,6 @@ def start(spec: JobSpec, ledger: Ledger, config: dict[str, Any] | None = None, r
 
 def run_job(spec_json: str, run_dir: str, resume: bool = False) -> str:
     """Worker entry (a study stage in its own process or Slurm job): run the job; return the run id."""
-    from m2rl.console import quiet_libraries
-
     quiet_libraries()
     spec = load_spec(spec_json)
     run = Run.load(Path(run_dir))

@@ -8,58 +8,56 @@ analysis.md, analysis.json and figures/ into the run, and into `publish` under t
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from typing import Any
 
-from omegaconf import OmegaConf
+import numpy as np
 
+from m2rl.analysis.consistency import ALL_DOMAINS
+from m2rl.analysis.lineage import group, sft_of
 from m2rl.errors import UserError
+from m2rl.evaluate.runner import check_evaluable, eval_plan
+from m2rl.evaluate.settings import EvalSettings
+from m2rl.jobs import save_spec
 from m2rl.ledger import Device, Ledger, Run, attempt, replace_dir, temp_sibling
 from m2rl.specs import AnalyzeJob
 
 
-def eval_config(spec: AnalyzeJob):
-    """The root-shaped config of the evals whose results the analyses read (eval, verifiers, seed)."""
-    return OmegaConf.create({"eval": spec.eval, "verifiers": spec.verifiers, "seed": spec.seed})
-
-
-def eval_settings(spec: AnalyzeJob):
-    """The eval settings whose benchmarks and backend the analyses use."""
-    from m2rl.evaluate.settings import EvalSettings
-
-    return EvalSettings.from_cfg(eval_config(spec))
+def eval_settings(spec: AnalyzeJob) -> EvalSettings:
+    """The settings of the evals whose results the analyses read (benchmarks, backend, verifiers, seed)."""
+    return EvalSettings.of(spec.eval, spec.verifiers, spec.seed)
 
 
 def resolve(spec: AnalyzeJob, ledger: Ledger) -> AnalyzeJob:
     """The spec with runs named by id, their SFT bases included, in a stable order."""
-    from m2rl.analysis.lineage import sft_of
-
     runs = [ledger.get(ref) for ref in spec.runs]
     ids = {r.id for r in runs} | {sft_of(ledger, r).id for r in runs}
     return spec.model_copy(update={"runs": sorted(ids)})
 
 
-def check_analysable(run: Run, cfg) -> None:
-    """Raise UserError unless the run is completed with a model and has saved eval results of this eval
-    config (eval settings, verifiers; any number of samples per item) for every benchmark, sampled with
-    this seed or the run's own training seed (a study evaluates each seed's models with that seed)."""
-    from m2rl.evaluate.runner import check_evaluable, eval_plan
-
+def check_analysable(run: Run, settings: EvalSettings) -> None:
+    """Raise UserError unless the run is completed with a model and has saved eval results of these eval
+    settings (benchmarks, sampling, verifiers; any number of samples per item) for every benchmark,
+    sampled with their seed or the run's own training seed (a study evaluates each seed's models with
+    that seed)."""
     check_evaluable(run)
     own_seed = run.manifest.get("seed")
-    configs = [cfg] + ([OmegaConf.merge(cfg, {"seed": own_seed})] if own_seed not in (None, cfg.seed) else [])
+    candidates = [settings] + (
+        [dataclasses.replace(settings, seed=own_seed)] if own_seed not in (None, settings.seed) else []
+    )
     missing: list[str] = []
-    for candidate in configs:
+    for candidate in candidates:
         missing = [
             bench.name for bench, _digest, saved in eval_plan(run, candidate, any_k=True) if saved is None
         ]
         if not missing:
             return
-    seeds = " or ".join(f"seed={c.seed}" for c in configs)
+    seeds = " or ".join(f"seed={c.seed}" for c in candidates)
     raise UserError(
         f"run {run.name} ({run.id}) has no eval results of these eval settings ({seeds}) for "
-        f"{', '.join(missing)}: run `m2rl eval {run.id} seed={configs[-1].seed}` with the same eval overrides first"
+        f"{', '.join(missing)}: run `m2rl eval {run.id} seed={candidates[-1].seed}` with the same eval overrides first"
     )
 
 
@@ -67,12 +65,10 @@ def create(
     spec: AnalyzeJob, ledger: Ledger, config: dict[str, Any] | None = None, queued: bool = False
 ) -> Run:
     """Check the analysed runs (spec resolved), then create the analyze run."""
-    from m2rl.analysis.lineage import group
-    from m2rl.jobs import save_spec
-
     runs = [ledger.get(ref) for ref in spec.runs]
+    settings = eval_settings(spec)
     for run in runs:
-        check_analysable(run, eval_config(spec))
+        check_analysable(run, settings)
     lineages = group(ledger, runs)
     seeds = {lineage.seed for lineage in lineages}
     run = ledger.create(
@@ -119,7 +115,7 @@ def publish(run: Run, folder: str) -> None:
 
 def run(spec: AnalyzeJob, run: Run, resume: bool = False) -> Run:  # noqa: ARG001 (an analysis restarts whole)
     """Analyse as one attempt of `run`: report in the run (and in `publish`), headline numbers in metrics."""
-    from m2rl.analysis.lineage import group
+    # torch: the analyses load models; only the analyze job's own process needs them
     from m2rl.analysis.report import write_report
     from m2rl.analysis.runner import analyze
 
@@ -149,10 +145,6 @@ def run(spec: AnalyzeJob, run: Run, resume: bool = False) -> Run:  # noqa: ARG00
 def headline(analysis) -> dict[str, Any]:
     """A few numbers for the manifest: Jaccard and cosine averaged over pairs of task vectors, and each
     model's consistency over all domains."""
-    import numpy as np
-
-    from m2rl.analysis.consistency import ALL_DOMAINS
-
     metrics: dict[str, Any] = {}
     for lineage in analysis.lineages:
         g = lineage.geometry

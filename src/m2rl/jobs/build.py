@@ -7,6 +7,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from m2rl.errors import UserError
+from m2rl.evaluate.settings import EvalSettings, eval_section
 from m2rl.specs import (
     AnalyzeJob,
     DistillJob,
@@ -21,6 +22,7 @@ from m2rl.specs import (
     SFTRecipe,
     validated,
 )
+from m2rl.verifiers.config import verifier_settings
 
 
 def section(cfg: DictConfig, key: str) -> Any:
@@ -88,7 +90,7 @@ def rl_job(
         "domains": list(domains),
         "start_from": start_from,
         "steps": steps,
-        "verifiers": section(cfg, "verifiers") or {},
+        "verifiers": verifier_settings(cfg),
         "cascade_stage": cascade_stage,
     }
     return validated(RLJob, values)
@@ -108,7 +110,8 @@ def merge_job(
     with `params` overriding its parameters. `search` (trials, items_per_domain, params, domains) makes
     it a tuned merge, its validation items drawn from this config's data and sampled with its eval
     settings (m2rl.merge.search)."""
-    from m2rl.evaluate.settings import EvalSettings, eval_section
+
+    # lazy: the m2rl.merge package imports torch (its merge code), which only merge jobs need
     from m2rl.merge.methods import method_section, resolve_method
 
     merge = section(cfg, "merge") or {}
@@ -123,7 +126,7 @@ def merge_job(
         values["search"] = search | {
             "data": section(cfg, "data"),
             "eval": eval_section(cfg),
-            "verifiers": section(cfg, "verifiers") or {},
+            "verifiers": verifier_settings(cfg),
         }
     job = validated(MergeJob, values)
     if job.search is not None:
@@ -138,11 +141,10 @@ def eval_job(
 ) -> EvalJob:
     """Evaluating one run with this config's eval settings and verifiers (a study's eval stage, which
     owns its results, replaces saved ones of other settings; elsewhere only `replace` does)."""
-    from m2rl.evaluate.settings import EvalSettings, eval_section
-
-    EvalSettings.from_cfg(cfg)  # validate before any work
+    ev, verifiers = eval_section(cfg), verifier_settings(cfg)
+    EvalSettings.of(ev, verifiers, cfg.get("seed", 0))  # validate before any work
     values = _common(cfg, name or "eval", study)
-    values |= {"run": run, "eval": eval_section(cfg), "verifiers": section(cfg, "verifiers") or {}}
+    values |= {"run": run, "eval": ev, "verifiers": verifiers}
     values["replace"] = replace or study is not None
     return validated(EvalJob, values)
 
@@ -167,17 +169,16 @@ def analyze_job(
     publish: str | None = None,
 ) -> AnalyzeJob:
     """The analyses of `runs` (their SFT bases are added) with this config's analyze and eval settings."""
-    from m2rl.evaluate.settings import EvalSettings, eval_section
-
-    EvalSettings.from_cfg(cfg)  # validate before any work
+    ev, verifiers = eval_section(cfg), verifier_settings(cfg)
+    EvalSettings.of(ev, verifiers, cfg.get("seed", 0))  # validate before any work
     if cfg.get("analyze") is None:
         raise UserError("config has no `analyze` group (expected conf/analyze/*.yaml, e.g. analyze=tiny)")
     values = _common(cfg, name, study)
     values |= {
         "runs": list(runs),
         "analyze": section(cfg, "analyze"),
-        "eval": eval_section(cfg),
-        "verifiers": section(cfg, "verifiers") or {},
+        "eval": ev,
+        "verifiers": verifiers,
         "publish": publish,
     }
     return validated(AnalyzeJob, values)
@@ -203,6 +204,6 @@ def distill_job(
         "teachers": list(teachers),
         "start_from": start_from,
         "steps": cfg.distill.get("steps"),
-        "verifiers": section(cfg, "verifiers") or {},
+        "verifiers": verifier_settings(cfg),
     }
     return validated(DistillJob, values)

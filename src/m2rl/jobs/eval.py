@@ -6,10 +6,11 @@ manifest (see m2rl.evaluate.runner), so `create` only finds and checks the evalu
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from m2rl.evaluate.runner import check_evaluable, eval_progress, evaluate_run
+from m2rl.evaluate.settings import EvalSettings
 from m2rl.ledger import Ledger, Run
 from m2rl.signals import raise_lost_signal
 from m2rl.specs import EvalJob
@@ -22,8 +23,6 @@ def resolve(spec: EvalJob, ledger: Ledger) -> EvalJob:
 
 def create(spec: EvalJob, ledger: Ledger, config: dict[str, Any] | None = None, queued: bool = False) -> Run:  # noqa: ARG001
     """The run this job evaluates, checked to be completed with a model."""
-    from m2rl.evaluate.runner import check_evaluable
-
     run = ledger.get(spec.run)
     check_evaluable(run)
     return run
@@ -65,18 +64,16 @@ class ProgressFile:
             self.shown.update(task, description=description)
 
 
-def config_of(spec: EvalJob):
-    """The root-shaped config `evaluate_run` reads (eval, verifiers, seed)."""
-    return OmegaConf.create({"eval": spec.eval, "verifiers": spec.verifiers, "seed": spec.seed})
+def eval_settings(spec: EvalJob) -> EvalSettings:
+    """The settings `evaluate_run` takes: the spec's eval and verifier sections and its seed."""
+    return EvalSettings.of(spec.eval, spec.verifiers, spec.seed)
 
 
 def run(spec: EvalJob, run: Run, resume: bool = False) -> Run:  # noqa: ARG001 (saved benchmarks are reused)
     """Evaluate `run`; benchmarks with saved results of the same config are reused, not redone."""
-    import sys
-
-    from m2rl.evaluate.runner import eval_progress, evaluate_run
-
     shown = eval_progress() if sys.stderr.isatty() else None
     with ProgressFile(run, shown) as progress:
-        evaluate_run(Ledger(run.path.parent), run, config_of(spec), progress=progress, replace=spec.replace)
+        evaluate_run(
+            Ledger(run.path.parent), run, eval_settings(spec), progress=progress, replace=spec.replace
+        )
     return Run.load(run.path)

@@ -12,10 +12,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from m2rl.data.load import mixture_weights, rl_samples
+from m2rl.data.mixture import mix
 from m2rl.errors import UserError
 from m2rl.jobs.training import create_training_run, run_training
 from m2rl.ledger import Ledger, Run
+from m2rl.models.resolve import resolve_base_model
 from m2rl.specs import RLJob
+from m2rl.verifiers import VerifierConfig
 
 
 def completed_sft(ledger: Ledger, ref: str) -> Run:
@@ -48,8 +52,6 @@ def _with_model(run: Run, ref: str) -> Run:
 def start_model(ledger: Ledger, spec: RLJob) -> tuple[str, list[str]]:
     """(model to start from, parent run ids): a completed SFT or RL run (a cascade's stage before), or an
     external `model.path`."""
-    from m2rl.models.resolve import resolve_base_model
-
     ref = spec.start_from
     if ref:
         parent = completed_start(ledger, ref)
@@ -71,16 +73,11 @@ def resolve(spec: RLJob, ledger: Ledger) -> RLJob:
 
 def training_samples(spec: RLJob) -> list[dict[str, Any]]:
     """The prompts of this run: one domain's, or the mixture of several (natural proportions by default)."""
-    from m2rl.data.load import mixture_weights, rl_samples
-    from m2rl.verifiers import VerifierConfig
-
-    VerifierConfig.from_cfg(spec.verifiers)  # registers the config's reward plugins before validation
+    VerifierConfig.of(spec.verifiers)  # registers the config's reward plugins before validation
     data = OmegaConf.create(spec.data)
     per_domain = rl_samples(data, spec.domains)
     if len(spec.domains) == 1:
         return per_domain[spec.domains[0]]
-    from m2rl.data.mixture import mix
-
     return mix(per_domain, mixture_weights(data), spec.seed)
 
 
@@ -98,7 +95,7 @@ def create(spec: RLJob, ledger: Ledger, config: dict[str, Any] | None = None, qu
 
 def train(spec: RLJob, run: Run, resume_from: str | None) -> dict[str, Any]:
     """GRPO on this rank; return the run's summary metrics."""
-    from m2rl.engine.grpo import train_grpo
+    from m2rl.engine.grpo import train_grpo  # torch, TRL: only the training process needs them
 
     return train_grpo(spec, run, run.manifest["base_model"], training_samples(spec), resume_from)
 

@@ -1,6 +1,7 @@
 """The SFT job: supervised fine-tuning of the base model (TRL SFTTrainer), as one run.
 
-Reads top to bottom: resolve the base model and check the batch before the run exists (`create`),
+Reads top to bottom: no input runs to name (`resolve`); resolve the base model and check the batch
+before the run exists (`create`),
 then train in this process or under accelerate, resuming from the last complete checkpoint (`run`).
 """
 
@@ -10,13 +11,18 @@ from typing import Any
 
 from m2rl.jobs.training import create_training_run, run_training
 from m2rl.ledger import Ledger, Run
+from m2rl.models.resolve import resolve_base_model
 from m2rl.specs import SFTJob
+
+
+def resolve(spec: SFTJob, ledger: Ledger) -> SFTJob:  # noqa: ARG001 (no input runs)
+    """The spec as it is: SFT starts from the base model, no run."""
+    return spec
 
 
 def create(spec: SFTJob, ledger: Ledger, config: dict[str, Any] | None = None, queued: bool = False) -> Run:
     """Check the spec (base model, batch) and create the SFT run."""
-    from m2rl.engine.sft import gradient_accumulation
-    from m2rl.models.resolve import resolve_base_model
+    from m2rl.engine.sft import gradient_accumulation  # m2rl.engine.sft imports torch and TRL
 
     base = resolve_base_model(spec.model, ledger.root)
     gradient_accumulation(
@@ -29,7 +35,7 @@ def create(spec: SFTJob, ledger: Ledger, config: dict[str, Any] | None = None, q
 
 def train(spec: SFTJob, run: Run, resume_from: str | None) -> dict[str, Any]:
     """Fine-tune on this rank; return the run's summary metrics."""
-    from m2rl.engine.sft import train_sft
+    from m2rl.engine.sft import train_sft  # torch, TRL: only the training process needs them
 
     return train_sft(spec, run, run.manifest["base_model"], resume_from)
 

@@ -37,11 +37,8 @@ from m2rl.ledger.manifest import (
     LOCK,
     MANIFEST,
     METRICS,
-    MODEL_KINDS,
     PROGRESS_DIR,
-    RUN_KINDS,
     STATUSES,
-    TRAINING_KINDS,
     ManifestError,
     Problem,
     read_manifest,
@@ -51,6 +48,7 @@ from m2rl.ledger.run import CLAIM_WAIT_S, Run
 from m2rl.ledger.store import STALE_TEMP_S, Ledger, warn_once
 from m2rl.provenance import cpu_model as cpu_name
 from m2rl.signals import Terminated, raise_lost_signal, signal_behind, sigterm_raises
+from m2rl.specs import MODEL_KINDS, RUN_KINDS, TRAINING_KINDS
 
 __all__ = [
     "CLAIM_WAIT_S",

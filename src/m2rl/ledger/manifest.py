@@ -1,5 +1,6 @@
-"""The manifest (`run.json`): its file names, the run kinds and statuses, and the shape every command
-relies on; a file that is not valid JSON or not shaped like a manifest is a `ManifestError`."""
+"""The manifest (`run.json`): its file names, the run statuses (the kinds come from m2rl.specs), and the
+shape every command relies on; a file that is not valid JSON or not shaped like a manifest is a
+`ManifestError`."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from m2rl.errors import UserError
+from m2rl.specs import RUN_KINDS
 
 MANIFEST = "run.json"
 METRICS = "metrics.jsonl"
 LOCK = "run.lock"
-RUN_KINDS = ("sft", "rl", "merge", "analyze", "distill")
-# the kinds whose runs hold a model (an analyze run holds a report)
-MODEL_KINDS = ("sft", "rl", "merge", "distill")
-TRAINING_KINDS = ("sft", "rl", "distill")  # kinds that save checkpoints and resume from them
 STATUSES = ("queued", "running", "completed", "failed")
 PROGRESS_DIR = "progress"
 

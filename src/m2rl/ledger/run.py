@@ -14,8 +14,9 @@ from m2rl.errors import UserError
 from m2rl.ledger.costs import process_tree_cpu_seconds
 from m2rl.ledger.files import write_json_atomic
 from m2rl.ledger.locks import try_lock, unlock, while_free
-from m2rl.ledger.manifest import LOCK, MANIFEST, METRICS, PROGRESS_DIR, TRAINING_KINDS, read_manifest
+from m2rl.ledger.manifest import LOCK, MANIFEST, METRICS, PROGRESS_DIR, read_manifest
 from m2rl.ledger.owner import describe_owner, read_as_killed
+from m2rl.specs import TRAINING_KINDS
 
 CLAIM_WAIT_S = 5.0  # a reader holds a run's lock for an instant; an attempt retries this long
 

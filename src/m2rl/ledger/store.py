@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from m2rl.errors import UserError
 from m2rl.ledger.costs import Device
 from m2rl.ledger.locks import try_lock
@@ -19,9 +21,7 @@ from m2rl.ledger.manifest import (
     LOCK,
     MANIFEST,
     METRICS,
-    MODEL_KINDS,
     PROGRESS_DIR,
-    RUN_KINDS,
     ManifestError,
     Problem,
     now,
@@ -29,6 +29,7 @@ from m2rl.ledger.manifest import (
 from m2rl.ledger.owner import owner
 from m2rl.ledger.run import Run
 from m2rl.provenance import provenance
+from m2rl.specs import MODEL_KINDS, RUN_KINDS
 
 STALE_TEMP_S = 600.0  # a temp file this old was left by a write that never finished
 
@@ -175,8 +176,6 @@ class Ledger:
         path.mkdir(parents=True, exist_ok=False)
         if status == "running":
             try_lock(path / LOCK)  # a new folder: nobody else can hold it
-        from omegaconf import OmegaConf
-
         (path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
         manifest = {
             "id": run_id,

@@ -48,6 +48,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from m2rl.console import console
 from m2rl.errors import UserError
+from m2rl.evaluate.settings import EvalSettings
 from m2rl.ledger import Run, process_tree_cpu_seconds
 from m2rl.merge.methods import MergeMethod, resolve_method
 from m2rl.merge.run import merge_models
@@ -117,12 +118,11 @@ def _prompt_text(item: dict[str, Any]) -> str:
     return "\n".join(" ".join(str(turn.get("content", "")).split()) for turn in turns)
 
 
-def held_out_keys(eval_section: dict[str, Any]) -> tuple[set[str], set[str]]:
-    """(ids, prompt texts) of every item of every test benchmark of an eval section."""
+def held_out_keys(search: MergeSearch) -> tuple[set[str], set[str]]:
+    """(ids, prompt texts) of every item of every test benchmark of the search's eval section."""
     from m2rl.evaluate.benchmarks import load_items
-    from m2rl.evaluate.settings import EvalSettings
 
-    settings = EvalSettings.from_cfg(OmegaConf.create({"eval": eval_section}))
+    settings = EvalSettings.of(search.eval, search.verifiers, 0)
     ids: set[str] = set()
     prompts: set[str] = set()
     for bench in settings.benchmarks:
@@ -168,7 +168,7 @@ def validation_items(search: MergeSearch) -> dict[str, list[dict[str, Any]]]:
             )
         else:
             items[domain] = random.Random(f"{data.get('seed', 0)}:{domain}:validation").sample(rows, count)
-    ids, prompts = held_out_keys(search.eval)
+    ids, prompts = held_out_keys(search)
     for domain, rows in items.items():
         overlap = [row for row in rows if str(row["id"]) in ids or _prompt_text(row) in prompts]
         if overlap:
@@ -212,7 +212,7 @@ def _trial(
     number: int,
     dirs: tuple[Path, list[Path]],
     items: dict[str, list[dict[str, Any]]],
-    cfg: DictConfig,
+    settings: EvalSettings,
 ) -> dict[str, Any]:
     """Merge with `params` into a scratch folder, score it on the validation items, time both."""
     from m2rl.evaluate.runner import evaluate_items
@@ -222,7 +222,7 @@ def _trial(
     scratch = run.path / "search" / f"trial-{number}"
     shutil.rmtree(scratch, ignore_errors=True)
     merge_models(resolve_method(spec.merge, params), base_dir, expert_dirs, scratch / "model")
-    results = evaluate_items(scratch / "model", [base_dir, *expert_dirs], items, cfg)
+    results = evaluate_items(scratch / "model", [base_dir, *expert_dirs], items, settings, spec.search.eval.k)
     shutil.rmtree(scratch)
     scores = {domain: sum(r.mean_reward for r in rows) / len(rows) for domain, rows in results.items()}
     seconds, cpu_seconds = time.perf_counter() - wall, process_tree_cpu_seconds() - cpu
@@ -264,7 +264,7 @@ def run_search(spec: MergeJob, run: Run, base_dir: Path, expert_dirs: list[Path]
         for domain, rows in items.items():
             for row in rows:
                 handle.write(json.dumps({"domain": domain, "id": row["id"], "prompt": row["prompt"]}) + "\n")
-    cfg = OmegaConf.create({"eval": search.eval, "verifiers": search.verifiers, "seed": spec.seed})
+    settings = EvalSettings.of(search.eval, search.verifiers, spec.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     done = read_trials(run.path)[: search.trials]
@@ -282,7 +282,7 @@ def run_search(spec: MergeJob, run: Run, base_dir: Path, expert_dirs: list[Path]
             seed=trial_seed(spec.seed, number), n_startup_trials=startup
         )
         trial = study.ask(distributions)
-        record = _trial(spec, run, dict(trial.params), number, (base_dir, expert_dirs), items, cfg)
+        record = _trial(spec, run, dict(trial.params), number, (base_dir, expert_dirs), items, settings)
         study.tell(trial, record["value"])
         _append(run.path, record)
         done.append(record)

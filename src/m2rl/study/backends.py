@@ -37,14 +37,14 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from m2rl.errors import Interrupted, UserError
 from m2rl.jobs import run_job
-from m2rl.specs import JobSpec, LauncherSpec, SlurmSettings, load_spec
+from m2rl.specs import EvalSection, JobSpec, LauncherSpec, SlurmSettings, load_spec
 
 # What the local forkserver imports once, so that no stage pays for it.
 PRELOAD = ["torch", "transformers", "trl", "datasets", "m2rl.jobs.rl", "m2rl.jobs.sft", "m2rl.engine.grpo"]
@@ -135,8 +135,6 @@ def _stage_process(spec_json: str, run_dir: str, resume: bool, devices: tuple[in
     try:
         run_job(spec_json, run_dir, resume)
     except BaseException as exc:
-        import traceback
-
         traceback.print_exc()
         (Path(logs) / ERROR_FILE).write_text(last_error_line(traceback.format_exc()) or repr(exc))
         # SystemExit lets multiprocessing run its exit handlers (semaphores a library made are released)
@@ -182,7 +180,7 @@ class SlurmRequest:
 def slurm_request(
     settings: SlurmSettings,
     launcher: LauncherSpec | None = None,
-    eval_section: Mapping[str, Any] | None = None,
+    eval_section: EvalSection | None = None,
 ) -> SlurmRequest:
     """A stage's request: a training stage (`launcher` given) on the launcher's machines, an eval or
     analyze stage or a tuned merge (`eval_section`) on one node, a merge on one node with no GPU.
@@ -197,8 +195,7 @@ def slurm_request(
         if launcher is not None:
             gpus = 0 if launcher.use_cpu is True else launcher.num_processes // launcher.num_machines
         elif eval_section is not None:
-            vllm = eval_section.get("vllm") or {}
-            gpus = int(vllm.get("tensor_parallel_size", 1)) if eval_section.get("backend") == "vllm" else 1
+            gpus = eval_section.vllm.tensor_parallel_size if eval_section.backend == "vllm" else 1
         else:
             gpus = 0
     return SlurmRequest(
@@ -238,7 +235,7 @@ def slurm_parameters(settings: SlurmSettings, request: SlurmRequest, job_name: s
 def sbatch_preview(settings: SlurmSettings, request: SlurmRequest, folder: Path, job_name: str) -> str:
     """The sbatch script submitit writes for such a job, rendered by submitit itself; nothing is submitted
     and nothing is written."""
-    import submitit
+    import submitit  # only the Slurm backend needs it (~0.1 s to import)
 
     class Preview(submitit.SlurmExecutor):
         @classmethod
@@ -406,7 +403,7 @@ class SlurmJobHandle:
     ended: bool = False
 
     def _paths(self):
-        from submitit.core.utils import JobPaths
+        from submitit.core.utils import JobPaths  # only the Slurm backend needs submitit
 
         return JobPaths(self.logs, job_id=self.job_id, task_id=0)
 
@@ -427,7 +424,7 @@ class SlurmJobHandle:
         return self.ended
 
     def _outcome(self) -> tuple[str, Any] | None:
-        from submitit.core.utils import pickle_load
+        from submitit.core.utils import pickle_load  # only the Slurm backend needs submitit
 
         result = self._paths().result_pickle
         if not result.exists():
@@ -486,7 +483,7 @@ class SlurmBackend:
 
     def executor(self, logs: Path, job_name: str, request: SlurmRequest | None = None):
         """The submitit SlurmExecutor for one stage, with the study's Slurm settings."""
-        import submitit
+        import submitit  # only the Slurm backend needs it (~0.1 s to import)
 
         executor = submitit.SlurmExecutor(folder=str(logs))
         request = request or slurm_request(self.settings)

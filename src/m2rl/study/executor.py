@@ -32,6 +32,8 @@ from pathlib import Path
 
 from m2rl import jobs
 from m2rl.errors import Interrupted, UserError
+from m2rl.evaluate.runner import eval_plan
+from m2rl.jobs.eval import eval_settings
 from m2rl.ledger import LOCK, Ledger, Run, lock_held, try_lock, unlock
 from m2rl.machine import free_cores, usable_cores
 from m2rl.signals import raise_lost_signal, sigterm_raises
@@ -330,10 +332,7 @@ class Executor:
 
 def _eval_saved(run: Run, spec: JobSpec) -> bool:
     """Whether every benchmark of this eval already has saved results of the same config."""
-    from m2rl.evaluate.runner import eval_plan
-    from m2rl.jobs.eval import config_of
-
-    return all(saved is not None for _, _, saved in eval_plan(run, config_of(spec)))
+    return all(saved is not None for _, _, saved in eval_plan(run, eval_settings(spec)))
 
 
 def make_backend(settings: StudySettings) -> Backend:

@@ -1,12 +1,15 @@
-"""Typed settings of the verifier suite, built from the `verifiers` config group."""
+"""The verifier suite's runtime settings (flat, picklable into pool workers), made from the typed
+`verifiers` section of a job spec (m2rl.specs.VerifierSettings)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from m2rl.errors import UserError
+from m2rl.specs import VerifierSettings, validated
 from m2rl.verifiers.plugins import custom_entries, use_plugins
 from m2rl.verifiers.sandbox import SandboxSettings
 
@@ -64,31 +67,33 @@ class VerifierConfig:
         return SandboxSettings(self.code_allow_unsandboxed, self.code_packages, budget)
 
     @classmethod
-    def from_cfg(cls, cfg: Any) -> VerifierConfig:
-        """Build from the `verifiers` config node (a DictConfig or a plain dict)."""
-        if cfg is None:
-            return cls()
-        get = cfg.get
-        math = get("math") or {}
-        code = get("code") or {}
-        follow = get("instruction_following") or {}
-        default = cls()
-        custom = custom_entries(get("custom"))
+    def of(cls, settings: VerifierSettings) -> VerifierConfig:
+        """From the typed `verifiers` section; the reward plugins it names are registered in this process
+        (where the settings are read; a pool worker registers them from `custom`, m2rl.verifiers.registry)."""
+        math, code = settings.math, settings.code
+        custom = custom_entries(settings.custom)
         use_plugins(custom)  # validated (and registered) when the config is read: exit 2 on a bad one
         return cls(
-            require_think=bool(get("require_think", default.require_think)),
-            seed=int(get("seed", default.seed)),
-            workers=None if get("workers") is None else int(get("workers")),
-            math_timeout_s=float(math.get("timeout_s", default.math_timeout_s)),
-            code_max_tests=int(code.get("max_tests", default.code_max_tests)),
-            code_time_limit_s=float(code.get("time_limit_s", default.code_time_limit_s)),
-            code_memory_limit_mb=int(code.get("memory_limit_mb", default.code_memory_limit_mb)),
-            code_max_processes=int(code.get("max_processes", default.code_max_processes)),
-            code_output_limit_mb=float(code.get("output_limit_mb", default.code_output_limit_mb)),
-            sandbox_url=code.get("sandbox_url") or None,
-            code_allow_unsandboxed=bool(code.get("allow_unsandboxed", default.code_allow_unsandboxed)),
-            code_packages=tuple(str(name) for name in code.get("packages") or ()),
-            code_host_memory_share=float(code.get("host_memory_share", default.code_host_memory_share)),
-            if_strict=bool(follow.get("strict", default.if_strict)),
+            require_think=settings.require_think,
+            seed=settings.seed,
+            workers=settings.workers,
+            math_timeout_s=float(math.timeout_s),
+            code_max_tests=code.max_tests,
+            code_time_limit_s=float(code.time_limit_s),
+            code_memory_limit_mb=code.memory_limit_mb,
+            code_max_processes=code.max_processes,
+            code_output_limit_mb=float(code.output_limit_mb),
+            sandbox_url=code.sandbox_url or None,
+            code_allow_unsandboxed=code.allow_unsandboxed,
+            code_packages=tuple(code.packages),
+            code_host_memory_share=float(code.host_memory_share),
+            if_strict=settings.instruction_following.strict,
             custom=custom,
         )
+
+
+def verifier_settings(root: DictConfig) -> VerifierSettings:
+    """The root config's `verifiers` section, typed (the defaults where the config has none)."""
+    node = root.get("verifiers")
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return validated(VerifierSettings, values or {}, prefix="verifiers.")
