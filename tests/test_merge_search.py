@@ -118,11 +118,12 @@ def test_compare_shows_tuned_and_default_merges_and_the_tuned_cost_holds_the_sea
     from m2rl.compare.core import build_comparison
     from m2rl.compare.manifests import records_from_runs
     from m2rl.evaluate.runner import evaluate_run
+    from m2rl.evaluate.settings import EvalSettings
 
     ledger, runs = experts
     plain = jobs.start(_spec(runs, "plain", search=None), ledger, reuse=True)
     for run in (tuned, plain):
-        evaluate_run(ledger, run, _config())
+        evaluate_run(ledger, run, EvalSettings.from_cfg(_config()))
     records, lineage = records_from_runs([ledger.get(tuned.id), ledger.get(plain.id)])
     comparison = build_comparison(records, lineage, bootstrap_samples=200, seed=0)
     rows = {row.label: row for row in comparison.rows}
