@@ -344,9 +344,10 @@ class Measured:
 # two-thread stage. Then two stages at once with one thread each: the experts 54-76 s (25 steps x 16
 # prompts x 8 samples), the mixed run 2 min 30 s to 2 min 38 s (twice the steps), evals 17-38 s per
 # model, the longest the SFT model's (4 domains x 256 items x K=4); one model's eval took 22 s with
-# two threads against 27 s with one (preset/tiny.yaml). MT-OPD and analyze, off in the demo: 204-212 s
-# of CPU for 60 steps x 16 prompts x 4 samples (docs/distill.md, at ca6bbc1) and 29 s of CPU
-# (docs/analyze.md, analyze in the pipeline).
+# two threads against 27 s with one (preset/tiny.yaml). MT-OPD: 204-212 s of CPU for 60 steps x 16
+# prompts x 4 samples (docs/distill.md, at ca6bbc1); analyze: 29 s of CPU (docs/analyze.md). The
+# three-seed default study (shared SFT, MT-OPD) took 28 min 0 s at b3adb62, its SFT slowed by other
+# commands beside it; this replay estimates 23.2 min for it.
 TINY_MEASURED = {
     "sft": Measured(128.0 + 56.0, 3500 * 3, two_threads=(128.0 + 56.0) / 128.0),
     "expert": Measured(65.0, 25 * 16 * 8),
