@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 
 def _pyplot():
+    # lazy: matplotlib, only where the figures are drawn
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # before pyplot is imported
     import matplotlib.pyplot as plt
 
     return plt
