@@ -20,7 +20,8 @@ def _pyplot():
     # lazy: matplotlib, only where the figures are drawn
     import matplotlib
 
-    matplotlib.use("Agg")  # before pyplot is imported
+    matplotlib.use("Agg")
+    # lazy: pyplot only once the Agg backend is chosen
     import matplotlib.pyplot as plt
 
     return plt

@@ -82,7 +82,8 @@ def _pyplot():
     # lazy: matplotlib, only where a figure is drawn (compare imports this module)
     import matplotlib
 
-    matplotlib.use("Agg")  # before pyplot is imported
+    matplotlib.use("Agg")
+    # lazy: pyplot only once the Agg backend is chosen
     import matplotlib.pyplot as plt
 
     return plt
