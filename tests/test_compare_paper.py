@@ -47,7 +47,7 @@ def paper_records() -> list[RunRecord]:
         for d in ("math", "code", "science", "if")
     ]
     return [
-        RunRecord("base", "model", results=_results("base")),
+        RunRecord("base", "reference", results=_results("base")),
         RunRecord("sft", "sft", parents=("base",), results=_results("sft")),
         *experts,
         RunRecord(

@@ -8,7 +8,12 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from typer._click import exceptions as bundled  # typer bundles its own click
 
+from m2rl import __version__
+from m2rl.commands import analyze, compare, data, distill, merge, pipeline, rl, runs, sft, verify
+from m2rl.commands import eval as eval_command
 from m2rl.errors import Interrupted, StudyFailed, UserError
 from m2rl.provenance import command_line
 from m2rl.signals import Terminated, signal_behind
@@ -34,8 +39,6 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from m2rl import __version__
-
         print(f"m2rl {__version__}")
         raise typer.Exit()
 
@@ -84,41 +87,21 @@ EXAMPLES = {
 
 
 def _epilog(name: str) -> str:
-    from rich.markup import escape  # `[math,code]` is not markup
-
+    # escaped: `[math,code]` is not markup
     return "Examples:\n\n" + "\n\n".join(f"  {escape(example)}" for example in EXAMPLES[name])
 
 
 def _register() -> None:
-    from m2rl.commands import runs, sft
-
     app.command("sft", help=sft.__doc__, epilog=_epilog("sft"))(sft.command)
     app.command("runs", help=runs.__doc__, epilog=_epilog("runs"))(runs.command)
-    from m2rl.commands import rl
-
     app.command("rl", help=rl.__doc__, epilog=_epilog("rl"))(rl.command)
-    from m2rl.commands import distill
-
     app.command("distill", help=distill.__doc__, epilog=_epilog("distill"))(distill.command)
-    from m2rl.commands import merge
-
     app.command("merge", help=merge.__doc__, epilog=_epilog("merge"))(merge.command)
-    from m2rl.commands import data
-
     app.add_typer(data.app, name="data", help=data.__doc__)
-    from m2rl.commands import verify
-
     app.command("verify", help=verify.__doc__, epilog=_epilog("verify"))(verify.command)
-    from m2rl.commands import compare
-    from m2rl.commands import eval as eval_command
-
     app.command("eval", help=eval_command.__doc__, epilog=_epilog("eval"))(eval_command.command)
     app.command("compare", help=compare.__doc__, epilog=_epilog("compare"))(compare.command)
-    from m2rl.commands import analyze
-
     app.command("analyze", help=analyze.__doc__, epilog=_epilog("analyze"))(analyze.command)
-    from m2rl.commands import pipeline
-
     app.command("pipeline", help=pipeline.__doc__, epilog=_epilog("pipeline"))(pipeline.command)
 
 
@@ -127,8 +110,6 @@ _register()
 
 def _usage_error(exc: BaseException) -> str | None:
     """The one-line message of a command-line usage error ("" when help was shown instead), else None."""
-    from typer._click import exceptions as bundled  # typer bundles its own click
-
     if isinstance(exc, bundled.NoArgsIsHelpError):
         return ""  # typer printed the help while raising it
     if isinstance(exc, bundled.UsageError):

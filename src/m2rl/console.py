@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 from rich.console import Console
 
@@ -13,8 +14,8 @@ err_console = Console(stderr=True)
 def quiet_libraries() -> None:
     """Keep library progress bars and info logs out of non-interactive output."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
 
+    # lazy: transformers and datasets, only once a command works with models; the CLI imports this module
     import transformers
 
     # transformers 5 renamed gradient_checkpointing; TRL still sets the old name on every config
@@ -23,6 +24,7 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     try:
+        # lazy: datasets, as transformers above
         import datasets
 
         datasets.utils.logging.set_verbosity_error()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
+from omegaconf import OmegaConf
+
 from m2rl.errors import UserError
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ def check_rollout(section: str, rollout: str, vllm_mode: str) -> None:
         return
     require("vllm", f"{section}.rollout=vllm")
     if vllm_mode == "server":
+        # lazy: torch, only to check a server-mode vLLM rollout; the CLI imports this module
         import torch
 
         if not torch.cuda.is_available():
@@ -71,8 +74,6 @@ def check_job_engines(spec: Any) -> None:
 
 def check_config_engines(cfg: DictConfig, distill: bool) -> None:
     """`check_engines` for a whole study's config (`m2rl pipeline`), before its first stage."""
-    from omegaconf import OmegaConf
-
     rollouts = {
         section: (
             OmegaConf.select(cfg, f"{section}.rollout", default="hf"),

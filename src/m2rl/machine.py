@@ -19,6 +19,7 @@ def usable_cores() -> int:
 
 def busy_cores(seconds: float = 0.5) -> float:
     """Cores other processes keep busy right now (CPU use over a short window, this process idle)."""
+    # lazy: psutil (~20 ms), only where busy cores are measured; the CLI imports this module
     import psutil
 
     return psutil.cpu_percent(interval=seconds) / 100 * (psutil.cpu_count() or 1)

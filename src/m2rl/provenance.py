@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import m2rl
+
 PACKAGES = ("m2rl", "torch", "transformers", "trl", "mergekit", "vllm")
 SUBPROCESS_TIMEOUT_S = 5.0
 
@@ -89,6 +91,7 @@ def gpu_models() -> list[str]:
 def torch_threads() -> int | None:
     """torch's intra-op thread count in this process (None without torch)."""
     try:
+        # lazy: torch (optional), only where its thread count is recorded; the CLI imports this module
         import torch
     except ImportError:
         return None
@@ -97,8 +100,6 @@ def torch_threads() -> int | None:
 
 @functools.cache
 def _collect() -> dict[str, Any]:
-    import m2rl
-
     return {
         "git": git_state(Path(m2rl.__file__).resolve().parent),
         "command": command_line(sys.argv),

@@ -71,6 +71,7 @@ def _preallocated_layer(capacity: int):
     DynamicLayer concatenates every new token onto its keys and values: a third of decoding time on the
     built-in model went to those copies (cProfile of `benchmarks/generation.py`).
     """
+    # lazy: transformers, only once a model samples (this module needs only torch to import)
     from transformers.cache_utils import DynamicLayer
 
     class PreallocatedLayer(DynamicLayer):
@@ -106,6 +107,7 @@ def _preallocated_layer(capacity: int):
 
 def _new_cache(model, capacity: int):
     """A KV cache for `capacity` positions: preallocated where every layer is full attention."""
+    # lazy: transformers, only once a model samples (this module needs only torch to import)
     from transformers import DynamicCache
 
     cache = DynamicCache()

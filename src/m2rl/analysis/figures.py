@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 
 
 def _pyplot():
+    # lazy: matplotlib, only where the figures are drawn
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: pyplot only once the Agg backend is chosen
     import matplotlib.pyplot as plt
 
     return plt

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from m2rl.evaluate.generation import Messages, derived_seed, render_prompts
+from m2rl.evaluate.generation import Messages, cpu_threads, derived_seed, render_prompts, vllm_request_params
 from m2rl.evaluate.settings import GenerationSettings
 
 
@@ -86,9 +86,9 @@ def sample_token_ids(
 
 
 def _hf_samples(generator, prompt_ids, samples, settings, seed) -> list[list[list[int]]]:
+    # lazy: torch and m2rl.sampling (torch), only where the hf backend samples
     import torch
 
-    from m2rl.evaluate.generation import cpu_threads
     from m2rl.sampling import SamplingSettings, sample
 
     sampling = SamplingSettings(settings.temperature, settings.top_p, 0, settings.max_new_tokens)
@@ -112,9 +112,8 @@ def _hf_samples(generator, prompt_ids, samples, settings, seed) -> list[list[lis
 
 
 def _vllm_samples(generator, prompt_ids, samples, settings, seed) -> list[list[list[int]]]:
+    # lazy: vllm, only with the vllm backend
     from vllm import SamplingParams
-
-    from m2rl.evaluate.generation import vllm_request_params
 
     params = vllm_request_params(SamplingParams, settings, samples, seed, generator.stop_ids, len(prompt_ids))
     outputs = generator.llm.generate(

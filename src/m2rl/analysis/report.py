@@ -14,8 +14,10 @@ from rich.table import Table
 from rich.text import Text
 
 from m2rl.analysis.consistency import ALL_DOMAINS
+from m2rl.analysis.figures import write_figures
 from m2rl.analysis.runner import Analysis
 from m2rl.compare.records import DOMAIN_LABELS
+from m2rl.folders import REPORT_NAME
 
 SMALL_MODEL = 100_000_000  # below this many weights the report says what a small model cannot show
 PAIR_HEADERS = ["pair", "Jaccard", "random", "cosine", "projected", "sign conflict"]
@@ -306,9 +308,6 @@ def to_markdown(payload: dict[str, Any], figures: list[str]) -> str:
 
 def write_report(analysis: Analysis, folder: Path, study: str | None) -> list[Path]:
     """analysis.json, analysis.md and figures/*.png into `folder`."""
-    from m2rl.analysis.figures import write_figures
-    from m2rl.folders import REPORT_NAME
-
     payload = _finite(to_json(analysis, study))
     figures = write_figures(analysis, folder / "figures")
     (folder / "analysis.json").write_text(json.dumps(payload, indent=2, allow_nan=False))

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from m2rl.analysis.consistency import Consistency, LineageItems, skill_consistency
 from m2rl.analysis.geometry import Geometry, task_vector_geometry
 from m2rl.analysis.lineage import Lineage
 from m2rl.analysis.neighbourhoods import KLEstimate, KLMatrix, kl_estimate, sample_token_ids
+from m2rl.analysis.scoring import completion_logprobs, load_scorer
 from m2rl.analysis.self_verification import (
     JudgeScore,
     Trajectory,
@@ -28,7 +31,8 @@ from m2rl.analysis.self_verification import (
     parse_verdict,
     pick_trajectories,
 )
-from m2rl.evaluate.generation import derived_seed
+from m2rl.evaluate.benchmarks import load_items
+from m2rl.evaluate.generation import HFGenerator, VllmGenerator, derived_seed
 from m2rl.evaluate.results import read_results, results_path
 from m2rl.evaluate.settings import BenchmarkSpec, EvalSettings, GenerationSettings
 from m2rl.ledger import Run
@@ -78,8 +82,6 @@ class Benchmarks:
         self._items: dict[str, dict[str, dict]] = {}
 
     def items(self, bench: str) -> dict[str, dict]:
-        from m2rl.evaluate.benchmarks import load_items
-
         if bench not in self._items:
             self._items[bench] = {str(item["id"]): item for item in load_items(self.specs[bench])}
         return self._items[bench]
@@ -113,8 +115,6 @@ def item_accuracies(run: Run, benchmarks: Benchmarks) -> tuple[dict[str, float],
 
 
 def _generator(run: Run, fallbacks: list[Path], settings: EvalSettings):
-    from m2rl.evaluate.generation import HFGenerator, VllmGenerator
-
     if settings.backend == "vllm":
         return VllmGenerator(run.model_dir, fallbacks, settings.vllm, settings.seed)
     return HFGenerator(
@@ -124,8 +124,6 @@ def _generator(run: Run, fallbacks: list[Path], settings: EvalSettings):
 
 def _release() -> None:
     """Free what a dropped model or engine held (GPU memory before the next one loads)."""
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -243,8 +241,6 @@ def _neighbourhoods(
     lineage: Lineage, domains: list[str], samples: dict[str, dict], context: Context
 ) -> KLMatrix:
     """KL(pi_B || pi_mixed) of every expert B's samples on every domain's prompts."""
-    from m2rl.analysis.scoring import completion_logprobs, load_scorer
-
     assert lineage.mixed is not None
     budget, dtype = context.recipe.neighbourhoods.score_tokens, context.recipe.neighbourhoods.score_dtype
     reference = load_scorer(lineage.mixed.model_dir, dtype)

@@ -19,6 +19,7 @@ HEAD_ROWS = 2048  # positions through the output head at once
 
 def load_scorer(model_dir: Path, dtype: str, device: str | None = None):
     """A causal LM for scoring, in `dtype`, on CUDA when available."""
+    # lazy: transformers, only where a scorer model is loaded
     from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -125,6 +125,7 @@ class JudgeScore:
         """Wilson 95% interval of the accuracy."""
         if not self.n:
             return None
+        # lazy: scipy, only for the binomial test
         from scipy.stats import binomtest
 
         interval = binomtest(self.correct_judgements, self.n).proportion_ci(0.95, method="wilson")

@@ -17,6 +17,8 @@ import typer
 from rich.table import Table
 
 from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, RunsDir, load_config, print_config, say
+from m2rl.commands.eval import split_arguments
+from m2rl.config import to_container
 from m2rl.console import console, quiet_libraries
 from m2rl.errors import UserError
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 def study_runs(ledger: Ledger, study: str) -> list[Run]:
     """The newest completed, evaluated run of each name in `study` (SFT, RL and merge runs; not the
     cascade's stages)."""
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.compare.manifests import evaluated_runs
     from m2rl.specs import MODEL_KINDS
 
@@ -42,6 +45,7 @@ def study_runs(ledger: Ledger, study: str) -> list[Run]:
 def select(ledger: Ledger, refs: list[str]) -> tuple[list[Run], str | None, bool]:
     """(runs to analyse, their study, whether they are a whole study): the latest study, a study named,
     or the runs named."""
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.compare.manifests import evaluated_runs
     from m2rl.compare.selection import resolve_run
 
@@ -79,8 +83,6 @@ def command(
     from m2rl.analysis import analysis_folder
     from m2rl.analysis.lineage import group
     from m2rl.analysis.report import rich_tables
-    from m2rl.commands.eval import split_arguments
-    from m2rl.config import to_container
     from m2rl.jobs.build import analyze_job
     from m2rl.ledger import Ledger
     from m2rl.study.plan import analyze_stage_name
@@ -107,6 +109,7 @@ def command(
     say(f"analyze {models} models in {len(lineages)} lineage(s)" + (f" of study {study}" if study else ""))
     run = jobs.start(spec, ledger, config=to_container(cfg), reuse=True)
     if publish and _published_run(ledger.root / publish) != run.id:  # a reused run; another's report is there
+        # lazy: numpy and pydantic; the CLI imports every command at start
         from m2rl.jobs.analyze import publish as publish_report
 
         publish_report(run, publish)

@@ -45,6 +45,7 @@ def command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
 ) -> None:
     """Compare the latest study, `--study NAME`, `--all`, or the runs named; write and print the result."""
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.compare import compare_runs, print_compare, select_runs
     from m2rl.ledger import Ledger
 

@@ -29,6 +29,7 @@ Out = Annotated[Path | None, typer.Option("--out", help="Output directory (defau
 
 def prepare_rl_data(data_cfg: Any, domains: list[str], out: Path) -> dict[str, Any]:
     """Write `<domain>.parquet` per domain and `mixed.parquet`; return the summary written to report.json."""
+    # lazy: the data modules, only when the command runs; the CLI imports every command at start
     from m2rl.data.load import mixture_weights, rl_samples
     from m2rl.data.mixture import domain_counts, mix
     from m2rl.data.sources import write_samples
@@ -90,6 +91,7 @@ def prepare(
         print_config(cfg)
         return
     quiet_libraries()
+    # lazy: the data modules, only when the command runs; the CLI imports every command at start
     from m2rl.data.files import domain_names
 
     chosen = [d.strip() for d in domains.split(",") if d.strip()] if domains else domain_names(cfg.data)

@@ -13,6 +13,7 @@ from rich.table import Table
 from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, Overrides, RunsDir, load_config, print_config
 from m2rl.commands.training import parse_names, recipe_table, resume, train
 from m2rl.console import console
+from m2rl.errors import UserError
 
 Teachers = Annotated[
     str | None,
@@ -48,7 +49,7 @@ def command(
 ) -> None:
     """MT-OPD: `m2rl distill --teachers study --from study-s0-sft` distils every expert of the study into
     one student, each sample scored by its own domain's teacher (per-token reverse KL as the advantage)."""
-    from m2rl.errors import UserError
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.jobs.build import check_config, distill_job
     from m2rl.ledger import Ledger
 
@@ -78,6 +79,7 @@ def command(
 
 def trl_mapping_table(spec) -> Table:
     """How the distill recipe lands on trl.GRPOConfig (engine.distill.DISTILL_MAPPING), built for real."""
+    # lazy: m2rl.engine imports transformers; the CLI imports every command at start
     from m2rl.engine.distill import DISTILL_MAPPING, build_distill_config
 
     world = spec.launcher.world_size

@@ -19,8 +19,11 @@ from m2rl.commands.common import (
     print_config,
     say,
 )
+from m2rl.config import is_override
 from m2rl.console import console, quiet_libraries
+from m2rl.engines import require
 from m2rl.errors import UserError
+from m2rl.machine import thread_plan
 
 if TYPE_CHECKING:
     from m2rl.evaluate.settings import BenchmarkSpec
@@ -32,8 +35,6 @@ RESULT_COLUMNS = ("benchmark", "domain", "items", "K", "Avg@K %", "95% CI", "pas
 
 def split_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
     """(run references, Hydra overrides): `key=value`, `+key=value` and `~key` (delete) are overrides."""
-    from m2rl.config import is_override
-
     return [a for a in arguments if not is_override(a)], [a for a in arguments if is_override(a)]
 
 
@@ -84,8 +85,6 @@ def command(
     job = eval_job(cfg, runs[0].id, replace=replace)
     settings = eval_settings(job)
     if settings.backend == "vllm" and not dry_run:
-        from m2rl.engines import require
-
         require("vllm", "eval.backend=vllm")
     for run in runs:  # refused before any run is evaluated
         check_evaluable(run)
@@ -103,6 +102,7 @@ def command(
         console.print(plan)
         return
     quiet_libraries()
+    # lazy: pydantic (the run specs); the CLI imports every command at start
     from m2rl import jobs
 
     job, threads = eval_thread_plan(job)
@@ -116,8 +116,6 @@ def command(
 def eval_thread_plan(job: EvalJob) -> tuple[EvalJob, str]:
     """The job with `eval.torch_threads` set from the cores free now where the config leaves it unset and
     the hf backend generates on CPU (the thread count changes no sample: m2rl.machine); the plan in words."""
-    from m2rl.machine import thread_plan
-
     if job.eval.torch_threads is not None:
         return job, f"{job.eval.torch_threads} torch thread(s) (eval.torch_threads)"
     import torch  # heavy: only once the eval is about to generate

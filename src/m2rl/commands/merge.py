@@ -22,6 +22,7 @@ from m2rl.errors import UserError
 
 def expand_methods(spec: str | None, default: str) -> list[str]:
     """Method names from --method: a name, a comma list, `all`, or `paper`."""
+    # lazy: m2rl.merge imports torch; the CLI imports every command at start
     from m2rl.merge import PAPER_METHODS, available_methods
 
     if not spec:
@@ -91,6 +92,7 @@ def command(
     name: Name = None,
     dry_run: DryRun = False,
 ) -> None:
+    # lazy: m2rl.merge imports torch; the CLI imports every command at start
     from m2rl.jobs.build import merge_job
     from m2rl.merge.methods import resolve_method
 
@@ -125,6 +127,7 @@ def command(
         )
 
     quiet_libraries()
+    # lazy: m2rl.merge imports torch; the CLI imports every command at start
     from m2rl import jobs
     from m2rl.jobs.merge import start_tuned
     from m2rl.ledger import Ledger

@@ -24,6 +24,9 @@ from m2rl.commands.common import (
     say,
 )
 from m2rl.console import console, err_console, quiet_libraries
+from m2rl.engines import check_config_engines
+from m2rl.errors import UserError
+from m2rl.machine import usable_cores
 
 KIND_NAMES = {
     "sft": "SFT",
@@ -44,7 +47,7 @@ def command(
     """Run the mix-vs-merge study end to end: `m2rl pipeline` (tiny, CPU), `study.seeds=3` to replicate it
     per seed, `study.executor=slurm` to send each stage to Slurm; `m2rl pipeline preset=paper --dry-run`
     prints the paper's plan. Resumable: finished stages are reused, interrupted ones resumed."""
-    from m2rl.engines import check_config_engines
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.specs import check_name
     from m2rl.study import check_study, study_settings
     from m2rl.study.plan import plan
@@ -75,6 +78,7 @@ def command(
 
 
 def _run(cfg: DictConfig, runs_dir: Path, study: str) -> None:
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.compare import print_compare
     from m2rl.study import run_study
 
@@ -85,8 +89,6 @@ def _run(cfg: DictConfig, runs_dir: Path, study: str) -> None:
 
 
 def _study_name(name: str, check) -> str:
-    from m2rl.errors import UserError
-
     try:
         return check(name)
     except ValueError as exc:
@@ -94,6 +96,7 @@ def _study_name(name: str, check) -> str:
 
 
 def _launcher(cfg: DictConfig):
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.jobs.build import section
     from m2rl.specs import LauncherSpec, validated
 
@@ -102,6 +105,7 @@ def _launcher(cfg: DictConfig):
 
 def _check_slurm(cfg: DictConfig, dry_run: bool) -> list[str]:
     """The Slurm checks made before the first job (UserError: the study is refused); the lines to print."""
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.study import study_settings
     from m2rl.study.backends import check_cluster, check_launcher, check_partition, cluster_partitions
 
@@ -113,7 +117,7 @@ def _check_slurm(cfg: DictConfig, dry_run: bool) -> list[str]:
 
 
 def _tiny_time(cfg: DictConfig, stages: list) -> None:
-    from m2rl.machine import usable_cores
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.study.plan import tiny_time
 
     cores = usable_cores()
@@ -136,6 +140,7 @@ def _minutes(seconds: float) -> str:
 
 def _paper_estimate(cfg: DictConfig, stages: list) -> dict:
     """Print the paper-scale GPU-hours of every stage by kind, with a total; return each stage's."""
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.study.plan import paper_costs
 
     costs = paper_costs(cfg, stages)
@@ -164,6 +169,7 @@ def _paper_estimate(cfg: DictConfig, stages: list) -> dict:
 
 def _slurm_plan(cfg: DictConfig, stages: list, costs: dict, runs_dir: Path, notes: list[str]) -> None:
     """What each Slurm job asks for, the checks' lines, and the sbatch script of the largest job."""
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.evaluate.settings import eval_section
     from m2rl.specs import SPEC_TYPES, TRAINING_KINDS
     from m2rl.study import study_settings
@@ -229,6 +235,7 @@ def _slurm_plan(cfg: DictConfig, stages: list, costs: dict, runs_dir: Path, note
 
 
 def _inputs(cfg: DictConfig) -> None:
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.study import study_inputs
 
     table = Table(title="model and data: here, or to download")

@@ -11,6 +11,7 @@ from rich.table import Table
 from m2rl.commands.common import DEFAULT_RUNS_DIR, DryRun, Name, Overrides, RunsDir, load_config, print_config
 from m2rl.commands.training import parse_names, recipe_table, resume, train
 from m2rl.console import console
+from m2rl.errors import UserError
 
 Domains = Annotated[
     str | None,
@@ -38,7 +39,7 @@ def command(
 ) -> None:
     """GRPO with verifiable rewards: `m2rl rl --domains math --from sft` (an expert) or
     `--domains math,code,science,if` (the mixed run). Each sample is scored by its own domain's verifier."""
-    from m2rl.errors import UserError
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.jobs.build import check_config, rl_job
     from m2rl.ledger import Ledger
 
@@ -63,6 +64,7 @@ def command(
 
 def trl_mapping_table(spec) -> Table:
     """How the rl recipe lands on trl.GRPOConfig (engine.grpo.GRPO_MAPPING), built for real."""
+    # lazy: m2rl.engine imports transformers; the CLI imports every command at start
     from m2rl.engine.grpo import GRPO_MAPPING, build_grpo_config
 
     world = spec.launcher.world_size

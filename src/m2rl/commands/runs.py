@@ -41,6 +41,7 @@ def command(
     ] = False,
 ) -> None:
     """List runs: id, kind, status, study, parents, device-hours and CPU-hours (`--json` for manifests)."""
+    # lazy: pydantic (the run specs); the CLI imports every command at start
     from m2rl.ledger import Ledger
 
     if check:
@@ -145,6 +146,7 @@ def _blocks(manifests: list[dict[str, Any]], names: dict[str, str], title: str) 
 
 def report_problems(runs_dir: Path) -> int:
     """Print each problem under the runs root on one line (path, what, what to do); 1 if any, else 0."""
+    # lazy: pydantic (the run specs); the CLI imports every command at start
     from m2rl.ledger import Ledger
 
     ledger = Ledger(runs_dir, report=None)

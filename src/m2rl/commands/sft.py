@@ -23,6 +23,7 @@ def command(
     dry_run: DryRun = False,
 ) -> None:
     """Supervised fine-tuning of the base model: `m2rl sft [overrides]` (e.g. `sft.epochs=1`)."""
+    # lazy: numpy and pydantic; the CLI imports every command at start
     from m2rl.jobs.build import check_config, sft_job
     from m2rl.ledger import Ledger
 

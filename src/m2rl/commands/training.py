@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from m2rl.commands.common import hours_rows, resume_hint, say
+from m2rl.config import to_container
 from m2rl.console import console, quiet_libraries
+from m2rl.engines import check_job_engines
+from m2rl.errors import UserError
+from m2rl.machine import thread_plan
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -39,9 +43,6 @@ def train(
     spec: SFTJob | RLJob | DistillJob, cfg: DictConfig, ledger: Ledger, runs_dir: Path, what: str
 ) -> None:
     """Run a training job to the end (its run named before the first step) and print its summary."""
-    from m2rl.config import to_container
-    from m2rl.engines import check_job_engines
-
     check_job_engines(spec)
     quiet_libraries()
     spec, plan = with_thread_plan(spec)
@@ -53,9 +54,8 @@ def with_thread_plan(spec: Any) -> tuple[Any, str]:
     """The spec with its torch threads set from the cores free now where it sets none and trains on
     CPU, and the plan in words for the start line ("; 2 torch threads (0.1 of 2 cores busy)").
     The thread count is not part of a job's identity and changes no result on CPU (m2rl.machine)."""
+    # lazy: torch, only once the job is about to run
     import torch
-
-    from m2rl.machine import thread_plan
 
     if torch.cuda.is_available():
         return spec, ""
@@ -68,6 +68,7 @@ def with_thread_plan(spec: Any) -> tuple[Any, str]:
 
 def start_run(spec: SFTJob | RLJob | DistillJob, ledger: Ledger, config: dict[str, Any], what: str) -> Run:
     """Resolve, create and run a training job, naming the run and its folder before the first step."""
+    # lazy: pydantic (the run specs); the CLI imports every command at start
     from m2rl import jobs
 
     spec = jobs.resolve(spec, ledger)
@@ -78,9 +79,8 @@ def start_run(spec: SFTJob | RLJob | DistillJob, ledger: Ledger, config: dict[st
 
 def resume_run(ledger: Ledger, ref: str, kind: str, dry_run: bool = False) -> Run:
     """Continue an interrupted SFT or RL run from its last complete checkpoint, with its saved spec."""
+    # lazy: pydantic (the run specs); the CLI imports every command at start
     from m2rl import jobs
-    from m2rl.engines import check_job_engines
-    from m2rl.errors import UserError
     from m2rl.jobs.training import check_resumable, last_checkpoint
 
     run = ledger.get(ref)
@@ -110,6 +110,7 @@ def _steps_done(checkpoint: Path) -> str:
 
 def tracker_logs(run: Run) -> list[tuple[str, str]]:
     """(tracker, where its logs are) for each tracker the run reported to (`sft.report_to`, `rl.report_to`)."""
+    # lazy: pydantic (the run specs); the CLI imports every command at start
     from m2rl import jobs
 
     spec = jobs.read_spec(run)

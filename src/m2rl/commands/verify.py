@@ -26,6 +26,7 @@ from m2rl.errors import UserError
 
 def _records(path: Path, progress: Progress, task: Any) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, validated record) for every non-blank line; UserError on a malformed one."""
+    # lazy: the data modules, only when the command runs; the CLI imports every command at start
     from m2rl.data.schema import validate_sample
 
     with path.open("rb") as f:
@@ -75,6 +76,7 @@ def command(
     dry_run: DryRun = False,
 ) -> None:
     """Score JSONL records with the verifiers; print count, mean reward and items/s per rm_type."""
+    # lazy: the verifier suite (~0.1 s), only when the command runs; the CLI imports every command at start
     from m2rl.verifiers import VerifierConfig, score_batch_timed
     from m2rl.verifiers.config import verifier_settings
 

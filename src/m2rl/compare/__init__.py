@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +12,16 @@ from pathlib import Path
 from rich.console import Console, RenderableType
 
 from m2rl.compare.core import Comparison, build_comparison
+from m2rl.compare.export import write_csv, write_differences_csv, write_json
 from m2rl.compare.intervals import DEFAULT_SAMPLES
 from m2rl.compare.manifests import evaluated_runs, records_from_runs
+from m2rl.compare.markdown import to_markdown
+from m2rl.compare.plots import plot_score_vs_hours, plot_transfer
 from m2rl.compare.records import BenchmarkResult, RunRecord
+from m2rl.compare.render import rich_renderable
 from m2rl.compare.selection import Selection, select_runs
 from m2rl.errors import UserError
-from m2rl.ledger import Run
+from m2rl.ledger import Run, replace_dir, temp_sibling
 
 __all__ = [
     "BenchmarkResult",
@@ -62,12 +67,6 @@ def _holds_only_outputs(folder: Path) -> bool:
 
 def write_outputs(comparison: Comparison, out_dir: Path) -> CompareResult:
     """Write compare.md, compare.csv, differences.csv, compare.json and the plots into `out_dir` at once."""
-    from m2rl.compare.export import write_csv, write_differences_csv, write_json
-    from m2rl.compare.markdown import to_markdown
-    from m2rl.compare.plots import plot_score_vs_hours, plot_transfer
-    from m2rl.compare.render import rich_renderable
-    from m2rl.ledger import replace_dir, temp_sibling
-
     out_dir = Path(out_dir).resolve()
     # into a temp sibling that then takes the folder's place; in a folder holding other files too (an
     # `--out` chosen by hand), each file replaces its own
@@ -104,10 +103,6 @@ def link_latest(out_dir: Path, latest: Path) -> Path | None:
     """Point the link `latest` at `out_dir` (relative, replaced at once); a real folder of that name
     (an older m2rl's comparison) is first moved aside to `<name>-before-<time>`, never deleted.
     Returns where such a folder went."""
-    import time
-
-    from m2rl.ledger import temp_sibling
-
     moved = None
     if latest.exists() and not latest.is_symlink():
         moved = latest.with_name(f"{latest.name}-before-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -146,8 +141,6 @@ def compare_runs(
 
 def print_compare(result: CompareResult, console: Console | None = None) -> None:
     """Print the comparison in a layout that fits the console, and the paths of its files."""
-    from m2rl.compare.render import rich_renderable
-
     console = console or Console()
     console.print(rich_renderable(result.comparison, width=console.width))
     console.print(

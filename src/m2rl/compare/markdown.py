@@ -23,6 +23,7 @@ from m2rl.compare.formatting import (
 )
 from m2rl.compare.intervals import Estimate
 from m2rl.compare.records import DOMAIN_LABELS
+from m2rl.folders import REPORT_NAME, analysis_folder
 
 METHOD = """\
 - Every score is the mean over training seeds of Avg@K over the test items; its interval and every
@@ -94,7 +95,6 @@ def _per_seed(estimate: Estimate) -> str:
 def _analysis_links(comparison: Comparison, root: Path | None) -> list[str]:
     """Links to the study's analysis reports (`m2rl analyze`) that exist in their folders under `root`
     (the runs root this comparison is written into), and the command that makes the ones that do not."""
-    from m2rl.folders import REPORT_NAME, analysis_folder
 
     def made(folder: str) -> bool:
         return root is not None and (root / folder / REPORT_NAME).is_file()

@@ -15,6 +15,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from m2rl.compare.core import Comparison
 from m2rl.compare.records import DOMAIN_LABELS
 from m2rl.compare.statistics import Row
@@ -77,9 +79,11 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 def _pyplot():
+    # lazy: matplotlib, only where a figure is drawn (compare imports this module)
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: pyplot only once the Agg backend is chosen
     import matplotlib.pyplot as plt
 
     return plt
@@ -107,6 +111,7 @@ def _place_labels(
 ) -> None:
     """Annotate each point where its label overlaps no other label, point or error bar (`spans`: each
     point's low and high y) and stays inside the axes."""
+    # lazy: matplotlib, only where a figure is drawn (compare imports this module)
     from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
@@ -184,6 +189,7 @@ def score_vs_hours_figure(comparison: Comparison) -> Figure:
     """Mean score (%) with its 95% interval against cumulative cost, per model, with the Pareto front;
     below it, each trained model's paired difference from SFT on the mean."""
     plt = _pyplot()
+    # lazy: matplotlib, only where a figure is drawn (compare imports this module)
     from matplotlib.lines import Line2D
 
     rows: list[Row] = [r for r in comparison.rows if r.n_benchmarks and not math.isnan(r.mean.value)]
@@ -242,7 +248,7 @@ def transfer_figure(comparison: Comparison) -> Figure | None:
     if comparison.transfer is None:
         return None
     plt = _pyplot()
-    import numpy as np
+    # lazy: matplotlib, only where a figure is drawn (compare imports this module)
     from matplotlib.patches import Rectangle
 
     t = comparison.transfer

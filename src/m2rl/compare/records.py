@@ -56,7 +56,9 @@ class RunRecord:
     """What the comparison needs to know about one run."""
 
     id: str
-    kind: str  # model | sft | rl | merge | distill | cascade (a chain of RL runs, m2rl.compare.cascade)
+    # sft | rl | merge | distill | cascade (a chain of RL runs, m2rl.compare.cascade), or reference: a model
+    # this ledger did not train, shown for reference (the paper's Base row), never a run kind
+    kind: str
     name: str = ""
     parents: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()  # training domains of an rl run
@@ -77,8 +79,9 @@ class RunRecord:
 
     @property
     def role(self) -> str:
-        """base, sft, expert (one training domain), mixed (several), merge, or the kind itself (distill)."""
-        if self.kind == "model":
+        """base (a reference row), sft, expert (one training domain), mixed (several), merge, or the kind
+        itself (distill)."""
+        if self.kind == "reference":
             return "base"
         if self.kind == "rl":
             return "mixed" if len(self.domains) > 1 else "expert"
@@ -122,7 +125,7 @@ def trains_on_all_domains(record: RunRecord) -> bool:
 
 def default_label(record: RunRecord) -> str:
     """The paper's row names: Base, SFT, RL-Math, RL-Multi, Merge (TIES)."""
-    if record.kind == "model":
+    if record.kind == "reference":
         return "Base"
     if record.kind == "sft":
         return "SFT"

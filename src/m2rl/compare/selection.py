@@ -11,6 +11,7 @@ several runs share is an error listing them (ids, studies, seeds), never a silen
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,6 @@ def scope_folder(study: str, runs: Sequence[Run]) -> str:
 
 def named_folder(runs: Sequence[Run]) -> str:
     """The comparison of these runs (in any order): `compare-<8 hex digits of their ids>`."""
-    import hashlib
-
     digest = hashlib.sha256("\n".join(sorted(r.id for r in runs)).encode()).hexdigest()[:8]
     return f"{EXPLICIT_FOLDER}-{digest}"
 

@@ -28,10 +28,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+from rich.text import Text
+
+from m2rl.console import err_console
 from m2rl.data.nemotron import normalize_if_kwargs
 from m2rl.data.schema import make_sample, validate_sample
-from m2rl.data.sources import Record, RecordCursor, iter_records
+from m2rl.data.sources import Record, RecordCursor, is_local, iter_records
 from m2rl.errors import UserError
+from m2rl.verifiers.instruction_following import unavailable_ids
 
 MATH_TEMPLATE = (
     "Solve the following math problem step by step. The last line of your response should be of the form "
@@ -407,8 +412,6 @@ def benchmark_format(spec: dict[str, Any]) -> str:
 def _records(spec: dict[str, Any], fmt: str) -> Iterator[Record]:
     source, split, config = str(spec["source"]), spec.get("split"), spec.get("config")
     if fmt == "mmlu_redux" and config in (None, "all"):
-        from m2rl.data.sources import is_local
-
         if not is_local(source):  # one hub config per subject
             for subject in MMLU_SUBJECTS:
                 for record in iter_records(source, split, subject):
@@ -456,8 +459,6 @@ def _problem(message: str, location: str, name: str, item_id: str | None) -> str
 def read_benchmark(spec: dict[str, Any]) -> BenchmarkRead:
     """A benchmark's items as validated canonical samples (first `limit` items when set), and the
     rows that could not be expressed (left out, each with its problem)."""
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(spec, DictConfig):
         spec = OmegaConf.to_container(spec, resolve=True)  # type: ignore[assignment]
     for key in ("name", "source"):
@@ -508,8 +509,6 @@ def left_out_line(name: str, read: BenchmarkRead, shown: int = 12) -> str | None
 
 def unavailable_line(samples: list[dict[str, Any]], shown: int = 12) -> str | None:
     """One line naming the instruction-following items that score 0 here for want of a model, or None."""
-    from m2rl.verifiers.instruction_following import unavailable_ids
-
     missing: dict[str, list[str]] = {}
     for sample in samples:
         ids = (sample.get("metadata") or {}).get("instruction_id_list") or []
@@ -538,8 +537,4 @@ def load_benchmark(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _warn(name: str, line: str) -> None:
-    from rich.text import Text
-
-    from m2rl.console import err_console
-
     err_console.print(Text.assemble((f"benchmark {name}: ", "yellow"), line), soft_wrap=True, highlight=False)

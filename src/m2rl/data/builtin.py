@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from m2rl.data.schema import make_sample
+from m2rl.errors import UserError
 
 SPLITS = ("sft", "rl", "test")
 # Share of the problem space each split owns (by key hash), so no problem appears in two splits.
@@ -585,8 +586,6 @@ GENERATORS: dict[str, Callable[[random.Random, int], Problem]] = {
 def generate(domain: str, split: str, count: int, seed: int = 0, difficulty: int = 2) -> list[dict[str, Any]]:
     """`count` distinct samples of one domain from one split, deterministic in (domain, split, seed)."""
     if domain not in GENERATORS:
-        from m2rl.errors import UserError
-
         raise UserError(f"unknown built-in domain {domain!r}; choose from {', '.join(GENERATORS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}")

@@ -132,6 +132,7 @@ def sft_messages(data_cfg: Any, domains: list[str]) -> list[dict[str, Any]]:
 
 def source_sft(data_cfg: Any):
     """data=files: one shuffled `messages` dataset from every domain's sft file."""
+    # lazy: datasets (heavy), only where a dataset file is read or written
     from datasets import Dataset
 
     rows = sft_messages(data_cfg, domain_names(data_cfg))

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from m2rl.data import files
 from m2rl.data.builtin import generate
+from m2rl.data.nemotron import load_rl_blend, load_sft_conversations, read_rl_blend
 from m2rl.data.schema import sft_conversation, validate_samples
 from m2rl.errors import UserError
 
@@ -76,6 +77,7 @@ def check_domains(domains: list[str], data_cfg: DictConfig) -> list[str]:
 
 
 def _builtin_sft(data_cfg: DictConfig, extra: list[dict[str, Any]] | None = None):
+    # lazy: datasets (heavy), only where a dataset file is read or written
     from datasets import Dataset
 
     rows = [
@@ -109,20 +111,14 @@ def _builtin_rl(data_cfg: DictConfig, domains: list[str]) -> dict[str, list[dict
 
 
 def _nemotron_rl(data_cfg: DictConfig, domains: list[str]) -> dict[str, list[dict[str, Any]]]:
-    from m2rl.data.nemotron import load_rl_blend
-
     return load_rl_blend(data_cfg, domains)
 
 
 def _nemotron_sft(data_cfg: DictConfig):
-    from m2rl.data.nemotron import load_sft_conversations
-
     return load_sft_conversations(data_cfg)
 
 
 def _nemotron_prepare(data_cfg: DictConfig, domains: list[str]):
-    from m2rl.data.nemotron import read_rl_blend
-
     result = read_rl_blend(data_cfg, domains)
     return result.samples, result.report
 
@@ -147,6 +143,7 @@ def sft_conversations(data_cfg: DictConfig):
     extra = files.sft_messages(data_cfg, [d for d in files.domain_names(data_cfg) if d in backed])
     if source.name == "builtin":
         return _builtin_sft(data_cfg, extra)  # one shuffle over all domains, as without files
+    # lazy: datasets (heavy), only where a dataset file is read or written
     import datasets
 
     return (

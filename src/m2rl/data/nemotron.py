@@ -21,10 +21,14 @@ import random
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
 from m2rl.data.schema import make_sample, validate_sample
-from m2rl.data.sources import Record, RecordCursor, iter_records, load_indexed
+from m2rl.data.sources import Record, RecordCursor, is_local, iter_records, load_indexed, local_files
 from m2rl.errors import UserError
 
 # The paper's routing table: blend `dataset` -> (domain, reward type).
@@ -51,8 +55,6 @@ DEFAULT_PLACEHOLDER_SOURCES = {
 
 def _container(cfg: Any) -> dict[str, Any]:
     """A DictConfig or mapping as plain Python containers."""
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return copy.deepcopy(dict(cfg))
@@ -381,8 +383,6 @@ def load_rl_blend(data_cfg: Any, domains: list[str]) -> dict[str, list[dict[str,
     """Validated RL samples per requested domain; what was dropped or unresolved is printed to stderr."""
     result = read_rl_blend(data_cfg, domains)
     if lines := result.report.lines():
-        from rich.console import Console
-
         console = Console(stderr=True)
         for line in lines:
             console.print(f"[yellow]nemotron RL blend:[/] {line}")
@@ -469,6 +469,7 @@ def normalize_conversation(
 
 
 def _sft_features(reasoning: str):
+    # lazy: datasets (heavy), only where a dataset file is read or written
     from datasets import Features, List, Value
 
     message = {
@@ -497,8 +498,6 @@ def _generate(subset: str, spec: dict[str, Any], reasoning: str, signature: str)
             continue
         yield row
     if skipped:
-        from rich.console import Console
-
         console = Console(stderr=True)
         for reason, count in sorted(skipped.items()):
             console.print(f"[yellow]SFT subset {subset}:[/] skipped {count} row(s): {reason}")
@@ -506,10 +505,6 @@ def _generate(subset: str, spec: dict[str, Any], reasoning: str, signature: str)
 
 def _source_signature(spec: dict[str, Any]) -> str:
     """Identifies a subset's inputs (paths with size and mtime), so a changed file is re-read."""
-    from pathlib import Path
-
-    from m2rl.data.sources import is_local, local_files
-
     parts = [json.dumps(spec, sort_keys=True, default=str)]
     if is_local(str(spec["source"])):
         for path in local_files(str(spec["source"]), spec.get("split")):
@@ -539,6 +534,7 @@ def load_sft_conversations(data_cfg: Any):
     rows plus a seeded draw with replacement, as the paper's preparation does); `count: null` keeps
     every row.
     """
+    # lazy: datasets (heavy), only where a dataset file is read or written
     import datasets
 
     cfg = _container(data_cfg)

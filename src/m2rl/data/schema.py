@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from m2rl.errors import UserError
+from m2rl.verifiers import check_sample
+from m2rl.verifiers.registry import default_rm_type as registered
 
 # The paper's four domains (the built-in data's). Any other domain name works once a reward type
 # declares it (m2rl.verifiers.plugins); the domains of a study are the data config's.
@@ -29,8 +31,6 @@ DEFAULT_RM_TYPE = {"math": "deepscaler", "code": "unit_test", "science": "gpqa",
 
 def default_rm_type(domain: str) -> str | None:
     """The reward type a sample of `domain` without an rm_type gets (the registry's domain default)."""
-    from m2rl.verifiers.registry import default_rm_type as registered  # late: verifiers import this module
-
     return registered(domain)
 
 
@@ -112,8 +112,6 @@ def validate_sample(sample: Any, where: str = "sample", reward: bool = True) -> 
     out["rm_type"] = rm_type
     out.setdefault("label", None)
     out["metadata"] = dict(out.get("metadata") or {})
-    from m2rl.verifiers import check_sample  # late import: verifiers depend on this module
-
     check_sample(out, where)
     return out
 

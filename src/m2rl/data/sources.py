@@ -224,6 +224,7 @@ def _read_file(path: Path) -> Iterator[tuple[int | None, dict[str, Any]]]:
     elif name.endswith(".json"):
         yield from _json_rows(path, _decoded(path, path.read_bytes()))
     elif name.endswith(".parquet"):
+        # lazy: pyarrow, only where a parquet file is read or written
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -253,6 +254,7 @@ def _hub_error(source: str, exc: Exception) -> UserError:
 
 def hub_files(repo_id: str, filenames: list[str]) -> list[Path]:
     """Download named files of a hub dataset repo (cached) and return their local paths."""
+    # lazy: huggingface_hub, only where a file is downloaded
     from huggingface_hub import hf_hub_download
 
     try:
@@ -283,6 +285,7 @@ def iter_records(
 
 
 def _iter_hub(source: str, split: str | None, name: str | None) -> Iterator[Record]:
+    # lazy: datasets (heavy), only where a dataset file is read or written
     import datasets
 
     try:
@@ -298,6 +301,7 @@ def _iter_hub(source: str, split: str | None, name: str | None) -> Iterator[Reco
 
 def load_indexed(source: str, split: str | None = None, name: str | None = None):
     """A source as a random-access `datasets.Dataset` (Arrow, memory-mapped): for lookups by row number."""
+    # lazy: datasets (heavy), only where a dataset file is read or written
     import datasets
 
     if is_local(source):
@@ -325,6 +329,7 @@ def load_indexed(source: str, split: str | None = None, name: str | None = None)
 
 def write_samples(path: Path, samples: list[dict[str, Any]]) -> Path:
     """Write canonical samples to a parquet file; `metadata` is stored as a JSON string."""
+    # lazy: pyarrow, only where a parquet file is read or written
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -356,6 +361,7 @@ def write_samples(path: Path, samples: list[dict[str, Any]]) -> Path:
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
     """Samples from a file written by `write_samples`, metadata decoded back to a dict."""
+    # lazy: pyarrow, only where a parquet file is read or written
     import pyarrow.parquet as pq
 
     if not Path(path).is_file():

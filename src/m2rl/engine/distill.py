@@ -33,6 +33,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers.integrations import is_deepspeed_zero3_enabled
+
 from m2rl.engine.grpo import (
     CHECKPOINTS,
     OPTIMIZER_KEYS,
@@ -133,6 +136,7 @@ def build_distill_config(
     recipe: DistillRecipe, output_dir: Path, steps: int, world_size: int, use_cpu: bool, seed: int
 ):
     """The trl.GRPOConfig the distillation trainer runs under."""
+    # lazy: TRL (heavy), only when a trainer is built; the dry run's recipe table imports this module
     from trl import GRPOConfig
 
     return GRPOConfig(
@@ -177,8 +181,6 @@ def served_request(prompt_ids, prompt_mask, completion_ids, completion_mask):
 def served_logps(actual_logprobs: list, lengths: list[int], completion_mask, where: str):
     """TRL's `actual_logprobs` (rows x tokens x 1) as a (rows, T) tensor aligned with `completion_mask`,
     0 on padding; a masked position without a finite log-prob is a UserError naming `where`."""
-    import torch
-
     scored = torch.zeros(completion_mask.shape, dtype=torch.float32)
     for row, (values, length) in enumerate(zip(actual_logprobs, lengths, strict=True)):
         if len(values) != length:
@@ -238,8 +240,6 @@ class ServedTeacher:
 
 def distill_trainer_class():
     """TimedGRPOTrainer with the advantage replaced by the routed teachers' per-token log-ratio."""
-    import torch
-
     base = timed_trainer_class()
 
     class DistillTrainer(base):
@@ -251,6 +251,7 @@ def distill_trainer_class():
 
         def set_teachers(self, teachers: dict[str, Any]) -> None:
             """Route each domain to its frozen teacher, scored by TRL's fused LM head at the student's temperature."""
+            # lazy: TRL (heavy), only when a trainer is built; the dry run's recipe table imports this module
             from trl.trainer.utils import add_fused_lm_head
 
             for teacher in teachers.values():  # as GRPOTrainer patches its reference model
@@ -260,6 +261,7 @@ def distill_trainer_class():
                     teacher, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32
                 )
             if self.sharded:
+                # lazy: TRL (heavy), only when a trainer is built; the dry run's recipe table imports this module
                 from trl.models import prepare_deepspeed
 
                 # a teacher loaded under ZeRO-3 is partitioned (zero.Init): an engine gathers it per forward,
@@ -382,10 +384,11 @@ def distill_trainer_class():
 
 def load_teacher(path: str, dtype, device):
     """A frozen teacher: eval mode, no gradients, on the student's device."""
+    # lazy: transformers' model classes, only when a model is loaded
     from transformers import AutoModelForCausalLM
-    from transformers.integrations import is_deepspeed_zero3_enabled
 
     if is_deepspeed_zero3_enabled():
+        # lazy: DeepSpeed, only under ZeRO-3
         import deepspeed
 
         # from_pretrained partitions the weights (zero.Init), which reads the world size from DeepSpeed's

@@ -22,12 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from omegaconf import OmegaConf
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from m2rl.config import compose_config
 from m2rl.engine.callbacks import LedgerMetricsCallback, LedgerProgressCallback, RichProgressBar
 from m2rl.engine.rewards import DomainRoutedReward, StepClock
 from m2rl.errors import UserError
 from m2rl.ledger import Run
+from m2rl.sampling import SamplingSettings
+from m2rl.sampling import sample as sample_tokens
 from m2rl.specs import LOSS_TYPES, DistillJob, OnPolicyRecipe, RLJob, RLRecipe
 from m2rl.verifiers import VerifierConfig
+from m2rl.vllm_cpu import prepare_cpu_engine, use_cpu_weight_sync
 
 # TRL's generation options that m2rl.sampling reproduces; any other (min_p, repetition penalty, a
 # suppressed token) sends rollouts through transformers' generate instead.
@@ -228,6 +237,7 @@ def grpo_options(rl: RLRecipe, steps: int, world_size: int, use_cpu: bool) -> di
 
 def build_grpo_config(rl: RLRecipe, output_dir: Path, steps: int, world_size: int, use_cpu: bool, seed: int):
     """The trl.GRPOConfig for this recipe: one optimizer step per rollout batch of P prompts x G samples."""
+    # lazy: TRL (heavy), only when a trainer is built; the dry run's recipe table imports this module
     from trl import GRPOConfig
 
     return GRPOConfig(
@@ -242,11 +252,8 @@ def build_grpo_config(rl: RLRecipe, output_dir: Path, steps: int, world_size: in
 
 def mapping_markdown() -> str:
     """GRPO_MAPPING as the docs' table (docs/grpo.md: paper item | m2rl keys | TRL options | note)."""
-    from m2rl.config import compose_config
-    from m2rl.specs import RLRecipe as Recipe
-
     paper = compose_config(["preset=paper"])
-    rl = Recipe(**_plain(paper.rl))
+    rl = RLRecipe(**_plain(paper.rl))
     lines = ["| paper recipe | m2rl key | TRL option | note |", "|---|---|---|---|"]
     for item in GRPO_MAPPING:
         keys = ", ".join(f"`rl.{k}`" for k in item.keys) or "(fixed)"
@@ -256,8 +263,6 @@ def mapping_markdown() -> str:
 
 
 def _plain(node) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
@@ -282,6 +287,7 @@ def interleave_domains(samples: list[dict[str, Any]], seed: int) -> list[dict[st
 def grpo_dataset(samples: list[dict[str, Any]], tokenizer, max_prompt_length: int, seed: int):
     """A `datasets.Dataset` of conversational prompts plus routing columns, domains interleaved in
     order (the trainer does not reshuffle); prompts over `max_prompt_length` tokens dropped."""
+    # lazy: datasets (heavy), only when the trainer's dataset is built
     from datasets import Dataset
 
     rows, dropped = [], 0
@@ -349,8 +355,6 @@ def informative_rows(
     makes up the count with zero-advantage rows, which add exactly 0 as well. At least one row is kept,
     so every process runs the forward and backward pass (collectives under DeepSpeed ZeRO-3).
     """
-    import torch
-
     if loss_type not in ROW_SCALED_LOSSES | BATCH_NORMALISED_LOSSES:
         return None
     if set(inputs) - PER_SAMPLE_INPUTS - BATCH_INPUTS:
@@ -370,6 +374,7 @@ def informative_rows(
 
 
 def timed_trainer_class():
+    # lazy: TRL (heavy), only when a trainer is built; the dry run's recipe table imports this module
     from trl import GRPOTrainer
 
     class TimedGRPOTrainer(GRPOTrainer):
@@ -401,10 +406,8 @@ def timed_trainer_class():
                 return super()._generate_single_turn(
                     prompt_ids, images, multimodal_fields, num_generations, **kwargs
                 )
-            import torch
+            # lazy: TRL (heavy), only when a trainer is built; the dry run's recipe table imports this module
             from trl.models import unwrap_model_for_generation
-
-            from m2rl.sampling import SamplingSettings, sample
 
             settings = SamplingSettings(
                 temperature=float(options["temperature"]),
@@ -422,7 +425,7 @@ def timed_trainer_class():
                 gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
             ) as model:
                 eos = self.eos_token_ids
-                completions = sample(
+                completions = sample_tokens(
                     model, prompt_ids, settings, eos, self._tokenizer.pad_token_id, generator
                 )
             return completions, None
@@ -447,8 +450,6 @@ def timed_trainer_class():
             """The largest of the ranks' informative row counts (`kept` alone in a single process)."""
             if self.accelerator.num_processes == 1:
                 return kept
-            import torch
-
             counts = self.accelerator.gather(torch.tensor([kept], device=self.accelerator.device))
             return int(counts.max())
 
@@ -511,7 +512,7 @@ def on_policy_trainer(
 ):
     """(trainer, tokenizer, prompts dropped as too long) for a GRPOTrainer subclass: the policy from
     `model_path` (float32 on CPU), the prompts, the config `build_config` makes, the routed verifiers."""
-    import torch
+    # lazy: transformers' model classes, only when a model is loaded
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     use_cpu = not torch.cuda.is_available()
@@ -521,8 +522,6 @@ def on_policy_trainer(
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     args = build_config(recipe, output_dir, spec.steps, spec.launcher.world_size, use_cpu, spec.seed)
     if use_cpu and recipe.rollout == "vllm":
-        from m2rl.vllm_cpu import prepare_cpu_engine
-
         prepare_cpu_engine()
     clock = StepClock()
     reward = DomainRoutedReward(
@@ -533,8 +532,6 @@ def on_policy_trainer(
     )
     trainer.clock = clock
     if use_cpu and trainer.use_vllm:
-        from m2rl.vllm_cpu import use_cpu_weight_sync
-
         use_cpu_weight_sync(trainer.vllm_generation)
     return trainer, tokenizer, dropped
 
@@ -550,8 +547,6 @@ def train_in_run(
     stages: tuple[str, ...] = ("generation", "reward", "training"),
 ) -> None:
     """Train a GRPO-based trainer with the run's metrics, stage seconds, progress and live bar; save the model."""
-    from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
 
     class StageSeconds(TrainerCallback):
         """Adds each logged step's seconds per stage (generation, reward, ...) to the run's stage totals."""

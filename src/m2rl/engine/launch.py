@@ -18,6 +18,7 @@ named as an error across machines.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import signal
@@ -42,8 +43,6 @@ PR_SET_PDEATHSIG = 1
 
 def parent_death_signal(signum: int) -> Callable[[], None]:
     """A call asking the kernel for `signum` when the caller's parent dies (Linux), safe in a fork's child."""
-    import ctypes
-
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (AttributeError, OSError):  # not Linux
@@ -56,6 +55,7 @@ def parent_death_signal(signum: int) -> Callable[[], None]:
 def _use_cpu(launcher: LauncherSpec) -> bool:
     setting = launcher.use_cpu
     if setting == "auto":
+        # lazy: torch, only where use_cpu=auto asks whether a GPU is visible
         import torch
 
         return not torch.cuda.is_available()
@@ -110,6 +110,7 @@ def launch_env(launcher: LauncherSpec) -> dict[str, str]:
     no GPU is visible (DS_ACCELERATOR=cpu: gloo, and its shared-memory op compiled on first use)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if launcher.deepspeed is not None:
+        # lazy: torch, only for a DeepSpeed launch
         import torch
 
         if not torch.cuda.is_available():
@@ -192,6 +193,7 @@ def claimed_port(launcher: LauncherSpec) -> Iterator[int]:
 
 def stop_launch(process: subprocess.Popen, signum: int, grace: float = STOP_GRACE_S) -> None:
     """Pass `signum` to the launcher's group, wait up to `grace` seconds, then kill all it started."""
+    # lazy: psutil (~20 ms), only where a launcher's processes are stopped
     import psutil
 
     try:  # ranks live in sessions of their own, out of the group's reach

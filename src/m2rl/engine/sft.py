@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
+from transformers.trainer_callback import PrinterCallback
 
+from m2rl.data.load import sft_conversations
 from m2rl.engine.callbacks import LedgerMetricsCallback, LedgerProgressCallback, RichProgressBar
 from m2rl.errors import UserError
 from m2rl.ledger import Run
@@ -25,6 +28,7 @@ def gradient_accumulation(global_batch: int, per_device: int, world_size: int) -
 
 def build_sft_config(sft: SFTRecipe, output_dir: Path, world_size: int, use_cpu: bool, seed: int):
     """The trl.SFTConfig for this recipe (the mapping from m2rl keys to TRL options lives here)."""
+    # lazy: TRL (heavy), only when a trainer is built; the dry run's recipe table imports this module
     from trl import SFTConfig
 
     return SFTConfig(
@@ -72,8 +76,6 @@ class EmptyThinkMasker:
         self.pattern = pattern
 
     def __call__(self, examples):
-        import torch
-
         batch = self.collator(examples)
         labels, width = batch["labels"], len(self.pattern)
         pattern = torch.tensor(self.pattern, device=labels.device)
@@ -87,12 +89,9 @@ class EmptyThinkMasker:
 
 def train_sft(spec: SFTJob, run: Run, model_path: str, resume_from: str | None = None) -> dict[str, Any]:
     """Fine-tune `model_path` on the spec's SFT data; save the model into the run; return metrics."""
-    import torch
+    # lazy: TRL (heavy), only when a trainer is built; the dry run's recipe table imports this module
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
-
-    from m2rl.data.load import sft_conversations
 
     use_cpu = not torch.cuda.is_available()
     with run.stage("data"):

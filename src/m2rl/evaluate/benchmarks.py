@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from m2rl.data.benchmarks import load_benchmark
+from m2rl.data.builtin import generate
+from m2rl.data.files import read_domain
 from m2rl.errors import UserError
 from m2rl.evaluate.settings import BenchmarkSpec
 
@@ -11,8 +14,6 @@ from m2rl.evaluate.settings import BenchmarkSpec
 def load_items(bench: BenchmarkSpec) -> list[dict[str, Any]]:
     """The canonical samples of `bench`, with unique ids."""
     if bench.source == "builtin":
-        from m2rl.data.builtin import generate
-
         spec = bench.spec
         try:
             items = generate(
@@ -25,8 +26,6 @@ def load_items(bench: BenchmarkSpec) -> list[dict[str, Any]]:
         except (KeyError, ValueError) as exc:
             raise UserError(f"eval.benchmarks.{bench.name}: built-in test set failed: {exc}") from exc
     elif bench.source == "files":  # a file-backed domain's test file (m2rl.data.files)
-        from m2rl.data.files import read_domain
-
         if not bench.spec.get("path"):
             raise UserError(f"eval.benchmarks.{bench.name}: a `files` benchmark needs a `path`")
         items = read_domain(
@@ -35,8 +34,6 @@ def load_items(bench: BenchmarkSpec) -> list[dict[str, Any]]:
         if bench.spec.get("limit") is not None:
             items = items[: int(bench.spec["limit"])]
     else:
-        from m2rl.data.benchmarks import load_benchmark
-
         items = load_benchmark(dict(bench.spec))
     if not items:
         raise UserError(f"eval.benchmarks.{bench.name}: the benchmark has no items")

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from m2rl.engines import require
 from m2rl.errors import UserError
 from m2rl.evaluate.settings import GenerationSettings, VllmSettings
+from m2rl.vllm_cpu import CPU_ENGINE_OPTIONS, prepare_cpu_engine
 
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 Messages = list[dict[str, str]]
@@ -63,6 +65,7 @@ def tokenizer_dir(model_dir: Path, fallbacks: Sequence[Path] = ()) -> Path:
 
 def load_tokenizer(model_dir: Path, fallbacks: Sequence[Path] = ()):
     """The model's tokenizer (see `tokenizer_dir`), left-padding, with a pad token."""
+    # lazy: transformers, only where a model is loaded (a dry run loads none)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir(model_dir, fallbacks)))
@@ -112,6 +115,7 @@ def cpu_threads(count: int | None) -> Iterator[None]:
     A ~1M-parameter model's matmuls are too small to share between threads: on 2 busy cores, one
     thread generated ~10x faster than two (measured; see the eval report).
     """
+    # lazy: torch, only where a model generates (a dry run loads none)
     import torch
 
     if count is None:
@@ -139,6 +143,7 @@ class HFGenerator:
         device: str | None = None,
         torch_threads: int | None = None,
     ):
+        # lazy: torch and transformers, only where a model generates (a dry run loads none)
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -178,6 +183,7 @@ class HFGenerator:
         results: list[list[Completion]],
         on_progress: ProgressFn | None,
     ) -> None:
+        # lazy: torch and m2rl.sampling (torch), only where a model generates
         import torch
 
         from m2rl.sampling import SamplingSettings, sample
@@ -263,11 +269,11 @@ class VllmGenerator:
     def __init__(
         self, model_dir: Path, tokenizer_fallbacks: Sequence[Path], settings: VllmSettings, seed: int
     ):
+        # lazy: torch, only where a model generates
         import torch
 
-        from m2rl.engines import require
-
         require("vllm", "eval.backend=vllm")
+        # lazy: vllm, only with eval.backend=vllm
         from vllm import LLM
 
         self.device_type = "cuda" if torch.cuda.is_available() else "cpu"
@@ -276,8 +282,6 @@ class VllmGenerator:
         self.device_count = settings.tensor_parallel_size
         engine = vllm_engine_kwargs(model_dir, tokenizer_dir(model_dir, tokenizer_fallbacks), settings, seed)
         if self.device_type == "cpu":
-            from m2rl.vllm_cpu import CPU_ENGINE_OPTIONS, prepare_cpu_engine
-
             prepare_cpu_engine()
             engine |= CPU_ENGINE_OPTIONS
         self.llm = LLM(**engine)
@@ -291,6 +295,7 @@ class VllmGenerator:
         on_progress: ProgressFn | None = None,
     ) -> list[list[Completion]]:
         """K completions per prompt in one engine call (vLLM schedules its own batches)."""
+        # lazy: vllm, only with eval.backend=vllm
         from vllm import SamplingParams
 
         texts = render_prompts(self.tokenizer, prompts, settings)

@@ -130,6 +130,7 @@ def merge_job(
         }
     job = validated(MergeJob, values)
     if job.search is not None:
+        # lazy: the m2rl.merge package imports torch, only where a tuned merge's search is checked
         from m2rl.merge.search import search_space
 
         search_space(resolve_method(merge), job.search.params)  # searchable parameters, before any work

@@ -107,6 +107,7 @@ def create(
 
 def train(spec: DistillJob, run: Run, resume_from: str | None) -> dict[str, Any]:
     """MT-OPD on this rank; return the run's summary metrics."""
+    # lazy: m2rl.engine imports transformers, only in the process that trains
     from m2rl.engine.distill import train_distill
 
     m = run.manifest

@@ -18,6 +18,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> None:
     """Rebuild the job from the run directory's job.json and train on this rank."""
+    # lazy, here and below: the rank asks for the parent-death signal before it imports the job's modules
     from m2rl.engine.launch import parent_death_signal
 
     parent_death_signal(signal.SIGKILL)()
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume-from", default=None)
     args = parser.parse_args(argv)
 
+    # lazy: imported once the parent-death signal is set (see above)
     from m2rl import jobs
     from m2rl.console import quiet_libraries
     from m2rl.jobs.training import train_on_this_rank
@@ -47,6 +49,7 @@ def close_process_group() -> None:
     an active exception", SIGABRT), so a run that trained to the end was marked failed. The barrier
     keeps a rank from tearing down while another still saves (rank 0 writes the model and metrics).
     """
+    # lazy: torch, only once the rank has trained (main sets the parent-death signal before anything heavy)
     import torch.distributed as dist
 
     if dist.is_initialized():

@@ -11,13 +11,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from m2rl import jobs
+from m2rl.config import compose_config
 from m2rl.errors import UserError
+from m2rl.jobs import save_spec
+from m2rl.jobs.build import merge_job
 from m2rl.ledger import Device, Ledger, Run, attempt
 from m2rl.specs import MergeJob
 
 
 def resolve(spec: MergeJob, ledger: Ledger) -> MergeJob:
     """The spec with experts and base named by run id (base: the experts' shared SFT parent)."""
+    # lazy: the m2rl.merge package imports torch
     from m2rl.merge.lineage import shared_base
 
     experts = [ledger.get(ref) for ref in spec.experts]
@@ -31,7 +38,7 @@ def resolve(spec: MergeJob, ledger: Ledger) -> MergeJob:
 
 def create(spec: MergeJob, ledger: Ledger, config: dict[str, Any] | None = None, queued: bool = False) -> Run:
     """Check experts, base and method (spec resolved), then create the merge run."""
-    from m2rl.jobs import save_spec
+    # lazy: the m2rl.merge package imports torch
     from m2rl.merge.lineage import check_compatible
     from m2rl.merge.methods import resolve_method
     from m2rl.merge.run import check_mergekit_config
@@ -43,6 +50,7 @@ def create(spec: MergeJob, ledger: Ledger, config: dict[str, Any] | None = None,
     check_mergekit_config(method, base.model_dir, [r.model_dir for r in experts])
     device = Device(type="cpu", count=1)
     if spec.search is not None:
+        # lazy: the m2rl.merge package imports torch
         from m2rl.merge.search import search_space, validation_items
 
         search_space(method, spec.search.params)
@@ -65,6 +73,7 @@ def create(spec: MergeJob, ledger: Ledger, config: dict[str, Any] | None = None,
     domains = sorted({d for r in experts for d in (r.manifest.get("domains") or [])})
     record = {**method.as_record(), "experts": spec.experts, "base": base.id, "options": method.options}
     if spec.search is not None:
+        # lazy: the m2rl.merge package imports torch
         from m2rl.merge.search import SEARCH_SUFFIX
 
         record["method"] = f"{method.name}{SEARCH_SUFFIX}"
@@ -74,6 +83,7 @@ def create(spec: MergeJob, ledger: Ledger, config: dict[str, Any] | None = None,
 
 def run(spec: MergeJob, run: Run, resume: bool = False) -> Run:  # noqa: ARG001 (a merge restarts whole)
     """Merge as one attempt of `run` (spec resolved); the model goes to `<run>/model`."""
+    # lazy: the m2rl.merge package imports torch
     from m2rl.merge.methods import resolve_method
     from m2rl.merge.run import merge_models
 
@@ -84,6 +94,7 @@ def run(spec: MergeJob, run: Run, resume: bool = False) -> Run:  # noqa: ARG001 
     with attempt(run):
         search: dict[str, Any] = {}
         if spec.search is not None:
+            # lazy: the m2rl.merge package imports torch
             from m2rl.merge.search import run_search
 
             with run.stage("search"):
@@ -116,12 +127,6 @@ def merge_experts(
 ) -> Run:
     """Merge expert runs with a conf/merge method (plus parameter overrides); a completed run of the same
     name and inputs is returned instead of merging again."""
-    from omegaconf import OmegaConf
-
-    from m2rl import jobs
-    from m2rl.config import compose_config
-    from m2rl.jobs.build import merge_job
-
     if not experts:
         raise UserError("merge needs at least one expert run")
     cfg = compose_config([]) if config is None else OmegaConf.create(config)
@@ -134,8 +139,6 @@ def merge_experts(
 def start_tuned(spec: MergeJob, ledger: Ledger, config: dict[str, Any] | None = None) -> Run:
     """Start a tuned merge in this process: a completed run of the same name and identity is returned,
     an unfinished one (failed, killed) continues from its finished trials, else a new run is made."""
-    from m2rl import jobs
-
     spec = jobs.resolve(spec, ledger)
     if (done := jobs.find_reusable(spec, ledger)) is not None:
         return done

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from m2rl.engine.launch import launch_accelerate
 from m2rl.errors import UserError
+from m2rl.jobs import save_spec
 from m2rl.ledger import (
     METRICS,
     Device,
@@ -27,8 +29,6 @@ def create_training_run(
     spec: SFTJob | RLJob, ledger: Ledger, config: dict[str, Any] | None, parents: list[str], queued: bool
 ) -> Run:
     """The run of an SFT or RL job: its manifest (device, world size, identity, seed, study) and job.json."""
-    from m2rl.jobs import save_spec
-
     processes = spec.launcher.world_size
     run = ledger.create(
         spec.kind,
@@ -65,6 +65,7 @@ def drop_metrics_after(run: Run, step: int) -> None:
 
 def is_rank_zero() -> bool:
     """Whether this process is the main process (or the only one)."""
+    # lazy: torch, only in the process that trains (run_training's launching parent starts without it)
     import torch.distributed as dist
 
     return not dist.is_initialized() or dist.get_rank() == 0
@@ -72,6 +73,7 @@ def is_rank_zero() -> bool:
 
 def train_on_this_rank(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume_from: str | None) -> None:
     """Train in this process (the only one, or one rank of an accelerate launch); rank 0 records metrics."""
+    # lazy: torch, only in the process that trains (run_training's launching parent starts without it)
     import torch
 
     if spec.torch_threads:
@@ -82,6 +84,7 @@ def train_on_this_rank(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume_fr
         )
     metrics = train(spec, run, resume_from)
     if is_rank_zero():
+        # lazy: torch, only in the process that trains (run_training's launching parent starts without it)
         import torch.distributed as dist
 
         run.set_metrics(**metrics, processes=dist.get_world_size() if dist.is_initialized() else 1)
@@ -89,8 +92,6 @@ def train_on_this_rank(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume_fr
 
 def run_training(spec: SFTJob | RLJob, run: Run, train: TrainFn, resume: bool) -> Run:
     """One attempt of a training run with the configured launcher; resume continues from a checkpoint."""
-    from m2rl.engine.launch import launch_accelerate
-
     with attempt(run):  # the checkpoint is chosen once this attempt owns the run: nobody else writes it
         resume_from = last_checkpoint(run) if resume else None
         if resume_from is not None:

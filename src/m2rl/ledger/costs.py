@@ -25,6 +25,7 @@ class Device:
     @classmethod
     def detect(cls, world_size: int = 1, want_gpu: bool | None = None) -> Device:
         """The device this process will use: CUDA when available (and wanted), else the CPU."""
+        # lazy: torch, only where the device is detected
         import torch
 
         use_gpu = torch.cuda.is_available() if want_gpu is None else want_gpu and torch.cuda.is_available()
@@ -35,6 +36,7 @@ class Device:
 
 def process_tree_cpu_seconds() -> float:
     """User + system CPU seconds of this process and all its descendants, live and reaped."""
+    # lazy: psutil (~20 ms), only where CPU time is measured
     import psutil
 
     me = psutil.Process()

@@ -19,6 +19,7 @@ def _boot_id() -> str | None:
 
 def owner() -> dict[str, Any]:
     """This process, for display: pid, host, boot id and start time (liveness is the lock's job)."""
+    # lazy: psutil (~20 ms), only where a run's owner is recorded
     import psutil
 
     started = dt.datetime.fromtimestamp(psutil.Process().create_time(), dt.UTC)

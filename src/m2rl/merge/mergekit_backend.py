@@ -21,6 +21,7 @@ def mergekit_config(
     method: MergeMethod, base_dir: Path, expert_dirs: list[Path], out_dtype: str
 ) -> dict[str, Any]:
     """The mergekit configuration (a plain dict, as in a mergekit YAML file) for this merge."""
+    # lazy: mergekit (heavy), only with the mergekit backend
     from mergekit.merge_methods import registry
     from mergekit.merge_methods.base import BasePolicy
 
@@ -45,6 +46,7 @@ def mergekit_config(
 
 def validate_config(config: dict[str, Any]):
     """Parse a mergekit config dict into its MergeConfiguration; errors become UserError."""
+    # lazy: mergekit (heavy), only with the mergekit backend
     from mergekit.config import MergeConfiguration
 
     try:
@@ -56,6 +58,7 @@ def validate_config(config: dict[str, Any]):
 
 def run_mergekit(config: dict[str, Any], out_dir: Path, options: dict[str, Any], quiet: bool = True) -> None:
     """Run one mergekit merge into `out_dir`."""
+    # lazy: mergekit (heavy), only with the mergekit backend
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 

@@ -77,6 +77,7 @@ def method_section(method: str) -> dict[str, Any]:
 
 
 def _mergekit_specs(algorithm: str) -> dict[str, Any]:
+    # lazy: mergekit (heavy), only where its methods are listed
     from mergekit.merge_methods import registry
 
     try:

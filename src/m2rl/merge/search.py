@@ -47,7 +47,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from m2rl.console import console
+from m2rl.data.files import file_domains
+from m2rl.data.load import rl_samples
 from m2rl.errors import UserError
+from m2rl.evaluate.benchmarks import load_items
+from m2rl.evaluate.runner import evaluate_items
 from m2rl.evaluate.settings import EvalSettings
 from m2rl.ledger import Run, process_tree_cpu_seconds
 from m2rl.merge.methods import MergeMethod, resolve_method
@@ -74,6 +78,7 @@ class Range:
         return Range(min(self.low, float(value)), max(self.high, float(value)), self.log)
 
     def distribution(self):
+        # lazy: optuna (heavy), only where a merge search runs
         from optuna.distributions import FloatDistribution
 
         return FloatDistribution(self.low, self.high, log=self.log)
@@ -120,8 +125,6 @@ def _prompt_text(item: dict[str, Any]) -> str:
 
 def held_out_keys(search: MergeSearch) -> tuple[set[str], set[str]]:
     """(ids, prompt texts) of every item of every test benchmark of the search's eval section."""
-    from m2rl.evaluate.benchmarks import load_items
-
     settings = EvalSettings.of(search.eval, search.verifiers, 0)
     ids: set[str] = set()
     prompts: set[str] = set()
@@ -134,8 +137,6 @@ def held_out_keys(search: MergeSearch) -> tuple[set[str], set[str]]:
 
 def _builtin_tail(data: DictConfig, domain: str, used: int, count: int) -> list[dict[str, Any]]:
     """The `count` built-in `rl` items of `domain` that follow the `used` training prompts."""
-    from m2rl.data.load import rl_samples
-
     extended = OmegaConf.create(OmegaConf.to_container(data, resolve=True))
     OmegaConf.update(extended, "sizes.rl", {domain: used + count}, merge=False)
     try:
@@ -150,9 +151,6 @@ def _builtin_tail(data: DictConfig, domain: str, used: int, count: int) -> list[
 def validation_items(search: MergeSearch) -> dict[str, list[dict[str, Any]]]:
     """`search.items_per_domain` validation items per objective domain, from the training distribution
     and disjoint from every test item (UserError naming an overlap)."""
-    from m2rl.data.files import file_domains
-    from m2rl.data.load import rl_samples
-
     data = OmegaConf.create(search.data)
     training = rl_samples(data, list(search.domains))
     backed = file_domains(data)
@@ -215,8 +213,6 @@ def _trial(
     settings: EvalSettings,
 ) -> dict[str, Any]:
     """Merge with `params` into a scratch folder, score it on the validation items, time both."""
-    from m2rl.evaluate.runner import evaluate_items
-
     base_dir, expert_dirs = dirs
     wall, cpu = time.perf_counter(), process_tree_cpu_seconds()
     scratch = run.path / "search" / f"trial-{number}"
@@ -251,6 +247,7 @@ def _describe(record: dict[str, Any], total: int, best: dict[str, Any], name: st
 def run_search(spec: MergeJob, run: Run, base_dir: Path, expert_dirs: list[Path]) -> tuple[MergeMethod, dict]:
     """Search `spec.search.trials` trials (continuing from the run's finished ones); return the method with
     the best trial's parameters and the record of the search for the manifest."""
+    # lazy: optuna (heavy), only where a merge search runs
     import optuna
 
     search = spec.search

@@ -30,6 +30,7 @@ def resolve_base_model(model: ModelSpec, runs_dir: Path) -> str:
     if path.startswith((".", "/", "~")) or path.count("/") != 1:
         raise UserError(f"model.path {path}: no such local directory, and not a hub id of the form org/name")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
+        # lazy: huggingface_hub, only to look a model id up in the hub cache
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(path, "config.json"), str):

@@ -49,6 +49,7 @@ def _corpus(samples_per_domain: int, seed: int) -> list[str]:
 
 def build_tokenizer(vocab_size: int, corpus: list[str]):
     """A byte-level BPE fast tokenizer with the Qwen3 chat template, trained on `corpus`."""
+    # lazy: tokenizers, transformers, TRL and torch, only where the built-in model is built
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     from trl.chat_template_utils import qwen3_chat_template
@@ -78,6 +79,7 @@ def build_tokenizer(vocab_size: int, corpus: list[str]):
 
 def build_model(builtin: dict[str, Any], tokenizer):
     """A randomly initialised Qwen3ForCausalLM sized by `builtin`, seeded."""
+    # lazy: tokenizers, transformers, TRL and torch, only where the built-in model is built
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 

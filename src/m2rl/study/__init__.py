@@ -14,13 +14,17 @@ from typing import Any
 from omegaconf import DictConfig
 from rich.console import Console
 
+from m2rl.compare import compare_runs
+from m2rl.compare.selection import scope_folder, study_folder
 from m2rl.config import to_container
+from m2rl.data.files import check_local_files
+from m2rl.data.sources import FILE_SUFFIXES
 from m2rl.errors import StudyFailed
-from m2rl.jobs.build import check_config, eval_job, section
+from m2rl.jobs.build import check_config, eval_job, merge_job, section
 from m2rl.ledger import Ledger
-from m2rl.specs import StudySettings, validated
+from m2rl.specs import DistillRecipe, LauncherSpec, RLRecipe, SFTRecipe, StudySettings, validated
 from m2rl.study.executor import Executor, machine_share, make_backend
-from m2rl.study.plan import Stage, plan
+from m2rl.study.plan import Stage, merge_search, plan
 from m2rl.study.view import LiveView
 
 
@@ -32,7 +36,7 @@ def study_settings(cfg: DictConfig) -> StudySettings:
 def check_study(cfg: DictConfig, stages: list[Stage]) -> None:
     """Everything that can be checked before the first stage: recipes, merge methods, eval settings,
     the rows of local data files."""
-    from m2rl.data.files import check_local_files
+    # lazy: the m2rl.merge package imports torch, only once a study is checked before it runs
     from m2rl.merge.methods import load_method
 
     check_config(cfg)
@@ -47,8 +51,8 @@ def check_study(cfg: DictConfig, stages: list[Stage]) -> None:
 def check_batches(cfg: DictConfig, kinds: set[str]) -> None:
     """The batches of the study's training stages split evenly over the launcher's processes (else a
     stage would fail when it starts, after the stages before it)."""
+    # lazy: m2rl.engine imports transformers, only once a study is checked before it runs
     from m2rl.engine.sft import gradient_accumulation
-    from m2rl.specs import DistillRecipe, LauncherSpec, RLRecipe, SFTRecipe
 
     world = validated(LauncherSpec, section(cfg, "launcher"), prefix="launcher.").world_size
     if "sft" in kinds:
@@ -106,6 +110,7 @@ def _sources(node: Any, prefix: str) -> list[tuple[str, str]]:
 
 def _hub_cache() -> dict[tuple[str, str], Any]:
     """(repo type, repo id) -> the Hugging Face hub cache's entry (huggingface_hub's scan of the disk)."""
+    # lazy: huggingface_hub, only where the study's inputs are listed
     from huggingface_hub import scan_cache_dir
 
     try:
@@ -115,9 +120,8 @@ def _hub_cache() -> dict[tuple[str, str], Any]:
 
 
 def _find(kind: str, source: str, keys: tuple[str, ...], cached: dict[tuple[str, str], Any]) -> Input:
+    # lazy: huggingface_hub, only where the study's inputs are listed
     from huggingface_hub import constants
-
-    from m2rl.data.sources import FILE_SUFFIXES
 
     if not source or source == "builtin":
         return Input(keys, "built in", "built in", "made here, nothing to fetch")
@@ -147,6 +151,7 @@ def _find(kind: str, source: str, keys: tuple[str, ...], cached: dict[tuple[str,
 
 def _datasets_cache(source: str) -> Path | None:
     """Where `datasets` keeps a hub dataset it prepared (its own layout: owner___name/config/version/hash)."""
+    # lazy: datasets (heavy), only where the study's inputs are listed
     from datasets import config
     from datasets.naming import camelcase_to_snakecase
 
@@ -157,16 +162,12 @@ def _datasets_cache(source: str) -> Path | None:
 
 def run_study(cfg: DictConfig, runs_dir: Path, name: str, console: Console) -> Any:
     """Run every stage of the study, then compare the evaluated models; return the compare result."""
-    from m2rl.compare import compare_runs
-    from m2rl.compare.selection import scope_folder, study_folder
-
     stages = plan(cfg, name)
     check_study(cfg, stages)
     settings = study_settings(cfg)
     if settings.merge_search.methods:  # the tuned merges' validation items, kept off the test sets
-        from m2rl.jobs.build import merge_job
+        # lazy: the m2rl.merge package imports torch, only where a study tunes a merge
         from m2rl.merge.search import validation_items
-        from m2rl.study.plan import merge_search
 
         tuned = merge_job(cfg, settings.merge_search.methods[0], ["unused"], search=merge_search(cfg))
         validation_items(tuned.search)

@@ -73,6 +73,7 @@ def machine_share(
     cores = usable_cores() if cores is None else cores
     devices: tuple[int, ...] = ()
     try:
+        # lazy: torch (optional), only where a local study counts its GPUs
         import torch
 
         if torch.cuda.is_available():

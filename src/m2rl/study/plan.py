@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, open_dict
 
+from m2rl.analysis import analysis_folder
 from m2rl.errors import UserError
 from m2rl.jobs.build import (
     analyze_job,
@@ -302,8 +303,6 @@ def analyze_stage_name(study: str, seed: int) -> str:
 def _analyze_stage(cfg: DictConfig, study: str, seed: int, models: list[Stage], several: bool) -> Stage:
     """The analyses of one seed's models, after all their evals; its report is also published under
     the runs root (m2rl.analysis.analysis_folder), where compare.md links it."""
-    from m2rl.analysis import analysis_folder
-
     name = analyze_stage_name(study, seed)
     publish = analysis_folder(study, seed if several else None)
     analyze_job(cfg, ["unused"], name, study, publish)  # validate the analyze settings before any work

@@ -78,17 +78,28 @@ limit measures the program, not the trainer.
 
 from __future__ import annotations
 
+import argparse
+import atexit
 import fcntl
+import gc
+import importlib
+import importlib.util
+import io
 import json
 import os
+import random
+import resource
 import select
 import shutil
 import signal
 import socket
 import struct
 import sys
+import sysconfig
 import tempfile
 import time
+import traceback
+import types
 from typing import NamedTuple
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +326,7 @@ class Kernel:
     """
 
     def __init__(self) -> None:
+        # lazy: no module global holds ctypes, which leaves sys.modules before the runner forks
         import ctypes
 
         self._errno = ctypes.get_errno
@@ -397,6 +409,7 @@ class Kernel:
     def build_filter(self) -> None:
         """Compile the deny list (DENIED_SYSCALLS, namespace flags of clone, ENOSYS_SYSCALLS) into a
         classic BPF program once; `install_filter` loads it in each test child with one prctl."""
+        # lazy: no module global holds ctypes, which leaves sys.modules before the runner forks
         import ctypes
 
         lib = self._seccomp
@@ -437,6 +450,7 @@ class Kernel:
     def _rule(
         self, context: int, action: int, number: int, comparisons: list[tuple[int, int, int, int]]
     ) -> None:
+        # lazy: no module global holds ctypes, which leaves sys.modules before the runner forks
         import ctypes
 
         class ArgCmp(ctypes.Structure):  # struct scmp_arg_cmp
@@ -658,16 +672,12 @@ def _remove_stale_dirs() -> None:
 
 def _python_dirs() -> list[str]:
     """Directories this server's interpreter reads: the installation and the import path."""
-    import sysconfig
-
     dirs = {sys.base_prefix, sys.prefix, *sysconfig.get_paths().values(), *(p for p in sys.path if p)}
     return sorted({os.path.normpath(d) for d in dirs if os.path.isdir(d)})
 
 
 def _stdlib_dirs() -> list[str]:
     """The standard library: its directory and the import-path entries inside it (lib-dynload)."""
-    import sysconfig
-
     stdlib = os.path.normpath(sysconfig.get_paths()["stdlib"])
     inside = [p for p in map(os.path.normpath, filter(None, sys.path)) if p.startswith(stdlib + "/")]
     return sorted({d for d in [stdlib, *inside] if os.path.isdir(d) and not _is_site_dir(d)})
@@ -692,8 +702,6 @@ def _site_dirs() -> list[str]:
 def _package_paths(names: list[str]) -> list[str]:
     """The files and directories of the packages programs may import (and their bundled libraries,
     `numpy.libs`); OSError naming a package that is not installed."""
-    import importlib.util
-
     paths: list[str] = []
     for name in names:
         spec = importlib.util.find_spec(name)
@@ -818,8 +826,6 @@ def _build_root(new: str, packages: list[str]) -> None:
 def _import_path_of_programs(sites: list[str]) -> None:
     """What programs import from: the standard library and the site directories of their packages;
     finders an installation added (an editable project's) are gone with the paths they served."""
-    import importlib
-
     sys.path[:] = [*_stdlib_dirs(), *sites]
     sys.meta_path[:] = [
         f for f in sys.meta_path if getattr(f, "__module__", "").startswith("_frozen_importlib")
@@ -1006,8 +1012,6 @@ def memory_per_test(memory_mb: int, max_processes: int) -> tuple[int, int]:
 
 
 def _set_limits(limits: RunLimits) -> None:
-    import resource
-
     cpu = max(1, int(limits.time_limit + 0.999))
     memory_mb, processes = memory_per_test(limits.memory_mb, limits.max_processes)
     memory = memory_mb << 20
@@ -1104,9 +1108,6 @@ def _test_child(limits: RunLimits, fds: list[int], started: int) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if KERNEL._filter_address:
             KERNEL.install_filter()
-        import random
-        import types
-
         random.seed()
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = __builtins__
@@ -1123,8 +1124,6 @@ def _test_child(limits: RunLimits, fds: list[int], started: int) -> None:
         except SystemExit as exc:
             status = _exit_status(exc.code)
         except BaseException:
-            import traceback
-
             traceback.print_exc()
             status = 1
         status = _finish(status)
@@ -1147,8 +1146,6 @@ def _exit_status(code: object) -> int:
 
 def _finish(status: int) -> int:
     """Wait for non-daemon threads, run atexit handlers and flush, as a normal interpreter exit does."""
-    import atexit
-
     try:
         if "threading" in sys.modules:
             sys.modules["threading"]._shutdown()  # type: ignore[attr-defined]
@@ -1282,8 +1279,6 @@ def _runner(sock: socket.socket) -> None:
         os.environ.clear()
         os.environ.update({"PATH": SAFE_PATH, "HOME": _WORK, "TMPDIR": _WORK, "LANG": "C.UTF-8"})
         tempfile.tempdir = _WORK
-        import io
-
         # Made once here and inherited: the test child's fds 0-2 are its own files by then.
         sys.stdin = io.TextIOWrapper(
             io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="replace"
@@ -1469,8 +1464,6 @@ def serve(isolated: bool, packages: list[str], memory_budget_mb: int | None) -> 
         for name in ("ctypes", "_ctypes", "ctypes._endian"):
             sys.modules.pop(name, None)
         _preload()
-        import gc
-
         gc.collect()
         gc.freeze()  # keep the collector from touching (and copying) the runner's pages in every child
         runner = Runner()  # before the first request: nothing of any request is ever in its memory
@@ -1508,8 +1501,6 @@ def _remove_cgroup_after(runner_pid: int) -> None:
 
 def main(argv: list[str]) -> None:
     """`forkserver.py [--unsandboxed] [--package NAME]... [--memory-budget-mb N]`."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="forkserver.py")
     parser.add_argument("--unsandboxed", action="store_true")
     parser.add_argument("--package", action="append", default=[])

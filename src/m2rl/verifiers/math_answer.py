@@ -120,12 +120,14 @@ def _as_fraction(s: str) -> Fraction | None:
 # equivalence
 def load_math_verify() -> None:
     """Import math-verify (and sympy) now, outside any per-item time limit."""
+    # lazy: math_verify (sympy, ~1 s), only in a process that scores math (this is its warm-up)
     import math_verify  # noqa: F401
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 def _math_verify_equal(gold: str, pred: str) -> bool:
+    # lazy: math_verify (sympy, ~1 s), only where a math answer is checked
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
     config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]

@@ -19,6 +19,7 @@ from typing import Any
 from m2rl.errors import UserError
 from m2rl.verifiers.config import VerifierConfig
 from m2rl.verifiers.gate import scored_text
+from m2rl.verifiers.instruction_following import unsupported_ids, verify
 from m2rl.verifiers.kinds import DOMAIN_ALIASES, RM_TYPES, Budget, RewardType, register
 from m2rl.verifiers.math_answer import score_math
 from m2rl.verifiers.multiple_choice import score_choice, valid_letters
@@ -102,8 +103,6 @@ def _check_if(sample: dict[str, Any]) -> str | None:
         return f"metadata.kwargs must be a list with one entry per instruction id ({len(ids)})"
     if kwargs is not None and not all(k is None or isinstance(k, dict) for k in kwargs):
         return "metadata.kwargs entries must be objects or null"
-    from m2rl.verifiers.instruction_following import unsupported_ids
-
     missing = unsupported_ids(ids)
     if missing:
         return f"unsupported instruction id(s): {', '.join(missing)}"
@@ -130,8 +129,6 @@ def normalise_kwargs(kwargs: list[Any] | None, count: int) -> list[dict[str, Any
 
 
 def _score_if(sample: dict[str, Any], text: str, config: VerifierConfig) -> Verdict:
-    from m2rl.verifiers.instruction_following import verify
-
     metadata = sample.get("metadata") or {}
     ids = list(metadata["instruction_id_list"])
     kwargs = normalise_kwargs(metadata.get("kwargs"), len(ids))

@@ -23,6 +23,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     in_fd, out_fd = os.dup(0), os.dup(1)
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
+    # lazy: after stdout points at stderr: a library that prints while it imports cannot corrupt the protocol
     from m2rl.verifiers.instruction_following.text import load_language_profiles
     from m2rl.verifiers.math_answer import load_math_verify
     from m2rl.verifiers.registry import score

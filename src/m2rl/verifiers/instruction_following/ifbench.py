@@ -410,6 +410,7 @@ def words_words_position(response: str, kw: dict[str, Any]) -> bool:
 
 def words_odd_even_syllables(response: str, kw: dict[str, Any]) -> bool:
     """Consecutive words alternate odd and even syllable counts (`syllapy.count`)."""
+    # lazy: syllapy, only for the syllable checks
     import syllapy
 
     parities = [syllapy.count(word) % 2 for word in _unpunctuated(response).lower().split()]
@@ -524,6 +525,7 @@ def format_newline(response: str, kw: dict[str, Any]) -> bool:
 
 def format_emoji(response: str, kw: dict[str, Any]) -> bool:
     """Every sentence ends with an emoji (last or second-to-last character), or the next starts with one."""
+    # lazy: emoji, only for the emoji checks
     from emoji import is_emoji
 
     sentences = T.sent_tokenize(response)

@@ -30,6 +30,7 @@ class TaggerUnavailable(LookupError):
 
 @functools.lru_cache(maxsize=1)
 def _tagger() -> Any | None:
+    # lazy: NLTK, only where words are tagged
     from nltk.tag.perceptron import PerceptronTagger
 
     try:

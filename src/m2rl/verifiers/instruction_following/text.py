@@ -12,6 +12,8 @@ scanners that return the same counts.
 from __future__ import annotations
 
 import functools
+import math
+import random
 import re
 import threading
 from collections import defaultdict
@@ -23,6 +25,7 @@ _WS_RUN = re.compile(r"\s*")
 @functools.lru_cache(maxsize=1)
 def _punkt() -> Any:
     """NLTK's Punkt sentence tokenizer with the packaged English parameters."""
+    # lazy: NLTK, only where text is split into sentences or words
     from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
     from punkt.data import load_module
 
@@ -37,6 +40,7 @@ def _punkt() -> Any:
 
 @functools.lru_cache(maxsize=1)
 def _treebank() -> Any:
+    # lazy: NLTK, only where text is split into sentences or words
     from nltk.tokenize.destructive import NLTKWordTokenizer
 
     return NLTKWordTokenizer()
@@ -121,6 +125,7 @@ _lang_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=1)
 def _lang_factory() -> Any:
+    # lazy: langdetect, only where a language is detected
     from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 
     factory = DetectorFactory()
@@ -150,8 +155,8 @@ def _random_words(count: int) -> Any:
     stream; numpy's MT19937, given Python's state, yields it in bulk instead of one call a draw.
     """
     global _lang_generator, _lang_words
-    import random
 
+    # lazy: numpy (~0.1 s), only where a language is detected
     import numpy as np
 
     with _lang_lock:
@@ -172,6 +177,7 @@ def _random_words(count: int) -> Any:
 def _profile_rows(ngrams: list[str], table: dict[str, list[float]], size: int) -> Any:
     """The profile row of each n-gram, as a (len(ngrams), size) array, caching rows across calls."""
     global _lang_matrix
+    # lazy: numpy (~0.1 s), only where a language is detected
     import numpy as np
 
     new = [word for word in dict.fromkeys(ngrams) if word not in _lang_rows]
@@ -201,8 +207,8 @@ def _language_probabilities(text: str) -> tuple[list[str], list[float]] | None:
     draws come from the precomputed seed-0 stream, and the five updates between two normalisations
     are one `multiply.reduce` (a sequential product over rows, prob first) instead of ten ufunc calls.
     """
-    import math
 
+    # lazy: numpy (~0.1 s), only where a language is detected
     import numpy as np
 
     with _lang_lock:
@@ -265,6 +271,7 @@ def detect_language(text: str) -> str | None:
     result = _language_probabilities(text)
     if result is None:
         return None
+    # lazy: langdetect, only where a language is detected
     from langdetect.detector import Detector
     from langdetect.language import Language
 
