@@ -71,7 +71,7 @@ def test_the_evals_behind_the_expert_claims_get_claim_k_samples_per_item():
     def ks(overrides, stage):
         stages = {s.name: s for s in plan(compose_config([*ONE_SEED, "study.claim_k=4", *overrides]), "s")}
         spec = stages[f"{stage}-eval"].build({k.replace("s-", "s-s0-", 1): v for k, v in runs.items()})
-        return {name: bench.get("k", spec.eval.k) for name, bench in spec.eval.benchmarks.items()}
+        return {name: bench.get("k", spec.eval.k) for name, bench in spec.eval.benchmarks.items() if bench}
 
     assert ks([], "s-s0-sft") == {"math": 4, "code": 4, "science": 4, "if": 4}
     assert ks([], "s-s0-rl-code") == {"math": 2, "code": 4, "science": 2, "if": 2}
@@ -79,6 +79,7 @@ def test_the_evals_behind_the_expert_claims_get_claim_k_samples_per_item():
     assert ks([], "s-s0-merge-paper_ties") == {"math": 2, "code": 2, "science": 2, "if": 2}
     assert ks(["+eval.benchmarks.code.k=8"], "s-s0-rl-code")["code"] == 8
     assert ks(["study.claim_k=null"], "s-s0-sft") == {"math": 2, "code": 2, "science": 2, "if": 2}
+    assert ks(["eval.benchmarks.code=null"], "s-s0-sft") == {"math": 4, "science": 4, "if": 4}
 
 
 def test_shared_sft_trains_once_for_every_seed():

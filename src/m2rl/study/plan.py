@@ -105,7 +105,7 @@ def _with_claim_k(cfg: DictConfig, domains: Sequence[str]) -> DictConfig:
     default = int(result.eval.get("k", 1))
     with open_dict(result):
         for spec in result.eval.benchmarks.values():
-            if spec.get("domain") in domains:
+            if spec is not None and spec.get("domain") in domains:  # None: a benchmark left out
                 spec.k = max(int(spec.get("k", default)), int(claim_k))
     return result
 
