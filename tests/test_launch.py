@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,6 +163,50 @@ def test_a_rank_destroys_its_process_group_after_training(tmp_path, monkeypatch)
         if still_open:
             dist.destroy_process_group()
     assert trained == [run.id] and not still_open
+
+
+def test_a_rank_leaves_without_finalization_once_its_work_is_flushed(tmp_path):
+    """A finished rank's exit status does not depend on interpreter teardown: an object whose finalizer
+    aborts the process (as a joinable C++ thread's destructor does under DeepSpeed) leaves it at 0, while
+    the exit handlers still run and printed output reaches the log."""
+    program = f"""
+import atexit, os
+from m2rl.jobs.entry import exit_rank
+class AbortsWhenFinalized:
+    def __del__(self):
+        os.abort()
+kept = AbortsWhenFinalized()
+atexit.register(lambda: open({str(tmp_path / "handlers-ran")!r}, "w").close())
+print("trained", end="")
+exit_rank()
+"""
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "trained" and (tmp_path / "handlers-ran").exists()
+    finalized = subprocess.run(
+        [sys.executable, "-c", program.replace("exit_rank()", "")], capture_output=True, timeout=60
+    )
+    assert finalized.returncode == -signal.SIGABRT  # what the rank did without exit_rank
+
+
+def test_a_failed_attempts_launch_log_is_kept_when_the_run_is_launched_again(tmp_path, monkeypatch):
+    """launch.log grows by one headed section per attempt: the resume's log does not overwrite the
+    traceback of the attempt that failed."""
+    from m2rl.engine import launch
+
+    outputs = iter(["first attempt's traceback", "second attempt's traceback"])
+    monkeypatch.setattr(
+        launch,
+        "accelerate_command",
+        lambda *args: [sys.executable, "-c", f"print({next(outputs)!r}); raise SystemExit(3)"],
+    )
+    spec = launcher("launcher=accelerate_ddp")
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="exited 3 .*attempt.s traceback"):
+            launch.launch_accelerate(spec, tmp_path, "m2rl.jobs.entry", [])
+    log = (tmp_path / "launch.log").read_text()
+    assert log.index("first attempt's traceback") < log.index("second attempt's traceback")
+    assert log.count("m2rl: ") == 2
 
 
 @pytest.mark.slow

@@ -21,11 +21,13 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -227,10 +229,11 @@ def _launch(launcher: LauncherSpec, port: int, run_dir: Path, entry: str, entry_
     )
     log_path = Path(run_dir) / "launch.log"
     env = launch_env(launcher)
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:  # a resumed run keeps the failed attempt's log above its own
+        log.write(f"m2rl: {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
         if port != launcher.main_process_port:
             log.write(f"m2rl: port {launcher.main_process_port} is in use; rendezvous on port {port}\n")
-            log.flush()
+        log.flush()
         process = subprocess.Popen(
             command,
             stdout=log,
