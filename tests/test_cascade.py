@@ -24,17 +24,18 @@ from cli_helpers import ONE_SEED, SMALL_STUDY, m2rl
 
 # ------------------------------------------------------------------------------------- the plan
 def test_the_default_order_trains_if_first_and_code_last_each_stage_from_the_one_before():
+    """Stage 1 is the IF expert (what stage 1 would train), each later stage from the one before."""
     stages = {s.name: s for s in plan(compose_config([*ONE_SEED, "study.cascade=true"]), "s")}
-    chain = [f"s-s0-cascade-{k}-{d}" for k, d in enumerate(("if", "science", "math", "code"), start=1)]
-    assert [n for n in stages if "-cascade-" in n and not n.endswith("-eval")] == chain
+    chain = ["s-s0-rl-if"] + [f"s-s0-cascade-{k}-{d}" for k, d in ((2, "science"), (3, "math"), (4, "code"))]
+    assert [n for n in stages if "-cascade-" in n and not n.endswith("-eval")] == chain[1:]
     assert stages[chain[0]].deps == ("s-s0-sft",)
     for before, after in zip(chain, chain[1:], strict=False):
         assert stages[after].deps == (before,)
     assert all(stages[n].kind == "rl" and stages[n].steps == 25 for n in chain)  # the expert recipe
     assert all(stages[f"{n}-eval"].evaluates == n for n in chain)  # every stage's model is evaluated
     runs = {name: SimpleNamespace(id=f"id-{name}") for name in ("s-s0-sft", *chain)}
-    first, third = stages[chain[0]].build(runs), stages[chain[2]].build(runs)
-    assert (first.start_from, first.domains, first.cascade_stage) == ("id-s-s0-sft", ["if"], 1)
+    second, third = stages[chain[1]].build(runs), stages[chain[2]].build(runs)
+    assert (second.start_from, second.domains, second.cascade_stage) == ("id-s-s0-rl-if", ["science"], 2)
     assert (third.start_from, third.domains, third.cascade_stage) == (f"id-{chain[1]}", ["math"], 3)
     assert third.steps == 25
     plain = {s.name for s in plan(compose_config([]), "s")}
@@ -46,8 +47,8 @@ def test_a_given_order_is_followed_and_the_analyze_stage_leaves_the_cascade_out(
         [*ONE_SEED, "study.cascade=true", "study.cascade_order=[math,if]", "study.analyze=true"]
     )
     stages = {s.name: s for s in plan(cfg, "s")}
-    assert stages["s-s0-cascade-2-if"].deps == ("s-s0-cascade-1-math",)
-    assert not any("cascade-3" in n for n in stages)
+    assert stages["s-s0-cascade-2-if"].deps == ("s-s0-rl-math",)
+    assert not any("cascade-3" in n or "cascade-1" in n for n in stages)
     assert not any("cascade" in d for d in stages["s-s0-analyze"].deps)
 
 
@@ -109,16 +110,17 @@ def test_the_estimates_count_every_stage_as_an_expert_of_its_domain():
     paper = compose_config(["preset=paper", "study.cascade=true"])
     stages = plan(paper, "p")
     costs = paper_costs(paper, stages)
-    cascade = sum(costs[s.name].hours for s in stages if "-cascade-" in s.name and s.kind == "rl")
+    later = sum(costs[s.name].hours for s in stages if "-cascade-" in s.name and s.kind == "rl")
     experts = sum(costs[f"p-s0-rl-{d}"].hours for d in ("math", "code", "science", "if"))
-    assert cascade == pytest.approx(experts) == pytest.approx(2172.8 + 3187.2 + 787.2 + 377.6)
+    assert later + costs["p-s0-rl-if"].hours == pytest.approx(experts)  # stage 1 is the IF expert
+    assert experts == pytest.approx(2172.8 + 3187.2 + 787.2 + 377.6)
     tiny, plain = compose_config([*ONE_SEED, "study.cascade=true"]), compose_config(ONE_SEED)
     with_cascade, without = (
         tiny_time(tiny, plan(tiny, "t"), cores=2),
         tiny_time(plain, plan(plain, "t"), cores=2),
     )
     chain = 4 * TINY_MEASURED["expert"].seconds  # four expert-sized stages, one after another
-    assert with_cascade.seconds > without.seconds + chain / 2  # on two cores, with their evals
+    assert with_cascade.seconds > without.seconds + 3 / 4 * chain / 2  # three more, on two cores
     # with cores to spare the chain replaces the mixed run as the longest path after SFT
     assert with_cascade.best_seconds - without.best_seconds >= chain - TINY_MEASURED["mixed"].seconds
 
@@ -217,6 +219,25 @@ def test_compare_has_a_cascade_row_its_claims_and_the_forgetting_table(tmp_path)
     assert {"cascade_forgetting", "cascade_vs_mixed", "cascade_vs_best_merge"} <= kinds
 
 
+def test_a_chain_that_starts_from_an_expert_takes_it_as_stage_1():
+    """A study's cascade trains from its first domain's expert: the expert stays an expert row and is
+    the chain's stage 1 (its cost in the cascade's, its scores the forgetting table's 'after')."""
+    records = [r for r in _cascade_study() if not r.id.startswith("c1-")]
+    for seed in (0, 1):
+        next(r for r in records if r.id == f"c2-{seed}").parents = (f"s{seed}",)
+    comparison = build_comparison(records, bootstrap_samples=200)
+    assert comparison.row("Cascade").own_hours.value == pytest.approx(3.0 + 2.5)
+    assert comparison.row("RL-Science").own_hours.value == pytest.approx(3.0)
+    (cascade,) = comparison.cascades
+    assert [[r.id for r in stage.replicates] for stage in cascade.stages] == [["s0", "s1"], ["c2-0", "c2-1"]]
+    science = cascade.forgetting[0]
+    assert science.after.value == pytest.approx(comparison.row("RL-Science").scores["science"].value)
+    stray = [r for r in records if r.id != "s0"]  # a stage 2 whose parent is not known is left out
+    assert any(
+        "its stages before are missing" in n for n in build_comparison(stray, bootstrap_samples=100).notes
+    )
+
+
 def test_the_cascade_is_compared_with_mt_opd_where_the_study_has_it():
     records = _cascade_study()
     rng = np.random.default_rng(1)
@@ -254,12 +275,13 @@ def test_a_two_domain_cascade_study_chains_its_stages_and_compare_reports_it(tmp
     assert result.returncode == 0, result.stderr
     runs = {r.name: r for r in Ledger(tmp_path).runs()}
     assert all(r.status == "completed" for r in runs.values())
-    sft, first, second = runs["c-s0-sft"], runs["c-s0-cascade-1-science"], runs["c-s0-cascade-2-math"]
+    sft, first, second = runs["c-s0-sft"], runs["c-s0-rl-science"], runs["c-s0-cascade-2-math"]
     assert first.manifest["parents"] == [sft.id] and second.manifest["parents"] == [first.id]
+    assert not any("cascade-1" in name for name in runs)  # stage 1 is the science expert
     assert second.manifest["base_model"] == str(first.model_dir)  # it trained from stage 1's model
     job = json.loads((second.path / "job.json").read_text())
     assert (job["start_from"], job["domains"], job["cascade_stage"]) == (first.id, ["math"], 2)
-    assert second.manifest["cascade"] == {"stage": 2} and "cascade" not in runs["c-s0-rl-math"].manifest
+    assert second.manifest["cascade"] == {"stage": 2} and "cascade" not in first.manifest
     assert all(run.manifest["metrics"]["eval"] for run in (first, second))  # every stage evaluated
 
     out = tmp_path / "c-s0-compare"
@@ -272,8 +294,8 @@ def test_a_two_domain_cascade_study_chains_its_stages_and_compare_reports_it(tmp
     stages_hours = (first.manifest["cpu_seconds"] + second.manifest["cpu_seconds"]) / 3600
     assert float(rows["Cascade"]["own_hours"]) == pytest.approx(stages_hours, rel=1e-3)
     assert float(rows["RL-Science"]["own_hours"]) == pytest.approx(
-        runs["c-s0-rl-science"].manifest["cpu_seconds"] / 3600, rel=1e-3
-    )  # the expert's own row, not stage 1's
+        first.manifest["cpu_seconds"] / 3600, rel=1e-3
+    )  # the expert's own row too
     (cascade,) = json.loads((out / "compare.json").read_text())["cascades"]
     assert cascade["stages"] == [[first.id], [second.id]] and cascade["order"] == ["science", "math"]
     science, math = cascade["forgetting"]

@@ -13,7 +13,7 @@ import pytest
 
 from m2rl.config import compose_config
 from m2rl.study import study_inputs
-from m2rl.study.plan import TINY_STUDY_S, paper_costs, plan, tiny_time
+from m2rl.study.plan import TINY_STUDY_S, paper_costs, plan, priorities, tiny_time
 
 from cli_helpers import ONE_SEED
 
@@ -54,6 +54,22 @@ def test_tiny_time_replays_the_measured_study_and_scales_with_cores():
     with_ram = compose_config(ONE_SEED)  # the preset's own merges: one merge and its eval more
     assert on[2] < tiny_time(with_ram, plan(with_ram, "study"), 2).seconds < on[2] + 60
     assert tiny_time(longer, plan(longer, "study"), 2).seconds > on[2] + 100
+
+
+def test_ready_stages_start_by_the_longest_chain_of_work_they_unlock():
+    """After SFT the experts start before the mixed run: the mixed run has twice an expert's steps, but
+    every expert unlocks MT-OPD (more steps than the mixed run) and the merges; each eval last."""
+    cfg = compose_config(["study.seeds=1", "study.distill=true"])
+    stages = plan(cfg, "study")
+    priority = priorities(stages)
+    by_kind = {s.name: s for s in stages}
+    experts = [s.name for s in stages if s.kind == "rl" and len(s.domains) == 1]
+    (mixed,) = [s.name for s in stages if s.kind == "rl" and len(s.domains) > 1]
+    (distill,) = [s.name for s in stages if s.kind == "distill"]
+    assert by_kind[mixed].cost > by_kind[experts[0]].cost  # longest-first would start the mixed run
+    assert min(priority[e] for e in experts) > priority[distill] > priority[mixed]
+    assert priority[experts[0]] == by_kind[experts[0]].cost + priority[distill]
+    assert all(priority[s.name] == s.cost for s in stages if s.kind == "eval")
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")

@@ -2,7 +2,7 @@
 the forgetting table.
 
 A cascade is a chain of RL runs that record `cascade` in their manifest, each stage's parent the stage
-before. `fold` replaces each chain by one `cascade` record: the final model's id and scores, the first
+before; stage 1 is a labelled run, or the expert the study's cascade starts from. `fold` replaces each chain by one `cascade` record: the final model's id and scores, the first
 stage's parents (its SFT), and the sum of the stages' own costs as its own cost, so the row's cost is
 the whole cascade's and its cumulative cost adds the SFT once, as for the mixed run. The stages are
 kept for the forgetting table: each domain's score right after its own stage and at the end of the
@@ -63,9 +63,9 @@ def fold(
     chains, notes = [], []
     for end in (r for r in records if r.cascade_stage is not None and r.id not in parents_of_stages):
         stages = [end]
-        while stages[0].cascade_stage != 1:
+        while stages[0].cascade_stage not in (1, None):
             parent = known.get(stages[0].parents[0]) if stages[0].parents else None
-            if parent is None or parent.cascade_stage != stages[0].cascade_stage - 1:
+            if parent is None or not _stage_before(parent, stages[0].cascade_stage):
                 stages = []
                 break
             stages.insert(0, parent)
@@ -77,6 +77,14 @@ def fold(
         chains.append(chain)
         kept.append(chain.record())
     return kept, chains, notes
+
+
+def _stage_before(parent: RunRecord, k: int) -> bool:
+    """Whether `parent` is stage k-1 of a chain: labelled so, or, before stage 2, the expert a study's
+    cascade starts from (m2rl.study.cascade: stage 1 is the first domain's expert)."""
+    if k == 2 and parent.cascade_stage is None:
+        return parent.kind == "rl" and len(parent.domains) == 1
+    return parent.cascade_stage == k - 1
 
 
 @dataclass

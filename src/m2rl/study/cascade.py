@@ -1,7 +1,9 @@
 """The cascade arm of the study: sequential GRPO over the domains, one stage per domain.
 
-Stage k trains on one domain with the expert recipe (`rl.steps`) from the model of stage k-1 (stage 1
-from the SFT model), so the cascade costs the sum of its stages. The order is `study.cascade_order`, or
+Stage k trains on one domain with the expert recipe (`rl.steps`) from the model of stage k-1, so the
+cascade costs the sum of its stages. Stage 1, GRPO on the first domain from the SFT model, is what
+that domain's expert trains: the study takes the expert as stage 1 (its cost still counts in the
+cascade's). The order is `study.cascade_order`, or
 by default the study's domains in DEFAULT_ORDER: general instruction following first and the domains
 with the longest reasoning last (Nemotron-Cascade trains IF-RL before math and code RL), ordered by
 the paper's RL cost per step (IF 1.9, science 3.9, math 10.9, code 15.9 GPU-hours: longer responses

@@ -39,7 +39,7 @@ from m2rl.machine import free_cores, usable_cores
 from m2rl.signals import raise_lost_signal, sigterm_raises
 from m2rl.specs import JobSpec, StudySettings
 from m2rl.study.backends import Backend, Handle, LocalBackend, Resources, SlurmBackend
-from m2rl.study.plan import Stage
+from m2rl.study.plan import Stage, priorities
 
 POLL_S = 0.5
 CANCEL_GRACE_S = 20.0
@@ -135,9 +135,11 @@ class Executor:
     on_tick: Callable[[], None] = lambda: None
     poll_s: float = POLL_S
     states: dict[str, StageState] = field(init=False)
+    priority: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
         self.states = {stage.name: StageState(stage) for stage in self.stages}
+        self.priority = priorities(self.stages)
         self.free_devices = list(self.share.devices)
 
     # -- queries ---------------------------------------------------------------------------
@@ -148,12 +150,12 @@ class Executor:
         return [s for s in self.states.values() if s.status == "running"]
 
     def ready(self) -> list[StageState]:
-        """Pending stages whose dependencies all finished, longest first."""
+        """Pending stages whose dependencies all finished, the longest chain of work first (priorities)."""
         done = self.finished_runs()
         ready = [
             s for s in self.states.values() if s.status == "pending" and all(d in done for d in s.stage.deps)
         ]
-        return sorted(ready, key=lambda s: -s.stage.cost)
+        return sorted(ready, key=lambda s: -self.priority[s.stage.name])
 
     def skip_dependents(self) -> None:
         """Pending stages that depend on a failed or skipped stage will not run."""

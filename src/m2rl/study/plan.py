@@ -38,7 +38,7 @@ from m2rl.specs import JobSpec, StudySettings, validated
 from m2rl.study.cascade import cascade_order, stage_name
 
 MIXED = "mixed"
-# Rough cost of a stage in "RL step" units, for longest-first scheduling and the ETA.
+# Rough cost of a stage in "RL step" units, for the order stages start in (priorities) and the ETA.
 SFT_COST, EVAL_COST, MERGE_COST, ANALYZE_COST = 60.0, 8.0, 0.5, 8.0
 
 
@@ -58,13 +58,32 @@ class Stage:
 
     @property
     def cost(self) -> float:
-        """Estimated cost (longest first; ETA weights)."""
+        """Estimated cost (the start order, with the stages after it; ETA weights)."""
         if self.kind in ("rl", "distill"):
             return float(self.steps or 1)
         if self.kind == "merge" and self.steps:  # a tuned merge: a merge and a validation eval per trial
             return self.steps * (MERGE_COST + EVAL_COST)
         costs = {"sft": SFT_COST, "eval": EVAL_COST, "merge": MERGE_COST, "analyze": ANALYZE_COST}
         return costs.get(self.kind, 1.0)
+
+
+def priorities(stages: Sequence[Stage]) -> dict[str, float]:
+    """Each stage's cost plus the costliest chain of stages that wait on it: the order in which ready
+    stages start (highest first). Longest-first alone starts the mixed runs (twice an expert's steps)
+    before the experts that MT-OPD, the merges and the cascade wait on, and leaves those to the end."""
+    dependents: dict[str, list[Stage]] = {s.name: [] for s in stages}
+    for stage in stages:
+        for dep in stage.deps:
+            if dep in dependents:
+                dependents[dep].append(stage)
+    memo: dict[str, float] = {}
+
+    def chain(stage: Stage) -> float:
+        if stage.name not in memo:
+            memo[stage.name] = stage.cost + max((chain(d) for d in dependents[stage.name]), default=0.0)
+        return memo[stage.name]
+
+    return {s.name: chain(s) for s in stages}
 
 
 def study_seeds(cfg: DictConfig) -> list[int]:
@@ -180,28 +199,26 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
             models.append(mixed)
             for method in cfg.study.merge_methods:
                 name = f"{prefix}-merge-{method}"
-                merge = Stage(
+                merge = _from_experts(
+                    seeded,
                     name,
                     "merge",
-                    seed,
-                    (sft.name, *(e.name for e in experts)),
-                    lambda runs, c=seeded, n=name, m=method, s=sft.name, ex=tuple(e.name for e in experts): (
-                        merge_job(c, m, [runs[e].id for e in ex], runs[s].id, n, study)
-                    ),
-                    domains=tuple(domains),
+                    sft,
+                    experts,
+                    lambda ids, sft_id, c=seeded, n=name, m=method: merge_job(c, m, ids, sft_id, n, study),
                     method=str(method),
                 )
                 stages.append(merge)
                 models.append(merge)
             for method in _settings(cfg).merge_search.methods:
-                tuned = _tuned_merge_stage(seeded, study, prefix, sft, experts, domains, method)
+                tuned = _tuned_merge_stage(seeded, study, prefix, sft, experts, method)
                 stages.append(tuned)
                 models.append(tuned)
             if cfg.study.get("distill", False):
                 distill = _distill_stage(seeded, study, prefix, sft, experts, domains)
                 stages.append(distill)
                 models.append(distill)
-        cascade = _cascade_stages(seeded, study, prefix, sft.name)
+        cascade = _cascade_stages(seeded, study, prefix, {e.domains[0]: e.name for e in experts})
         stages += cascade
         for model in (*models, *cascade):  # the cascade is not analysed: its lineage is a chain
             add_eval(model, model.domains if model.kind == "rl" and len(model.domains) == 1 else ())
@@ -210,31 +227,57 @@ def plan(cfg: DictConfig, study: str) -> list[Stage]:
     return stages
 
 
+def _from_experts(
+    cfg: DictConfig,
+    name: str,
+    kind: str,
+    sft: Stage,
+    experts: list[Stage],
+    build: Callable[[list[str], str], JobSpec],
+    **fields: object,
+) -> Stage:
+    """A stage made from one seed's experts and SFT model (a merge, MT-OPD), after them: `build` makes
+    its job from the experts' run ids and the SFT run's id."""
+    names = tuple(e.name for e in experts)
+    return Stage(
+        name,
+        kind,
+        int(cfg.seed),
+        (sft.name, *names),
+        lambda runs: build([runs[e].id for e in names], runs[sft.name].id),
+        domains=tuple(d for e in experts for d in e.domains),
+        **fields,
+    )
+
+
 def _distill_stage(
     cfg: DictConfig, study: str, prefix: str, sft: Stage, experts: list[Stage], domains: list[str]
 ) -> Stage:
     """MT-OPD of one seed's experts into its SFT model, on the mixed run's prompts (after the experts)."""
     name = f"{prefix}-distill"
     distill_job(cfg, name, ["unused"], "unused", domains, study)  # validate the recipe before any work
-    return Stage(
+    return _from_experts(
+        cfg,
         name,
         "distill",
-        int(cfg.seed),
-        (sft.name, *(e.name for e in experts)),
-        lambda runs, ex=tuple(e.name for e in experts): distill_job(
-            cfg, name, [runs[e].id for e in ex], runs[sft.name].id, domains, study
-        ),
-        domains=tuple(domains),
+        sft,
+        experts,
+        lambda ids, sft_id: distill_job(cfg, name, ids, sft_id, domains, study),
         steps=int(cfg.distill.steps),
     )
 
 
-def _cascade_stages(cfg: DictConfig, study: str, prefix: str, sft: str) -> list[Stage]:
-    """The seed's cascade (`study.cascade`): one RL stage per domain of its order, each from the run of
-    the stage before (the first from the SFT run), with the expert recipe (m2rl.study.cascade)."""
+def _cascade_stages(cfg: DictConfig, study: str, prefix: str, experts: dict[str, str]) -> list[Stage]:
+    """The seed's cascade (`study.cascade`): one RL stage per domain of its order after the first, each
+    from the run of the stage before, with the expert recipe (m2rl.study.cascade). Stage 1 is the first
+    domain's expert: GRPO on that domain from the SFT model with the expert recipe is what stage 1
+    trains, so the study trains it once."""
+    order = cascade_order(cfg)
+    if not order:
+        return []
     stages: list[Stage] = []
-    previous = sft
-    for k, domain in enumerate(cascade_order(cfg), start=1):
+    previous = experts[order[0]]
+    for k, domain in enumerate(order[1:], start=2):
         name = stage_name(prefix, k, domain)
         stages.append(
             Stage(
@@ -263,27 +306,19 @@ def merge_search(cfg: DictConfig) -> dict:
 
 
 def _tuned_merge_stage(
-    cfg: DictConfig,
-    study: str,
-    prefix: str,
-    sft: Stage,
-    experts: list[Stage],
-    domains: list[str],
-    method: str,
+    cfg: DictConfig, study: str, prefix: str, sft: Stage, experts: list[Stage], method: str
 ) -> Stage:
     """A merge of one seed's experts with `method`'s parameters tuned on validation items (after the experts)."""
     name = f"{prefix}-merge-{method}-tuned"
     search = merge_search(cfg)
     merge_job(cfg, method, ["unused"], study=study, search=search)  # validate the search before any work
-    return Stage(
+    return _from_experts(
+        cfg,
         name,
         "merge",
-        int(cfg.seed),
-        (sft.name, *(e.name for e in experts)),
-        lambda runs, ex=tuple(e.name for e in experts): merge_job(
-            cfg, method, [runs[e].id for e in ex], runs[sft.name].id, name, study, search=search
-        ),
-        domains=tuple(domains),
+        sft,
+        experts,
+        lambda ids, sft_id: merge_job(cfg, method, ids, sft_id, name, study, search=search),
         method=method,
         steps=search["trials"],
     )
@@ -427,7 +462,7 @@ def _eval_samples(cfg: DictConfig, model: Stage, items: dict[str, int] | None = 
 def tiny_time(cfg: DictConfig, stages: list[Stage], cores: int) -> TimeEstimate:
     """The tiny study's wall time on `cores` idle CPU cores, from the measured stage times.
 
-    The executor's schedule is replayed: ready stages longest first, as many at once as it would start,
+    The executor's schedule is replayed: ready stages in its order (priorities), as many at once as it would start,
     each with its share of the threads; a stage's time is its measured time scaled by its work, sped up
     by its measured two-thread gain when it gets two threads or more.
     """
@@ -462,11 +497,13 @@ def _schedule(
 ) -> tuple[float, int]:
     """Wall seconds of the executor's order (Executor.ready, threads_for; `fixed`: `torch_threads` set)
     and the most stages at once."""
-    pending, done = list(stages), set()
+    pending, done, priority = list(stages), set(), priorities(stages)
     running: list[tuple[float, str]] = []
     now, widest = 0.0, 0
     while pending or running:
-        ready = sorted((s for s in pending if all(d in done for d in s.deps)), key=lambda s: -s.cost)
+        ready = sorted(
+            (s for s in pending if all(d in done for d in s.deps)), key=lambda s: -priority[s.name]
+        )
         while ready and len(running) < slots:
             stage = ready.pop(0)
             pending.remove(stage)
