@@ -159,3 +159,19 @@ def test_verdicts_never_say_more_than_the_interval(interval, verdict):
     )
     assert difference.verdict == verdict
     assert UNRESOLVED == "no resolved difference: the interval spans 0"
+
+
+def test_the_header_names_one_seed_as_a_seed_and_several_as_a_list():
+    """`seeds: 2` read as a count of two; the header says `seed 2` for a study of seed 2 alone."""
+    from types import SimpleNamespace
+
+    from m2rl.compare.formatting import header_line
+
+    def header(seeds: list[int]) -> str:
+        comparison = SimpleNamespace(
+            studies=["eng"], seeds=seeds, variance_note="1 seed: item variance only", bootstrap_samples=2000
+        )
+        return header_line(comparison)
+
+    assert header([2]).startswith("Study: eng · seed 2 · intervals: 95%")
+    assert "· seeds 0, 1, 2 ·" in header([0, 1, 2]) and "· seed not recorded ·" in header([])

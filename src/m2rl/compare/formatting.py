@@ -112,9 +112,10 @@ def trained_on(row: Row) -> str:
 def header_line(comparison: Comparison) -> str:
     """Which study and seeds, and what the intervals cover."""
     study = ", ".join(comparison.studies) if comparison.studies else "runs without a study"
-    seeds = ", ".join(str(s) for s in comparison.seeds) if comparison.seeds else "not recorded"
+    listed = ", ".join(str(s) for s in comparison.seeds) or "not recorded"
+    seeds = f"{'seeds' if len(comparison.seeds) > 1 else 'seed'} {listed}"  # `seeds: 2` read as a count
     return (
-        f"Study: {study} · seeds: {seeds} · intervals: 95%, {comparison.variance_note} "
+        f"Study: {study} · {seeds} · intervals: 95%, {comparison.variance_note} "
         f"(crossed bootstrap, {comparison.bootstrap_samples} resamples)"
     )
 
