@@ -78,6 +78,7 @@ limit measures the program, not the trainer.
 
 from __future__ import annotations
 
+import _signal
 import argparse
 import atexit
 import fcntl
@@ -87,7 +88,6 @@ import importlib.util
 import io
 import json
 import os
-import random
 import resource
 import select
 import shutil
@@ -193,6 +193,7 @@ ISOLATION: dict[str, str] = {}
 _SANDBOX_UID: int | None = None  # as root: the uid programs run as
 _NAMESPACES = False  # per-test PID/mount/IPC namespaces inside a read-only new root
 _WORK = ""  # the test child's working directory (HOME and TMPDIR)
+_WORK_REAL = ""  # its real path, resolved once by the runner for the audit hook
 _CGROUP: TestCgroup | None = None  # bounds each test's memory and processes as a whole, if any
 _BUDGET_MB: int | None = None  # what one test may hold at most (this server's share of the host)
 KERNEL: Kernel  # made by serve()
@@ -1104,18 +1105,20 @@ def _test_child(limits: RunLimits, fds: list[int], started: int) -> None:
         _drop_privileges()
         if not _NAMESPACES:  # with them, the runner's death (the server's) ends its PID namespace
             KERNEL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())  # nothing blocked that the runner blocked
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # _signal's functions, not signal's wrappers: those convert to and from enums, and converting
+        # default_int_handler raises (and builds) an exception in every test
+        _signal.pthread_sigmask(signal.SIG_SETMASK, ())  # nothing blocked that the runner blocked
+        _signal.signal(signal.SIGINT, signal.default_int_handler)
         if KERNEL._filter_address:
             KERNEL.install_filter()
-        random.seed()
+        # no random.seed() here: random (preloaded) reseeds itself in every forked child (at-fork hook)
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = __builtins__
-        main.__file__ = os.path.join(_WORK, "solution.py")
+        main.__file__ = _WORK + "/solution.py"
         _set_limits(limits)
         sys.modules["__main__"] = main
         if limits.audit_hook:
-            sys.addaudithook(_make_audit_hook(os.path.realpath(_WORK)))
+            sys.addaudithook(_make_audit_hook(_WORK_REAL))
         os.write(STARTED_FD, b"1")
         os.close(STARTED_FD)
         status = 0
@@ -1270,6 +1273,7 @@ def _runner(sock: socket.socket) -> None:
 
     It first tells the server whether a test child can get its namespaces (b"ok", or why not).
     """
+    global _WORK_REAL
     try:
         KERNEL.set_name("m2rl-runner")
         KERNEL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -1279,6 +1283,7 @@ def _runner(sock: socket.socket) -> None:
         os.environ.clear()
         os.environ.update({"PATH": SAFE_PATH, "HOME": _WORK, "TMPDIR": _WORK, "LANG": "C.UTF-8"})
         tempfile.tempdir = _WORK
+        _WORK_REAL = os.path.realpath(_WORK)
         # Made once here and inherited: the test child's fds 0-2 are its own files by then.
         sys.stdin = io.TextIOWrapper(
             io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="replace"
