@@ -1039,8 +1039,9 @@ def _drop_privileges() -> None:
 
 
 def _enter_test_namespaces() -> None:
-    """In a new test child (PID 1 of a new PID namespace): own mount and IPC namespaces, /proc and /tmp."""
-    KERNEL.unshare(CLONE_NEWNS | CLONE_NEWIPC)
+    """In a new test child (PID 1 of a new PID namespace, in the new mount namespace the runner made
+    for it): its own IPC namespace, /proc and /tmp."""
+    KERNEL.unshare(CLONE_NEWIPC)
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     try:  # the processes' entries only (Linux 5.8): no host-wide file at all
         KERNEL.mount("proc", "/proc", "proc", flags, "subset=pid")
@@ -1189,18 +1190,36 @@ def _kill_leftovers() -> None:
         time.sleep(0.0005)
 
 
-def _fork_test(pid_namespace: int | None) -> int:
-    """Fork a test child: PID 1 of a new PID namespace below the runner's own (whose descriptor is given)."""
-    if pid_namespace is not None:
-        KERNEL.setns(pid_namespace, CLONE_NEWPID)  # undo the last test's unshare
-        KERNEL.unshare(CLONE_NEWPID)
-    return os.fork()
+def _fork_test(namespaces: tuple[int, int] | None) -> tuple[int, int | None]:
+    """Fork a test child: PID 1 of a new PID namespace below the runner's own, in a new mount namespace
+    (`namespaces`: descriptors of the runner's own PID and mount namespaces); (its pid, in the runner, a
+    descriptor of the test's mount namespace).
+
+    The runner holds the test's mount namespace so that it is torn down when the runner closes that
+    descriptor, after it has answered, and not when the test child exits: tearing mounts down waits
+    for an RCU grace period, which would delay every answer.
+    """
+    if namespaces is None:
+        return os.fork(), None
+    pid_namespace, mount_namespace = namespaces
+    KERNEL.setns(pid_namespace, CLONE_NEWPID)  # undo the last test's unshare
+    KERNEL.unshare(CLONE_NEWPID | CLONE_NEWNS)
+    pid = -1
+    try:
+        test_mounts = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        pid = os.fork()
+    finally:
+        if pid:  # the runner (or a failed fork) goes back to its own mount namespace
+            KERNEL.setns(mount_namespace, CLONE_NEWNS)
+    return pid, test_mounts
 
 
-def _run_test(sock: socket.socket, limits: RunLimits, fds: list[int], pid_namespace: int | None) -> tuple:
+def _run_test(
+    sock: socket.socket, limits: RunLimits, fds: list[int], namespaces: tuple[int, int] | None
+) -> tuple[tuple, int | None]:
     """Run the test child on these descriptors; (exit code, timed out, wall seconds, started,
-    OOM-killed, CPU seconds)."""
-    if pid_namespace is None:
+    OOM-killed, CPU seconds), and the descriptor of its mount namespace (None without namespaces)."""
+    if namespaces is None:
         os.mkdir(_WORK, 0o700)
         if _SANDBOX_UID is not None:
             os.chown(_WORK, _SANDBOX_UID, _SANDBOX_UID)
@@ -1209,7 +1228,7 @@ def _run_test(sock: socket.socket, limits: RunLimits, fds: list[int], pid_namesp
         _CGROUP.limit(memory_mb << 20, processes)
     started_read, started_write = os.pipe()
     start = time.monotonic()
-    pid = _fork_test(pid_namespace)
+    pid, test_mounts = _fork_test(namespaces)
     if pid == 0:
         os.close(started_read)
         _test_child(limits, fds, started_write)
@@ -1241,21 +1260,22 @@ def _run_test(sock: socket.socket, limits: RunLimits, fds: list[int], pid_namesp
     # read only after a failure: the counter serves the reason, and a passing test's output decides
     failed = wait_status != 0 or pidfd not in events
     oom_killed = _CGROUP is not None and failed and _CGROUP.oom_killed_since_last_look()
-    if pid_namespace is None:
+    if namespaces is None:
         _kill_leftovers()
         shutil.rmtree(_WORK, ignore_errors=True)
     if sock.fileno() in events:
         raise ConnectionError("the server is gone")
     cpu = usage.ru_utime + usage.ru_stime
-    return os.waitstatus_to_exitcode(wait_status), pidfd not in events, wall, started, oom_killed, cpu
+    exit_code = os.waitstatus_to_exitcode(wait_status)
+    return (exit_code, pidfd not in events, wall, started, oom_killed, cpu), test_mounts
 
 
-def _probe(pid_namespace: int | None) -> bytes:
+def _probe(namespaces: tuple[int, int] | None) -> bytes:
     """b"ok" if a test child can get its namespaces here, else why not."""
-    if pid_namespace is None:
+    if namespaces is None:
         return b"ok"
     try:
-        pid = _fork_test(pid_namespace)
+        pid, test_mounts = _fork_test(namespaces)
         if pid == 0:
             try:
                 _enter_test_namespaces()
@@ -1263,6 +1283,7 @@ def _probe(pid_namespace: int | None) -> bytes:
             except OSError as exc:
                 os._exit(exc.errno or 1)
         status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        os.close(test_mounts)
     except OSError as exc:
         status = exc.errno or 1
     return b"ok" if status == 0 else f"no namespaces per test ({os.strerror(status)})".encode()
@@ -1300,14 +1321,20 @@ def _runner(sock: socket.socket) -> None:
             _CGROUP.join()
         _raise_oom_score()
         if _NAMESPACES:
-            pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY)
+            namespaces = (
+                os.open("/proc/self/ns/pid", os.O_RDONLY),
+                os.open("/proc/self/ns/mnt", os.O_RDONLY),
+            )
         else:
-            pid_namespace = None
+            namespaces = None
             KERNEL.prctl(PR_SET_CHILD_SUBREAPER, 1)  # whatever a program forks is re-parented here
-        sock.send(_probe(pid_namespace))
+        sock.send(_probe(namespaces))
         while (message := _receive(sock)) is not None:
-            result = _run_test(sock, RunLimits(*TEST.unpack(message[1])[1:]), message[2], pid_namespace)
+            limits = RunLimits(*TEST.unpack(message[1])[1:])
+            result, test_mounts = _run_test(sock, limits, message[2], namespaces)
             _send(sock, RESULT, (KIND_RESULT, *result))
+            if test_mounts is not None:
+                os.close(test_mounts)  # the test's mounts go now, while the server reads the answer
     except BaseException:
         pass
     os._exit(0)
