@@ -18,7 +18,8 @@ Processes, and what each holds (a program can read whatever the process it was f
   failed test. Nothing is forked from it after it has read a request.
 - runner: forked from the server after set-up and before the first request, so its memory holds
   the standard library and the warmed compiler only; it never reads a program, an input or an
-  output, it only forks a test child with the descriptors it is sent and reports how it ended.
+  output, it only forks a test child with the descriptors it is sent and reports how it ended. It
+  makes each test's mount namespace and releases it once it has answered (see _fork_test).
 - test child: PID 1 of a new PID namespace, in its own mount and IPC namespaces with a fresh /proc
   and a fresh /tmp. It drops every capability, switches to the sandbox uid (as root), sets
   no_new_privs, rlimits and the audit hook, then compiles and runs its program as __main__. When
