@@ -18,7 +18,8 @@ Processes, and what each holds (a program can read whatever the process it was f
   failed test. Nothing is forked from it after it has read a request.
 - runner: forked from the server after set-up and before the first request, so its memory holds
   the standard library and the warmed compiler only; it never reads a program, an input or an
-  output, it only forks a test child with the descriptors it is sent and reports how it ended.
+  output, it only forks a test child with the descriptors it is sent and reports how it ended. It
+  makes each test's mount namespace and releases it once it has answered (see _fork_test).
 - test child: PID 1 of a new PID namespace, in its own mount and IPC namespaces with a fresh /proc
   and a fresh /tmp. It drops every capability, switches to the sandbox uid (as root), sets
   no_new_privs, rlimits and the audit hook, then compiles and runs its program as __main__. When
@@ -78,6 +79,7 @@ limit measures the program, not the trainer.
 
 from __future__ import annotations
 
+import _signal
 import argparse
 import atexit
 import fcntl
@@ -87,7 +89,6 @@ import importlib.util
 import io
 import json
 import os
-import random
 import resource
 import select
 import shutil
@@ -193,6 +194,7 @@ ISOLATION: dict[str, str] = {}
 _SANDBOX_UID: int | None = None  # as root: the uid programs run as
 _NAMESPACES = False  # per-test PID/mount/IPC namespaces inside a read-only new root
 _WORK = ""  # the test child's working directory (HOME and TMPDIR)
+_WORK_REAL = ""  # its real path, resolved once by the runner for the audit hook
 _CGROUP: TestCgroup | None = None  # bounds each test's memory and processes as a whole, if any
 _BUDGET_MB: int | None = None  # what one test may hold at most (this server's share of the host)
 KERNEL: Kernel  # made by serve()
@@ -1038,8 +1040,9 @@ def _drop_privileges() -> None:
 
 
 def _enter_test_namespaces() -> None:
-    """In a new test child (PID 1 of a new PID namespace): own mount and IPC namespaces, /proc and /tmp."""
-    KERNEL.unshare(CLONE_NEWNS | CLONE_NEWIPC)
+    """In a new test child (PID 1 of a new PID namespace, in the new mount namespace the runner made
+    for it): its own IPC namespace, /proc and /tmp."""
+    KERNEL.unshare(CLONE_NEWIPC)
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     try:  # the processes' entries only (Linux 5.8): no host-wide file at all
         KERNEL.mount("proc", "/proc", "proc", flags, "subset=pid")
@@ -1104,18 +1107,20 @@ def _test_child(limits: RunLimits, fds: list[int], started: int) -> None:
         _drop_privileges()
         if not _NAMESPACES:  # with them, the runner's death (the server's) ends its PID namespace
             KERNEL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())  # nothing blocked that the runner blocked
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # _signal's functions, not signal's wrappers: those convert to and from enums, and converting
+        # default_int_handler raises (and builds) an exception in every test
+        _signal.pthread_sigmask(signal.SIG_SETMASK, ())  # nothing blocked that the runner blocked
+        _signal.signal(signal.SIGINT, signal.default_int_handler)
         if KERNEL._filter_address:
             KERNEL.install_filter()
-        random.seed()
+        # no random.seed() here: random (preloaded) reseeds itself in every forked child (at-fork hook)
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = __builtins__
-        main.__file__ = os.path.join(_WORK, "solution.py")
+        main.__file__ = _WORK + "/solution.py"
         _set_limits(limits)
         sys.modules["__main__"] = main
         if limits.audit_hook:
-            sys.addaudithook(_make_audit_hook(os.path.realpath(_WORK)))
+            sys.addaudithook(_make_audit_hook(_WORK_REAL))
         os.write(STARTED_FD, b"1")
         os.close(STARTED_FD)
         status = 0
@@ -1186,18 +1191,36 @@ def _kill_leftovers() -> None:
         time.sleep(0.0005)
 
 
-def _fork_test(pid_namespace: int | None) -> int:
-    """Fork a test child: PID 1 of a new PID namespace below the runner's own (whose descriptor is given)."""
-    if pid_namespace is not None:
-        KERNEL.setns(pid_namespace, CLONE_NEWPID)  # undo the last test's unshare
-        KERNEL.unshare(CLONE_NEWPID)
-    return os.fork()
+def _fork_test(namespaces: tuple[int, int] | None) -> tuple[int, int | None]:
+    """Fork a test child: PID 1 of a new PID namespace below the runner's own, in a new mount namespace
+    (`namespaces`: descriptors of the runner's own PID and mount namespaces); (its pid, in the runner, a
+    descriptor of the test's mount namespace).
+
+    The runner holds the test's mount namespace so that it is torn down when the runner closes that
+    descriptor, after it has answered, and not when the test child exits: tearing mounts down waits
+    for an RCU grace period, which would delay every answer.
+    """
+    if namespaces is None:
+        return os.fork(), None
+    pid_namespace, mount_namespace = namespaces
+    KERNEL.setns(pid_namespace, CLONE_NEWPID)  # undo the last test's unshare
+    KERNEL.unshare(CLONE_NEWPID | CLONE_NEWNS)
+    pid = -1
+    try:
+        test_mounts = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+        pid = os.fork()
+    finally:
+        if pid:  # the runner (or a failed fork) goes back to its own mount namespace
+            KERNEL.setns(mount_namespace, CLONE_NEWNS)
+    return pid, test_mounts
 
 
-def _run_test(sock: socket.socket, limits: RunLimits, fds: list[int], pid_namespace: int | None) -> tuple:
+def _run_test(
+    sock: socket.socket, limits: RunLimits, fds: list[int], namespaces: tuple[int, int] | None
+) -> tuple[tuple, int | None]:
     """Run the test child on these descriptors; (exit code, timed out, wall seconds, started,
-    OOM-killed, CPU seconds)."""
-    if pid_namespace is None:
+    OOM-killed, CPU seconds), and the descriptor of its mount namespace (None without namespaces)."""
+    if namespaces is None:
         os.mkdir(_WORK, 0o700)
         if _SANDBOX_UID is not None:
             os.chown(_WORK, _SANDBOX_UID, _SANDBOX_UID)
@@ -1206,7 +1229,7 @@ def _run_test(sock: socket.socket, limits: RunLimits, fds: list[int], pid_namesp
         _CGROUP.limit(memory_mb << 20, processes)
     started_read, started_write = os.pipe()
     start = time.monotonic()
-    pid = _fork_test(pid_namespace)
+    pid, test_mounts = _fork_test(namespaces)
     if pid == 0:
         os.close(started_read)
         _test_child(limits, fds, started_write)
@@ -1238,21 +1261,22 @@ def _run_test(sock: socket.socket, limits: RunLimits, fds: list[int], pid_namesp
     # read only after a failure: the counter serves the reason, and a passing test's output decides
     failed = wait_status != 0 or pidfd not in events
     oom_killed = _CGROUP is not None and failed and _CGROUP.oom_killed_since_last_look()
-    if pid_namespace is None:
+    if namespaces is None:
         _kill_leftovers()
         shutil.rmtree(_WORK, ignore_errors=True)
     if sock.fileno() in events:
         raise ConnectionError("the server is gone")
     cpu = usage.ru_utime + usage.ru_stime
-    return os.waitstatus_to_exitcode(wait_status), pidfd not in events, wall, started, oom_killed, cpu
+    exit_code = os.waitstatus_to_exitcode(wait_status)
+    return (exit_code, pidfd not in events, wall, started, oom_killed, cpu), test_mounts
 
 
-def _probe(pid_namespace: int | None) -> bytes:
+def _probe(namespaces: tuple[int, int] | None) -> bytes:
     """b"ok" if a test child can get its namespaces here, else why not."""
-    if pid_namespace is None:
+    if namespaces is None:
         return b"ok"
     try:
-        pid = _fork_test(pid_namespace)
+        pid, test_mounts = _fork_test(namespaces)
         if pid == 0:
             try:
                 _enter_test_namespaces()
@@ -1260,6 +1284,7 @@ def _probe(pid_namespace: int | None) -> bytes:
             except OSError as exc:
                 os._exit(exc.errno or 1)
         status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        os.close(test_mounts)
     except OSError as exc:
         status = exc.errno or 1
     return b"ok" if status == 0 else f"no namespaces per test ({os.strerror(status)})".encode()
@@ -1270,6 +1295,7 @@ def _runner(sock: socket.socket) -> None:
 
     It first tells the server whether a test child can get its namespaces (b"ok", or why not).
     """
+    global _WORK_REAL
     try:
         KERNEL.set_name("m2rl-runner")
         KERNEL.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -1279,6 +1305,7 @@ def _runner(sock: socket.socket) -> None:
         os.environ.clear()
         os.environ.update({"PATH": SAFE_PATH, "HOME": _WORK, "TMPDIR": _WORK, "LANG": "C.UTF-8"})
         tempfile.tempdir = _WORK
+        _WORK_REAL = os.path.realpath(_WORK)
         # Made once here and inherited: the test child's fds 0-2 are its own files by then.
         sys.stdin = io.TextIOWrapper(
             io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="replace"
@@ -1295,14 +1322,20 @@ def _runner(sock: socket.socket) -> None:
             _CGROUP.join()
         _raise_oom_score()
         if _NAMESPACES:
-            pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY)
+            namespaces = (
+                os.open("/proc/self/ns/pid", os.O_RDONLY),
+                os.open("/proc/self/ns/mnt", os.O_RDONLY),
+            )
         else:
-            pid_namespace = None
+            namespaces = None
             KERNEL.prctl(PR_SET_CHILD_SUBREAPER, 1)  # whatever a program forks is re-parented here
-        sock.send(_probe(pid_namespace))
+        sock.send(_probe(namespaces))
         while (message := _receive(sock)) is not None:
-            result = _run_test(sock, RunLimits(*TEST.unpack(message[1])[1:]), message[2], pid_namespace)
+            limits = RunLimits(*TEST.unpack(message[1])[1:])
+            result, test_mounts = _run_test(sock, limits, message[2], namespaces)
             _send(sock, RESULT, (KIND_RESULT, *result))
+            if test_mounts is not None:
+                os.close(test_mounts)  # the test's mounts go now, while the server reads the answer
     except BaseException:
         pass
     os._exit(0)

@@ -28,7 +28,10 @@ from m2rl.errors import UserError
 from m2rl.verifiers.forkserver import recv_frame, send_frame, unit_test_passed
 
 FORKSERVER = Path(__file__).with_name("forkserver.py")
-SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+# LD_BIND_NOW: the dynamic linker resolves every symbol when the server starts, so a test child
+# does not write (and so copy) the pages of the symbol tables the first time it calls a function
+# the runner never called. The runner clears its environment: programs do not see it.
+SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LD_BIND_NOW": "1"}
 STATUSES = ("ok", "error", "timeout", "memory_limit", "output_limit", "signal", "sandbox_error")
 
 
