@@ -1,11 +1,13 @@
 """The same study on two stacks, model by model: each model's mean score (Avg@K, the mean of its
 domains) in study A and study B, and the 95% interval of B minus A, paired over the same seeds and test
-items (a crossed bootstrap: seeds and each domain's items resampled together).
+items with compare's crossed bootstrap (m2rl.compare.intervals: seeds and each domain's items
+resampled together). `m2rl compare` pairs models within one study; this pairs one model across two.
 
     .venv/bin/python scripts/compare_stacks.py RUNS [--a study] [--b eng] [--seeds 0 1 2] [--resamples 2000]
 
 RUNS holds both studies' runs, named `<study>-s<seed>-<role>` as `m2rl pipeline --name <study>` names
-them; every model of study A's first seed is compared. Used for the engines study in docs/engines.md.
+them (one seed per study, `study.share_sft=false`); every model of study A's first seed is compared.
+Used for the engines study in docs/engines.md.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
+
+from m2rl.compare.intervals import CrossedBootstrap, Part
 
 
 def item_scores(run: Path) -> dict[tuple[str, str], float]:
@@ -28,14 +33,11 @@ def item_scores(run: Path) -> dict[tuple[str, str], float]:
     return scores
 
 
-def mean(scores: dict[str, np.ndarray], seeds: np.ndarray, items: dict[str, np.ndarray]) -> float:
-    """The mean over domains of each domain's mean over the chosen seeds (rows) and items (columns)."""
-    return float(np.mean([x[np.ix_(seeds, items[d])].mean() for d, x in scores.items()]))
-
-
 def find_run(runs: Path, study: str, seed: int, role: str) -> Path:
-    (run,) = [p for p in runs.glob(f"*-{study}-s{seed}-{role}-*") if (p / "eval").is_dir()]
-    return run
+    found = [p for p in runs.glob(f"*-{study}-s{seed}-{role}-*") if (p / "eval").is_dir()]
+    if len(found) != 1:
+        sys.exit(f"{study}-s{seed}-{role}: {len(found)} evaluated runs under {runs}, need exactly one")
+    return found[0]
 
 
 def main() -> None:
@@ -49,30 +51,28 @@ def main() -> None:
 
     pattern = re.compile(rf"^\d{{8}}-\d{{6}}-{re.escape(args.a)}-s{args.seeds[0]}-(.+)-[0-9a-f]{{6}}$")
     roles = sorted({m.group(1) for p in args.runs.iterdir() if (m := pattern.match(p.name))})
-    rng = np.random.default_rng(0)
+    bootstrap = CrossedBootstrap(args.resamples)
     print(f"{'model':18} {args.a:>8} {args.b:>8} {'B - A':>7}  95% interval (seeds x items)")
     for role in roles:
         a = [item_scores(find_run(args.runs, args.a, s, role)) for s in args.seeds]
         b = [item_scores(find_run(args.runs, args.b, s, role)) for s in args.seeds]
         domains = sorted({d for d, _ in a[0]})
-        keys = {d: sorted(k for k in a[0] if k[0] == d) for d in domains}
-        # seeds x items per domain
-        A = {d: np.array([[run[k] for k in keys[d]] for run in a]) for d in domains}
-        B = {d: np.array([[run[k] for k in keys[d]] for run in b]) for d in domains}
-
-        every_seed = np.arange(len(args.seeds))
-        every_item = {d: np.arange(len(keys[d])) for d in domains}
-        mean_a, mean_b = mean(A, every_seed, every_item), mean(B, every_seed, every_item)
-        differences = []
-        for _ in range(args.resamples):
-            seeds = rng.integers(0, len(args.seeds), len(args.seeds))
-            items = {d: rng.integers(0, len(keys[d]), len(keys[d])) for d in domains}
-            differences.append(mean(B, seeds, items) - mean(A, seeds, items))
-        low, high = np.percentile(differences, [2.5, 97.5]) * 100
+        parts_a, parts_b, differences = [], [], []
+        for domain in domains:
+            keys = sorted(k for k in a[0] if k[0] == domain)
+            scores_a = np.array([[run[k] for k in keys] for run in a])  # seeds x items
+            scores_b = np.array([[run[k] for k in keys] for run in b])
+            weight = 1 / len(domains)
+            parts_a.append(Part(weight, domain, scores_a))
+            parts_b.append(Part(weight, domain, scores_b))
+            differences.append(Part(weight, domain, scores_b - scores_a))
+        mean_a, mean_b = (sum(p.weight * p.scores.mean() for p in parts) for parts in (parts_a, parts_b))
+        estimate = bootstrap.estimate(differences)
+        low, high = estimate.ci95
         verdict = "spans 0" if low <= 0 <= high else "resolved"
         print(
-            f"{role:18} {mean_a * 100:8.2f} {mean_b * 100:8.2f} {(mean_b - mean_a) * 100:+7.2f}"
-            f"  [{low:+.2f}, {high:+.2f}] {verdict}"
+            f"{role:18} {mean_a * 100:8.2f} {mean_b * 100:8.2f} {estimate.value * 100:+7.2f}"
+            f"  [{low * 100:+.2f}, {high * 100:+.2f}] {verdict}"
         )
 
 

@@ -236,6 +236,10 @@ def test_a_chain_that_starts_from_an_expert_takes_it_as_stage_1():
     assert any(
         "its stages before are missing" in n for n in build_comparison(stray, bootstrap_samples=100).notes
     )
+    next(r for r in records if r.id == "c2-0").parents = ("s1",)  # another seed's expert is no stage 1
+    crossed = build_comparison(records, bootstrap_samples=100)
+    assert [r.id for r in crossed.row("Cascade").replicates] == ["c2-1"]
+    assert any("c2-0" in n and "its stages before are missing" in n for n in crossed.notes)
 
 
 def test_the_cascade_is_compared_with_mt_opd_where_the_study_has_it():

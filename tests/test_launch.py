@@ -168,21 +168,24 @@ def test_a_rank_destroys_its_process_group_after_training(tmp_path, monkeypatch)
 def test_a_rank_leaves_without_finalization_once_its_work_is_flushed(tmp_path):
     """A finished rank's exit status does not depend on interpreter teardown: an object whose finalizer
     aborts the process (as a joinable C++ thread's destructor does under DeepSpeed) leaves it at 0, while
-    the exit handlers still run and printed output reaches the log."""
+    what a normal exit does first still happens: a running thread is joined, the exit handlers run and
+    printed output reaches the log."""
     program = f"""
-import atexit, os
+import atexit, os, threading, time
 from m2rl.jobs.entry import exit_rank
 class AbortsWhenFinalized:
     def __del__(self):
         os.abort()
 kept = AbortsWhenFinalized()
 atexit.register(lambda: open({str(tmp_path / "handlers-ran")!r}, "w").close())
+threading.Thread(target=lambda: (time.sleep(0.3), open({str(tmp_path / "thread-ended")!r}, "w"))).start()
 print("trained", end="")
 exit_rank()
 """
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "trained" and (tmp_path / "handlers-ran").exists()
+    assert (tmp_path / "thread-ended").exists()
     finalized = subprocess.run(
         [sys.executable, "-c", program.replace("exit_rank()", "")], capture_output=True, timeout=60
     )

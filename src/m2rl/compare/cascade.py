@@ -2,11 +2,12 @@
 the forgetting table.
 
 A cascade is a chain of RL runs that record `cascade` in their manifest, each stage's parent the stage
-before; stage 1 is a labelled run, or the expert the study's cascade starts from. `fold` replaces each chain by one `cascade` record: the final model's id and scores, the first
-stage's parents (its SFT), and the sum of the stages' own costs as its own cost, so the row's cost is
-the whole cascade's and its cumulative cost adds the SFT once, as for the mixed run. The stages are
-kept for the forgetting table: each domain's score right after its own stage and at the end of the
-cascade, and the end minus that, paired over seeds and the same test items as every difference is.
+before; stage 1 is a labelled run, or the expert of the same seed the study's cascade starts from.
+`fold` replaces each chain by one `cascade` record: the final model's id and scores, the first stage's
+parents (its SFT), and the sum of the stages' own costs as its own cost, so the row's cost is the whole
+cascade's and its cumulative cost adds the SFT once, as for the mixed run. The stages are kept for the
+forgetting table: each domain's score right after its own stage and at the end of the cascade, and
+the end minus that, paired over seeds and the same test items as every difference is.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def fold(
         stages = [end]
         while stages[0].cascade_stage not in (1, None):
             parent = known.get(stages[0].parents[0]) if stages[0].parents else None
-            if parent is None or not _stage_before(parent, stages[0].cascade_stage):
+            if parent is None or not _stage_before(parent, stages[0].cascade_stage, (end.seed, end.study)):
                 stages = []
                 break
             stages.insert(0, parent)
@@ -79,11 +80,11 @@ def fold(
     return kept, chains, notes
 
 
-def _stage_before(parent: RunRecord, k: int) -> bool:
+def _stage_before(parent: RunRecord, k: int, seed_study: tuple) -> bool:
     """Whether `parent` is stage k-1 of a chain: labelled so, or, before stage 2, the expert a study's
-    cascade starts from (m2rl.study.cascade: stage 1 is the first domain's expert)."""
+    cascade starts from (m2rl.study.cascade: stage 1 is the first domain's expert, of the same seed)."""
     if k == 2 and parent.cascade_stage is None:
-        return parent.kind == "rl" and len(parent.domains) == 1
+        return parent.kind == "rl" and len(parent.domains) == 1 and (parent.seed, parent.study) == seed_study
     return parent.cascade_stage == k - 1
 
 

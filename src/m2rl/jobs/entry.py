@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import logging
 import os
 import signal
 import sys
@@ -49,9 +48,10 @@ def close_process_group() -> None:
     """Wait for every rank, then destroy the process group while the interpreter is still whole.
 
     Left to interpreter exit, gloo's worker threads may still hold finished work whose tensors refer
-    to Python objects; destroying them during finalization aborts the rank ("terminate called without
-    an active exception", SIGABRT), so a run that trained to the end was marked failed. The barrier
-    keeps a rank from tearing down while another still saves (rank 0 writes the model and metrics).
+    to Python objects, and destroying them during finalization can abort the rank ("terminate called
+    without an active exception", SIGABRT); `exit_rank` then leaves without finalization at all. The
+    barrier keeps a rank from tearing down while another still saves (rank 0 writes the model and
+    metrics).
     """
     # lazy: torch, only once the rank has trained (main sets the parent-death signal before anything heavy)
     import torch.distributed as dist
@@ -64,16 +64,18 @@ def close_process_group() -> None:
 def exit_rank() -> NoReturn:
     """Leave a rank whose work is done without finalizing the interpreter.
 
-    Under DeepSpeed on CPU a rank still aborted now and then after `close_process_group`, within a
-    second of its last step ("terminate called without an active exception": a C++ thread object
-    destroyed while joinable, which happens while the interpreter tears down its objects), in about 1 of
-    10 ZeRO-3 launches, so a run that trained to the end was marked failed. By then the rank's work is
-    on disk (rank 0 wrote the model and the manifest before the final barrier), so its exit status
-    must not depend on finalization: the exit handlers run (loggers such as wandb finish there), the
-    streams are flushed, and the process leaves as multiprocessing's children do.
+    Under DeepSpeed on CPU a rank can abort after `close_process_group`, within a second of its last
+    step ("terminate called without an active exception": a C++ thread object destroyed while
+    joinable, which happens while the interpreter tears down its objects; about 1 in 10 ZeRO-3
+    launches here), and a run that trained to the end would be marked failed. By then the rank's work
+    is on disk (rank 0 wrote the model and the manifest before the final barrier), so its exit status
+    must not depend on finalization. What a normal exit does before finalization still happens: the
+    non-daemon threads are joined (with their executors' callbacks), the exit handlers run (logging's
+    shutdown, loggers such as wandb finish there) and the streams are flushed.
     """
+    if "threading" in sys.modules:
+        sys.modules["threading"]._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
-    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -21,7 +21,7 @@ DEFAULT_ORDER = ("if", "science", "math", "code")
 
 
 def stage_name(prefix: str, k: int, domain: str) -> str:
-    """`<study>-s<seed>-cascade-<k>-<domain>`, k from 1."""
+    """`<study>-s<seed>-cascade-<k>-<domain>`, k from 2 (stage 1 is the first domain's expert)."""
     return f"{prefix}-cascade-{k}-{domain}"
 
 

@@ -69,8 +69,9 @@ class Stage:
 
 def priorities(stages: Sequence[Stage]) -> dict[str, float]:
     """Each stage's cost plus the costliest chain of stages that wait on it: the order in which ready
-    stages start (highest first). Longest-first alone starts the mixed runs (twice an expert's steps)
-    before the experts that MT-OPD, the merges and the cascade wait on, and leaves those to the end."""
+    stages start (highest first; ties keep the plan's order, experts before the mixed run). With
+    MT-OPD, a tuned merge or the cascade after the experts, an expert's chain outweighs the mixed run
+    (twice an expert's steps), which longest-first would start first, leaving them to the end."""
     dependents: dict[str, list[Stage]] = {s.name: [] for s in stages}
     for stage in stages:
         for dep in stage.deps:

@@ -30,7 +30,7 @@ from m2rl.verifiers.forkserver import recv_frame, send_frame, unit_test_passed
 FORKSERVER = Path(__file__).with_name("forkserver.py")
 # LD_BIND_NOW: the dynamic linker resolves every symbol when the server starts, so a test child
 # does not write (and so copy) the pages of the symbol tables the first time it calls a function
-# the runner never called. The runner clears its environment: programs do not see it.
+# the runner never called. The runner clears its environment: it is not in a program's os.environ.
 SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LD_BIND_NOW": "1"}
 STATUSES = ("ok", "error", "timeout", "memory_limit", "output_limit", "signal", "sandbox_error")
 
