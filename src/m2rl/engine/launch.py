@@ -27,7 +27,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import yaml
 
 from m2rl.errors import UserError
+from m2rl.ledger.manifest import now
 from m2rl.specs import LauncherSpec
 
 STOP_GRACE_S = 30.0
@@ -230,7 +230,7 @@ def _launch(launcher: LauncherSpec, port: int, run_dir: Path, entry: str, entry_
     log_path = Path(run_dir) / "launch.log"
     env = launch_env(launcher)
     with open(log_path, "a") as log:  # a resumed run keeps the failed attempt's log above its own
-        log.write(f"m2rl: {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n")
+        log.write(f"m2rl: {now()} {shlex.join(command)}\n")  # the attempt's start, as run.json has it
         if port != launcher.main_process_port:
             log.write(f"m2rl: port {launcher.main_process_port} is in use; rendezvous on port {port}\n")
         log.flush()
