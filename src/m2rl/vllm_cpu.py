@@ -11,6 +11,11 @@ weight of its own in a checkpoint), so its packed copy of the embedding would st
 off by 1-3 nats after one step): it is repacked from the new embedding here. On GPUs TRL's path runs
 unchanged.
 
+TRL builds its colocated engine with no dtype, and vLLM's "auto" runs a float32 checkpoint in bfloat16
+(its first supported dtype on CPU): the rollouts would come from a bfloat16 copy of a float32 policy
+(log-probs ~1e-3 nats per token apart before any update). On CPU the engine is built in the policy's
+dtype (`rollout_engine_dtype`), as on GPUs, where the policy and vLLM share the checkpoint's bfloat16.
+
 vLLM's CPU build also stops an offline engine whose seeded request (m2rl's eval seeds each prompt) had
 its prefill split over two steps: `RuntimeError: CPU Generator does not use offset` (the model runner
 rewinds the request's generator, which only CUDA generators allow). Eval on a CPU therefore schedules
@@ -19,7 +24,10 @@ whole prompts only (`CPU_ENGINE_OPTIONS`).
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import MethodType
 from typing import Any
 
@@ -52,3 +60,17 @@ def sync_weights_on_cpu(generation: Any) -> None:
 def use_cpu_weight_sync(generation: Any) -> None:
     """Give a colocated TRL `VLLMGeneration` on CPU the sync above (its other methods stay TRL's)."""
     generation.sync_weights = MethodType(sync_weights_on_cpu, generation)
+
+
+@contextmanager
+def rollout_engine_dtype(dtype: Any) -> Iterator[None]:
+    """While a TRL trainer is built: its colocated vLLM engine in `dtype` (see the module docstring).
+    TRL's `VLLMGeneration` calls `vllm.LLM` with no dtype and offers no option for one."""
+    from trl.generation import vllm_generation  # lazy: only where a colocated engine is built
+
+    build = vllm_generation.LLM
+    vllm_generation.LLM = functools.partial(build, dtype=dtype)
+    try:
+        yield
+    finally:
+        vllm_generation.LLM = build

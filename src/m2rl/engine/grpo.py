@@ -18,6 +18,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from m2rl.sampling import SamplingSettings
 from m2rl.sampling import sample as sample_tokens
 from m2rl.specs import LOSS_TYPES, DistillJob, OnPolicyRecipe, RLJob, RLRecipe
 from m2rl.verifiers import VerifierConfig
-from m2rl.vllm_cpu import prepare_cpu_engine, use_cpu_weight_sync
+from m2rl.vllm_cpu import prepare_cpu_engine, rollout_engine_dtype, use_cpu_weight_sync
 
 # TRL's generation options that m2rl.sampling reproduces; any other (min_p, repetition penalty, a
 # suppressed token) sends rollouts through transformers' generate instead.
@@ -527,9 +528,11 @@ def on_policy_trainer(
     reward = DomainRoutedReward(
         VerifierConfig.of(spec.verifiers), spec.domains, recipe.max_completion_length, clock
     )
-    trainer = trainer_class(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
-    )
+    engine_dtype = rollout_engine_dtype(dtype) if use_cpu and recipe.rollout == "vllm" else nullcontext()
+    with engine_dtype:
+        trainer = trainer_class(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
+        )
     trainer.clock = clock
     if use_cpu and trainer.use_vllm:
         use_cpu_weight_sync(trainer.vllm_generation)
