@@ -13,7 +13,6 @@ Used for the engines study in docs/engines.md.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -21,16 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from m2rl.compare.intervals import CrossedBootstrap, Part
+from m2rl.evaluate.results import EVAL_DIR, read_results
 
 
 def item_scores(run: Path) -> dict[tuple[str, str], float]:
     """(domain, item id) -> the item's mean reward over its samples, from the run's eval files."""
-    scores = {}
-    for path in sorted((run / "eval").glob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            scores[(row["domain"], row["id"])] = float(np.mean(row["rewards"]))
-    return scores
+    return {
+        (item.domain, item.id): item.mean_reward
+        for path in sorted((run / EVAL_DIR).glob("*.jsonl"))
+        for item in read_results(path)
+    }
 
 
 def find_run(runs: Path, study: str, seed: int, role: str) -> Path:

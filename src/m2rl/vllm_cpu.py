@@ -14,7 +14,8 @@ unchanged.
 TRL builds its colocated engine with no dtype, and vLLM's "auto" runs a float32 checkpoint in bfloat16
 (its first supported dtype on CPU): the rollouts would come from a bfloat16 copy of a float32 policy
 (log-probs ~1e-3 nats per token apart before any update). On CPU the engine is built in the policy's
-dtype (`rollout_engine_dtype`), as on GPUs, where the policy and vLLM share the checkpoint's bfloat16.
+dtype (`rollout_engine_dtype`). GPUs keep TRL's engine: there the paper preset's policy and checkpoint
+are both bfloat16.
 
 vLLM's CPU build also stops an offline engine whose seeded request (m2rl's eval seeds each prompt) had
 its prefill split over two steps: `RuntimeError: CPU Generator does not use offset` (the model runner

@@ -522,14 +522,14 @@ def on_policy_trainer(
     dtype = torch.float32 if use_cpu else getattr(torch, spec.model.dtype)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     args = build_config(recipe, output_dir, spec.steps, spec.launcher.world_size, use_cpu, spec.seed)
-    if use_cpu and recipe.rollout == "vllm":
+    cpu_engine = use_cpu and recipe.rollout == "vllm"  # a colocated engine on vLLM's CPU build
+    if cpu_engine:
         prepare_cpu_engine()
     clock = StepClock()
     reward = DomainRoutedReward(
         VerifierConfig.of(spec.verifiers), spec.domains, recipe.max_completion_length, clock
     )
-    engine_dtype = rollout_engine_dtype(dtype) if use_cpu and recipe.rollout == "vllm" else nullcontext()
-    with engine_dtype:
+    with rollout_engine_dtype(dtype) if cpu_engine else nullcontext():
         trainer = trainer_class(
             model=model, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=[reward]
         )
